@@ -1,0 +1,111 @@
+"""Backend registry: names, lazy loading, the current default, and why a backend cannot run here.
+
+A backend is a module in ``fastconv.backends`` with the same six functions::
+
+    conv2d_forward(x, w, b, g) -> y
+    conv2d_backward(dy, x, w, g, need_dx, need_dw, need_db) -> (dx, dw, db)
+    max_pool2d_forward(x, g) -> (y, indices)
+    max_pool2d_backward(dy, indices, g) -> dx
+    avg_pool2d_forward(x, g) -> y
+    avg_pool2d_backward(dy, g) -> dx
+
+Arrays reach a kernel C-contiguous, of dtype ``g.dtype`` (possibly read-only); kernels never write to them.
+Adding a backend means adding one module and one entry in ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+import os
+from types import ModuleType
+
+#: name -> how to make it available when its module cannot be imported
+BACKENDS: dict[str, str] = {
+    "naive": "it is pure numpy and should always import; reinstall fastconv",
+    "im2col": "it is pure numpy and should always import; reinstall fastconv",
+    "numba": "install numba (pip install numba)",
+    "cython": "build the compiled extension: pip install . (needs a C compiler and OpenMP), "
+              "or python setup.py build_ext --inplace in a source checkout",
+    "auto": "auto needs at least one compiled backend (numba or cython)",
+}
+KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
+           "avg_pool2d_forward", "avg_pool2d_backward")
+DEFAULT_BACKEND = "auto"
+
+_modules: dict[str, ModuleType] = {}
+_failures: dict[str, str] = {}
+_process_default: str | None = None
+_scoped_default: contextvars.ContextVar[str | None] = contextvars.ContextVar("fastconv_backend", default=None)
+
+
+class BackendUnavailableError(RuntimeError):
+    """A known backend cannot run on this machine; the message says why and how to fix it."""
+
+
+def check_name(name: str, source: str = "backend") -> str:
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"{source}: unknown backend {name!r}; valid names are {', '.join(BACKENDS)}")
+    return name
+
+
+def load(name: str) -> ModuleType:
+    """The backend's module, imported on first use; BackendUnavailableError if it cannot run here."""
+    check_name(name)
+    if name in _modules:
+        return _modules[name]
+    if name not in _failures:
+        try:
+            _modules[name] = importlib.import_module(f"fastconv.backends.{name}")
+            return _modules[name]
+        except ImportError as exc:
+            _failures[name] = f"{type(exc).__name__}: {exc}"
+    raise BackendUnavailableError(f"backend {name!r} is unavailable here ({_failures[name]}); "
+                                  f"to fix: {BACKENDS[name]}")
+
+
+def unavailable_reason(name: str) -> str | None:
+    """None when the backend loads, else the reason it does not."""
+    try:
+        load(name)
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run here, in registry order."""
+    return [name for name in BACKENDS if unavailable_reason(name) is None]
+
+
+def get_backend() -> str:
+    """The current default: the innermost use_backend, else set_backend, else $FASTCONV_BACKEND, else 'auto'."""
+    scoped = _scoped_default.get()
+    if scoped is not None:
+        return scoped
+    if _process_default is not None:
+        return _process_default
+    env = os.environ.get("FASTCONV_BACKEND")
+    return check_name(env, "FASTCONV_BACKEND") if env else DEFAULT_BACKEND
+
+
+def set_backend(name: str) -> None:
+    """Set the process-wide default backend."""
+    global _process_default
+    _process_default = check_name(name, "set_backend")
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Scoped default backend (per thread and per asyncio task, through contextvars)."""
+    token = _scoped_default.set(check_name(name, "use_backend"))
+    try:
+        yield name
+    finally:
+        _scoped_default.reset(token)
+
+
+def resolve(backend: str | None) -> ModuleType:
+    """The module for an explicit name, or for the current default when backend is None."""
+    return load(get_backend() if backend is None else check_name(backend))

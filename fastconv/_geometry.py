@@ -1,0 +1,304 @@
+"""Argument normalization and shape checks: the only place that parses strides, paddings and sizes.
+
+Every public function builds a :class:`ConvGeometry` or :class:`PoolGeometry` here before any work starts.
+Kernels receive the geometry and never re-derive output sizes or re-check arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Normalized numbers of one conv2d call: x (n, c, h, w), w (k, c // groups, r, s), y (n, k, out_h, out_w)."""
+
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    r: int
+    s: int
+    stride_h: int
+    stride_w: int
+    dilation_h: int
+    dilation_w: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    groups: int
+    out_h: int
+    out_w: int
+    dtype: np.dtype
+
+    @property
+    def c_per_group(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def k_per_group(self) -> int:
+        return self.k // self.groups
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.c, self.h, self.w)
+
+    @property
+    def w_shape(self) -> tuple[int, int, int, int]:
+        return (self.k, self.c_per_group, self.r, self.s)
+
+    @property
+    def y_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.k, self.out_h, self.out_w)
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds counted as 2 flops, for one forward pass."""
+        return 2 * self.n * self.k * self.out_h * self.out_w * self.c_per_group * self.r * self.s
+
+    @property
+    def has_padding(self) -> bool:
+        return any((self.pad_top, self.pad_bottom, self.pad_left, self.pad_right))
+
+
+@dataclass(frozen=True)
+class PoolGeometry:
+    """Normalized numbers of one pooling call: x (n, c, h, w), y (n, c, out_h, out_w), window kh x kw.
+
+    A window starts at (oh * stride_h - pad_top, ow * stride_w - pad_left). It is clipped to the padded input
+    (rows -pad_top .. h + pad_bottom), which matters only with ceil_mode, and only its cells inside the input
+    are read.
+    """
+
+    n: int
+    c: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    stride_h: int
+    stride_w: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    out_h: int
+    out_w: int
+    ceil_mode: bool
+    count_include_pad: bool
+    dtype: np.dtype
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.c, self.h, self.w)
+
+    @property
+    def y_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.c, self.out_h, self.out_w)
+
+    @property
+    def overlapping(self) -> bool:
+        """True when neighbouring windows share input cells (stride smaller than the window)."""
+        return self.stride_h < self.kh or self.stride_w < self.kw
+
+    def avg_divisor(self) -> np.ndarray:
+        """(out_h, out_w) float64: the number each window's sum is divided by in avg pooling (PyTorch's rule)."""
+        rows = _window_counts(self.out_h, self.stride_h, self.kh, self.pad_top, self.h, self.pad_bottom,
+                              self.count_include_pad)
+        cols = _window_counts(self.out_w, self.stride_w, self.kw, self.pad_left, self.w, self.pad_right,
+                              self.count_include_pad)
+        return np.outer(rows, cols).astype(np.float64)
+
+
+def _window_counts(out: int, stride: int, kernel: int, pad_before: int, size: int, pad_after: int,
+                   include_pad: bool) -> np.ndarray:
+    start = np.arange(out) * stride - pad_before
+    end = np.minimum(start + kernel, size + pad_after)
+    if not include_pad:
+        start, end = np.maximum(start, 0), np.minimum(end, size)
+    return end - start
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# small parsers
+
+
+def _pair(op: str, name: str, value, *, minimum: int) -> tuple[int, int]:
+    """An int or an (h, w) pair of ints, each >= minimum."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    elif (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints (h, w), got {value!r}")
+    if min(pair) < minimum:
+        what = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{op}: {name} must be {what}, got {value!r}")
+    return pair
+
+
+def _explicit_padding(op: str, padding) -> tuple[int, int, int, int]:
+    """int, (ph, pw) or ((top, bottom), (left, right)) -> (top, bottom, left, right), all >= 0."""
+    if (isinstance(padding, (tuple, list)) and len(padding) == 2
+            and all(isinstance(p, (tuple, list)) for p in padding)):
+        (top, bottom), (left, right) = (_pair(op, "padding", tuple(p), minimum=0) for p in padding)
+        return top, bottom, left, right
+    try:
+        ph, pw = _pair(op, "padding", padding, minimum=0)
+    except TypeError:
+        raise TypeError(f"{op}: padding must be an int, (ph, pw), ((top, bottom), (left, right)), "
+                        f"'valid' or 'same', got {padding!r}") from None
+    return ph, ph, pw, pw
+
+
+def _same_padding(size: int, stride: int, extent: int) -> tuple[int, int]:
+    """TensorFlow's 'same': out = ceil(size / stride), the odd pixel of padding goes after (bottom/right)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + extent - size, 0)
+    return total // 2, total - total // 2
+
+
+def _padding(op: str, padding, size_hw, stride_hw, extent_hw) -> tuple[int, int, int, int]:
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding == "same":
+            top, bottom = _same_padding(size_hw[0], stride_hw[0], extent_hw[0])
+            left, right = _same_padding(size_hw[1], stride_hw[1], extent_hw[1])
+            return top, bottom, left, right
+        raise ValueError(f"{op}: unknown padding string {padding!r}; use 'valid', 'same', an int or pairs")
+    return _explicit_padding(op, padding)
+
+
+def as_array(op: str, name: str, value) -> np.ndarray:
+    """The argument as an ndarray (no copy), or a TypeError naming it."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # numpy raises many types for unconvertible objects
+        raise TypeError(f"{op}: {name} must be a numpy array, got {type(value).__name__}") from exc
+
+
+def compute_dtype(op: str, **arrays: np.ndarray | None) -> np.dtype:
+    """np.result_type of the given arrays; each must be float32 or float64."""
+    present = {name: a for name, a in arrays.items() if a is not None}
+    for name, a in present.items():
+        if a.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"{op}: {name} has dtype {a.dtype}; fastconv works on float32 and float64 arrays "
+                            f"(convert with {name}.astype(np.float32))")
+    return np.result_type(*present.values())
+
+
+def _check_ndim(op: str, name: str, a: np.ndarray, ndim: int, layout: str) -> None:
+    if a.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D {layout}, got shape {a.shape}")
+
+
+def _out_size(size: int, pad: int, extent: int, stride: int, ceil_mode: bool = False,
+              pad_before: int = 0) -> int:
+    span = size + pad - extent
+    if span < 0:
+        return 0
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + pad_before:  # the last window must start inside the input or left padding
+        out -= 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# geometry builders
+
+
+def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, stride=1, padding=0,
+                  dilation=1, groups=1, op: str = "conv2d", dy: np.ndarray | None = None) -> ConvGeometry:
+    """Validate one conv2d (or conv2d_backward, when dy is given) call and return its geometry."""
+    _check_ndim(op, "x", x, 4, "(N, C, H, W)")
+    _check_ndim(op, "w", w, 4, "(K, C // groups, R, S)")
+    dtype = compute_dtype(op, x=x, w=w, b=b, dy=dy)
+    n, c, h, width = x.shape
+    k, c_per_group, r, s = w.shape
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    groups = int(groups)
+    if r < 1 or s < 1:
+        raise ValueError(f"{op}: kernel size must be positive, got w.shape={w.shape}")
+    if c % groups:
+        raise ValueError(f"{op}: groups={groups} does not divide the {c} input channels (x.shape={x.shape})")
+    if k % groups:
+        raise ValueError(f"{op}: groups={groups} does not divide the {k} output channels (w.shape={w.shape})")
+    if c != c_per_group * groups:
+        raise ValueError(f"{op}: x has {c} channels but w expects {c_per_group * groups} "
+                         f"(w.shape[1]={c_per_group}, groups={groups}); x.shape={x.shape}, w.shape={w.shape}")
+    if b is not None and b.shape != (k,):
+        raise ValueError(f"{op}: b must have shape ({k},) to match w.shape={w.shape}, got {b.shape}")
+    sh, sw = _pair(op, "stride", stride, minimum=1)
+    dh, dw = _pair(op, "dilation", dilation, minimum=1)
+    extent_h, extent_w = (r - 1) * dh + 1, (s - 1) * dw + 1
+    top, bottom, left, right = _padding(op, padding, (h, width), (sh, sw), (extent_h, extent_w))
+    out_h = _out_size(h, top + bottom, extent_h, sh)
+    out_w = _out_size(width, left + right, extent_w, sw)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"{op}: output size would be {out_h}x{out_w} (< 1) for x.shape={x.shape}, "
+                         f"w.shape={w.shape}, stride=({sh}, {sw}), dilation=({dh}, {dw}), "
+                         f"padding=(({top}, {bottom}), ({left}, {right})); pad the input or use a smaller kernel")
+    g = ConvGeometry(n, c, h, width, k, r, s, sh, sw, dh, dw, top, bottom, left, right, groups, out_h, out_w,
+                     np.dtype(dtype))
+    if dy is not None:
+        _check_dy(op, dy, g.y_shape)
+    return g
+
+
+def pool_geometry(x: np.ndarray, kernel_size, *, stride=None, padding=0, ceil_mode=False,
+                  count_include_pad=True, op: str = "pool2d", dy: np.ndarray | None = None) -> PoolGeometry:
+    """Validate one pooling call (backward when dy is given) and return its geometry."""
+    _check_ndim(op, "x", x, 4, "(N, C, H, W)")
+    dtype = compute_dtype(op, x=x, dy=dy)
+    n, c, h, width = x.shape
+    kh, kw = _pair(op, "kernel_size", kernel_size, minimum=1)
+    sh, sw = _pair(op, "stride", kernel_size if stride is None else stride, minimum=1)
+    top, bottom, left, right = _padding(op, padding, (h, width), (sh, sw), (kh, kw))
+    if max(top, bottom) > kh // 2 or max(left, right) > kw // 2:
+        raise ValueError(f"{op}: padding (({top}, {bottom}), ({left}, {right})) must be at most half the "
+                         f"kernel_size ({kh}, {kw}) on each side")
+    out_h = _out_size(h, top + bottom, kh, sh, bool(ceil_mode), top)
+    out_w = _out_size(width, left + right, kw, sw, bool(ceil_mode), left)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"{op}: output size would be {out_h}x{out_w} (< 1) for x.shape={x.shape}, "
+                         f"kernel_size=({kh}, {kw}), stride=({sh}, {sw}), "
+                         f"padding=(({top}, {bottom}), ({left}, {right}))")
+    g = PoolGeometry(n, c, h, width, kh, kw, sh, sw, top, bottom, left, right, out_h, out_w, bool(ceil_mode),
+                     bool(count_include_pad), np.dtype(dtype))
+    if dy is not None:
+        _check_dy(op, dy, g.y_shape)
+    return g
+
+
+def _check_dy(op: str, dy: np.ndarray, expected: tuple[int, ...]) -> None:
+    if dy.shape != expected:
+        raise ValueError(f"{op}: dy must have the output's shape {expected}, got {dy.shape}")
+
+
+def check_indices(op: str, indices: np.ndarray, g: PoolGeometry) -> None:
+    """indices from max_pool2d(return_indices=True): int64, shape (n, c, out_h, out_w), each in [0, h*w)."""
+    if indices.shape != g.y_shape:
+        raise ValueError(f"{op}: indices must have the output's shape {g.y_shape}, got {indices.shape}")
+    if indices.dtype != np.int64:
+        raise TypeError(f"{op}: indices must be int64 (as returned by max_pool2d), got {indices.dtype}")
+    if indices.size and (indices.min() < 0 or indices.max() >= g.h * g.w):
+        raise ValueError(f"{op}: indices must lie in [0, {g.h * g.w}) for x of shape {g.x_shape}")
+
+
+def nbytes(shape, dtype) -> int:
+    """Bytes of an array of this shape, in Python integers (no overflow)."""
+    return math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize

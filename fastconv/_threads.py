@@ -1,0 +1,54 @@
+"""One thread budget for numba, OpenMP (the Cython extension) and BLAS.
+
+Kernels ask ``get_num_threads()`` how wide to run their parallel loops. A kernel that parallelizes its own
+loops calls BLAS single-threaded inside them (``blas_single_threaded``); a kernel that runs serially lets
+BLAS use the whole budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from threadpoolctl import threadpool_limits
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_num_threads = _cores()
+
+
+def get_num_threads() -> int:
+    """Threads fastconv's kernels may use (default: the cores this process may run on)."""
+    return _num_threads
+
+
+def set_num_threads(n: int) -> None:
+    """Use n threads for numba's prange, the Cython extension's OpenMP loops and BLAS."""
+    global _num_threads
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
+    _num_threads = n
+    threadpool_limits(limits=n, user_api="blas")
+    if "numba" in sys.modules:
+        sys.modules["numba"].set_num_threads(min(n, sys.modules["numba"].config.NUMBA_NUM_THREADS))
+
+
+@contextlib.contextmanager
+def blas_single_threaded():
+    """BLAS limited to one thread for the duration, so that a kernel's own parallel loop owns the cores."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def blas_info() -> list[dict]:
+    """What threadpoolctl sees: one entry per BLAS/OpenMP library loaded in this process."""
+    from threadpoolctl import threadpool_info
+
+    return threadpool_info()

@@ -1,0 +1,1 @@
+"""Interchangeable kernel modules; see fastconv._backend for the interface every module implements."""
