@@ -1,0 +1,1 @@
+"""Sub-commands of the `fastconv` command line (see fastconv.cli)."""
