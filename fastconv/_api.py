@@ -99,10 +99,10 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
     """Gradient of max_pool2d: dy (N, C, Ho, Wo) -> dx (N, C, H, W). Uses indices when given, else recomputes
     them from x."""
     x, dy, g = _pool("max_pool2d_backward", x, kernel_size, stride, padding, ceil_mode, dy=dy)
-    impl = _backend.resolve(backend)
     if indices is not None:
         indices = as_array("max_pool2d_backward", "indices", indices)
         check_indices("max_pool2d_backward", indices, g)
+    impl = _backend.resolve(backend)
     _check_fits("max_pool2d_backward", impl, g, [g.x_shape, g.y_shape])
     if g.n == 0:
         return np.zeros(g.x_shape, g.dtype)
