@@ -1,0 +1,26 @@
+"""Autotuning for the "auto" backend: measure candidate kernels once per key, remember the fastest.
+
+Measuring is on unless ``set_autotune(False)`` was called or ``$FASTCONV_AUTOTUNE`` is ``0`` (the API call wins
+over the environment). With measuring off, auto uses its heuristic choice.
+"""
+
+from __future__ import annotations
+
+import os
+
+_enabled: bool | None = None  # None: follow $FASTCONV_AUTOTUNE
+
+
+def set_autotune(enabled: bool | None) -> None:
+    """Turn auto's measuring on or off for this process; None goes back to $FASTCONV_AUTOTUNE (default on)."""
+    global _enabled
+    if enabled is not None and not isinstance(enabled, bool):
+        raise TypeError(f"set_autotune: enabled must be True, False or None, got {enabled!r}")
+    _enabled = enabled
+
+
+def autotune_enabled() -> bool:
+    """Whether auto measures candidates (True) or takes its heuristic choice (False)."""
+    if _enabled is not None:
+        return _enabled
+    return os.environ.get("FASTCONV_AUTOTUNE", "1").strip().lower() not in ("0", "false", "no", "off")

@@ -1,0 +1,140 @@
+"""The "auto" backend: for each (op, geometry, dtype, threads[, need flags]) the fastest compiled kernel.
+
+Candidates are the available backends among CANDIDATE_BACKENDS (never naive) and, for a backend with a
+``methods(op, g)`` hook, each of its methods, named "backend:method". On the first call for a new key every
+candidate runs on the real inputs (fastconv.autotune.timing), the fastest is kept and its decision cached in
+memory and on disk (fastconv.autotune.cache). A cached decision is reused while the candidates are the same.
+With autotuning off (fastconv.set_autotune(False) or FASTCONV_AUTOTUNE=0) the first available backend in
+CANDIDATE_BACKENDS' order runs, with its own default method.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Callable
+
+from fastconv import _backend
+from fastconv._threads import get_num_threads
+from fastconv.autotune import autotune_enabled, cache, timing
+
+#: backends auto chooses from, in the order of the heuristic's preference
+CANDIDATE_BACKENDS = ("cython", "numba", "im2col")
+
+#: (op, g, flags, threads, autotuning) -> (candidate name, kernel): the per-call fast path
+_resolved: dict[tuple, tuple[str, Callable]] = {}
+_tuning = threading.Lock()
+
+
+def candidates(op: str, g) -> dict[str, Callable]:
+    """name -> kernel of every candidate for op on geometry g: "backend" or "backend:method"."""
+    found: dict[str, Callable] = {}
+    for name in CANDIDATE_BACKENDS:
+        if _backend.unavailable_reason(name) is not None:
+            continue
+        module = _backend.load(name)
+        methods = getattr(module, "methods", None)
+        variants = methods(op, g) if methods is not None else {}
+        if variants:
+            found.update({f"{name}:{method}": kernel for method, kernel in variants.items()})
+        elif hasattr(module, op):
+            found[name] = getattr(module, op)
+    return found
+
+
+def heuristic(op: str, g) -> str:
+    """The choice without measuring: the first available backend in CANDIDATE_BACKENDS that has op."""
+    for name in CANDIDATE_BACKENDS:
+        if _backend.unavailable_reason(name) is None and hasattr(_backend.load(name), op):
+            return name
+    raise _backend.BackendUnavailableError(f"auto: none of {', '.join(CANDIDATE_BACKENDS)} can run here")
+
+
+def chosen(op: str, g, *, need_dx: bool = True, need_dw: bool = True, need_db: bool = True) -> str | None:
+    """The candidate auto runs for op on geometry g ("numba:winograd", "cython", ...), or None when autotuning
+    is on and this key has not been measured yet (in this process or a cached one)."""
+    flags = _flags(op, need_dx, need_dw, need_db)
+    hit = _resolved.get(_fast_key(op, g, flags))
+    if hit is not None:
+        return hit[0]
+    if not autotune_enabled():
+        return heuristic(op, g)
+    entry = cache.lookup(cache.decision_key(op, g, get_num_threads(), flags))
+    return entry.choice if entry is not None else None
+
+
+def clear_memory() -> None:
+    """Forget this process's decisions; the next call per key consults the cache file again."""
+    _resolved.clear()
+    cache.clear_memory()
+
+
+def _flags(op: str, need_dx: bool, need_dw: bool, need_db: bool) -> tuple:
+    return (need_dx, need_dw, need_db) if op == "conv2d_backward" else ()
+
+
+def _fast_key(op: str, g, flags: tuple) -> tuple:
+    return op, g, flags, get_num_threads(), autotune_enabled()
+
+
+def _run(op: str, g, flags: tuple, *args):
+    """Run op with the decided kernel, deciding first (by measuring, or the heuristic) on a new key."""
+    fast_key = _fast_key(op, g, flags)
+    hit = _resolved.get(fast_key)
+    if hit is not None:
+        return hit[1](*args)
+    if not autotune_enabled():
+        name = heuristic(op, g)
+        _resolved[fast_key] = (name, getattr(_backend.load(name), op))
+        return _resolved[fast_key][1](*args)
+    with _tuning:  # one measurement at a time, so that concurrent threads do not disturb each other's timings
+        options = candidates(op, g)
+        key = cache.decision_key(op, g, fast_key[3], flags)
+        entry = cache.lookup(key)
+        if entry is not None and entry.choice in options and set(entry.candidates) == set(options):
+            _resolved[fast_key] = (entry.choice, options[entry.choice])
+            return options[entry.choice](*args)
+        winner, seconds, result = timing.fastest({name: functools.partial(kernel, *args)
+                                                  for name, kernel in options.items()})
+        cache.store(key, cache.Entry(winner, tuple(options),
+                                     tuple((name, round(s * 1e3, 4)) for name, s in seconds.items())))
+        _resolved[fast_key] = (winner, options[winner])
+        return result
+
+
+def conv2d_forward(x, w, b, g):
+    """x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
+    return _run("conv2d_forward", g, (), x, w, b, g)
+
+
+def conv2d_backward(dy, x, w, g, need_dx, need_dw, need_db):
+    """dy (N, K, Ho, Wo) -> (dx, dw, db), None where not needed; keyed by the need flags too."""
+    return _run("conv2d_backward", g, _flags("conv2d_backward", need_dx, need_dw, need_db),
+                dy, x, w, g, need_dx, need_dw, need_db)
+
+
+def max_pool2d_forward(x, g):
+    """x (N, C, H, W) -> y, indices (N, C, Ho, Wo)."""
+    return _run("max_pool2d_forward", g, (), x, g)
+
+
+def max_pool2d_backward(dy, indices, g):
+    """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W)."""
+    return _run("max_pool2d_backward", g, (), dy, indices, g)
+
+
+def avg_pool2d_forward(x, g):
+    """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
+    return _run("avg_pool2d_forward", g, (), x, g)
+
+
+def avg_pool2d_backward(dy, g):
+    """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
+    return _run("avg_pool2d_backward", g, (), dy, g)
+
+
+def workspace_bytes(op: str, g) -> int:
+    """The smallest scratch need among the candidate backends (auto skips a candidate that runs out of memory)."""
+    needs = [getattr(_backend.load(name), "workspace_bytes", lambda op, g: 0)(op, g)
+             for name in CANDIDATE_BACKENDS if _backend.unavailable_reason(name) is None]
+    return min(needs, default=0)

@@ -1,0 +1,164 @@
+"""The auto backend: its choice is a candidate, decisions round-trip through the cache file, a corrupt file is
+ignored with a warning, and with autotuning off it takes the heuristic without timing anything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv._geometry import conv_geometry
+from fastconv.autotune import cache, timing
+from fastconv.backends import auto
+
+from cases import assert_close, random_array
+
+X_SHAPE, W_SHAPE = (2, 3, 10, 9), (4, 3, 3, 3)
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(tmp_path, monkeypatch):
+    """Each test measures, into its own empty cache dir, with no decisions in memory."""
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")
+    fc.set_autotune(None)
+    auto.clear_memory()
+    yield tmp_path
+    fc.set_autotune(None)
+    auto.clear_memory()
+
+
+@pytest.fixture
+def operands(rng):
+    return random_array(rng, X_SHAPE, np.float64), random_array(rng, W_SHAPE, np.float64)
+
+
+def geometry(x, w):
+    return conv_geometry(x, w, padding=1)
+
+
+def forbid_timing(monkeypatch):
+    def fail(calls):
+        raise AssertionError(f"auto measured {list(calls)} although it should not have")
+    monkeypatch.setattr(timing, "fastest", fail)
+
+
+def test_choice_is_one_of_the_candidates_and_never_naive(operands):
+    x, w = operands
+    y = fc.conv2d(x, w, padding=1, backend="auto")
+    assert_close(y, fc.conv2d(x, w, padding=1, backend="naive"), np.dtype(np.float64), "auto y")
+    choice = auto.chosen("conv2d_forward", geometry(x, w))
+    assert choice in auto.candidates("conv2d_forward", geometry(x, w))
+    assert not choice.startswith("naive")
+
+
+def test_picks_the_fastest_candidate(operands, monkeypatch):
+    im2col = fc._backend.load("im2col").conv2d_forward
+
+    def slow(*args):
+        time.sleep(0.01)
+        return im2col(*args)
+
+    monkeypatch.setattr(auto, "candidates", lambda op, g: {"slow": slow, "fast": im2col})
+    x, w = operands
+    fc.conv2d(x, w, padding=1, backend="auto")
+    assert auto.chosen("conv2d_forward", geometry(x, w)) == "fast"
+    entry = cache.lookup(cache.decision_key("conv2d_forward", geometry(x, w), fc.get_num_threads()))
+    assert entry.candidates == ("slow", "fast") and dict(entry.times_ms)["slow"] >= 10
+
+
+def test_backward_keyed_by_need_flags(operands):
+    x, w = operands
+    dy = np.ones((2, 4, 10, 9))
+    dx, dw, db = fc.conv2d_backward(dy, x, w, padding=1, need_dx=False, backend="auto")
+    assert dx is None and dw.shape == W_SHAPE and db.shape == (4,)
+    g = conv_geometry(x, w, padding=1, dy=dy)
+    assert auto.chosen("conv2d_backward", g, need_dx=False) is not None
+    assert auto.chosen("conv2d_backward", g) is None  # all three flags: another key, not measured yet
+
+
+def test_decision_round_trips_through_the_file(operands, monkeypatch, fresh_cache):
+    x, w = operands
+    fc.conv2d(x, w, padding=1, backend="auto")
+    choice = auto.chosen("conv2d_forward", geometry(x, w))
+    saved = json.loads((fresh_cache / cache.FILE_NAME).read_text())
+    assert [e["choice"] for e in saved["entries"].values()] == [choice]
+    auto.clear_memory()
+    forbid_timing(monkeypatch)
+    assert auto.chosen("conv2d_forward", geometry(x, w)) == choice
+    fc.conv2d(x, w, padding=1, backend="auto")
+
+
+def test_another_process_reuses_and_extends_the_file(operands, monkeypatch, fresh_cache):
+    x, w = operands
+    fc.conv2d(x, w, padding=1, backend="auto")
+    script = ("import numpy as np, fastconv as fc\n"
+              "from fastconv.autotune import timing\n"
+              "def fail(calls): raise AssertionError('measured a cached key')\n"
+              "timing.fastest, measure = fail, timing.fastest\n"
+              f"fc.conv2d(np.ones({X_SHAPE}), np.ones({W_SHAPE}), padding=1)\n"
+              "timing.fastest = measure\n"
+              f"fc.conv2d(np.ones({X_SHAPE}, np.float32), np.ones({W_SHAPE}, np.float32), padding=1)\n")
+    subprocess.run([sys.executable, "-c", script], check=True)
+    keys = json.loads((fresh_cache / cache.FILE_NAME).read_text())["entries"]
+    assert sorted(key.split("dtype=")[1].split()[0] for key in keys) == ["float32", "float64"]
+
+
+def test_corrupt_cache_file_is_ignored_with_a_warning(operands, fresh_cache):
+    (fresh_cache / cache.FILE_NAME).write_text("{not json")
+    x, w = operands
+    with pytest.warns(RuntimeWarning, match="corrupt autotune cache"):
+        y = fc.conv2d(x, w, padding=1, backend="auto")
+    assert_close(y, fc.conv2d(x, w, padding=1, backend="naive"), np.dtype(np.float64), "auto y")
+    assert len(json.loads((fresh_cache / cache.FILE_NAME).read_text())["entries"]) == 1
+
+
+def test_stale_decision_is_measured_again(operands, monkeypatch):
+    """A cached choice made among other candidates (say before the Cython extension was built) is redone."""
+    x, w = operands
+    g = geometry(x, w)
+    key = cache.decision_key("conv2d_forward", g, fc.get_num_threads())
+    cache.store(key, cache.Entry("vanished", ("vanished",)))
+    auto.clear_memory()
+    fc.conv2d(x, w, padding=1, backend="auto")
+    assert auto.chosen("conv2d_forward", g) in auto.candidates("conv2d_forward", g)
+
+
+@pytest.mark.parametrize("switch_off", ["env", "api"])
+def test_autotune_off_takes_the_heuristic_without_timing(operands, monkeypatch, fresh_cache, switch_off):
+    if switch_off == "env":
+        monkeypatch.setenv("FASTCONV_AUTOTUNE", "0")
+    else:
+        fc.set_autotune(False)
+    forbid_timing(monkeypatch)
+    x, w = operands
+    y = fc.conv2d(x, w, padding=1, backend="auto")
+    assert_close(y, fc.conv2d(x, w, padding=1, backend="naive"), np.dtype(np.float64), "auto y")
+    assert auto.chosen("conv2d_forward", geometry(x, w)) == auto.heuristic("conv2d_forward", geometry(x, w))
+    assert not (fresh_cache / cache.FILE_NAME).exists()
+
+
+def test_failing_candidate_is_skipped_with_a_warning(operands, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(auto, "candidates",
+                        lambda op, g: {"broken": broken, "im2col": fc._backend.load("im2col").conv2d_forward})
+    x, w = operands
+    with pytest.warns(RuntimeWarning, match="'broken' failed"):
+        fc.conv2d(x, w, padding=1, backend="auto")
+    assert auto.chosen("conv2d_forward", geometry(x, w)) == "im2col"
+
+
+def test_concurrent_writers_keep_every_entry(fresh_cache):
+    script = ("import sys, numpy as np, fastconv as fc\n"
+              "for n in range(1, 6):\n"
+              "    fc.conv2d(np.ones((n, 2, 5, int(sys.argv[1]))), np.ones((3, 2, 3, 3)))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(width)]) for width in (5, 6, 7)]
+    assert all(p.wait() == 0 for p in procs)
+    assert len(json.loads((fresh_cache / cache.FILE_NAME).read_text())["entries"]) == 15
