@@ -6,6 +6,7 @@ import argparse
 
 import fastconv
 from fastconv import _backend, _threads
+from fastconv.autotune import autotune_enabled, cache
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -25,4 +26,9 @@ def run(args: argparse.Namespace) -> int:
     for pool in _threads.blas_info():
         print(f"  {pool.get('internal_api')} {pool.get('version')} threads={pool.get('num_threads')} "
               f"{pool.get('filepath')}")
+    decisions = cache.entries()
+    print(f"auto: measuring {'on' if autotune_enabled() else 'off'} (FASTCONV_AUTOTUNE, fastconv.set_autotune); "
+          f"cache {cache.cache_path()} ({len(decisions)} entries)")
+    for key, entry in decisions.items():
+        print(f"  {entry.choice:<20} {key}")
     return 0
