@@ -7,7 +7,7 @@ import importlib
 import sys
 
 #: each name is a module fastconv.commands.<name> with register(subparsers) -> parser and run(args) -> int
-COMMANDS = ("info",)
+COMMANDS = ("info", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,13 +10,18 @@ import math
 import numpy as np
 
 
-def _figure(**kwargs):
+def require_matplotlib():
+    """matplotlib's Figure class, or ImportError saying how to install matplotlib."""
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError("plots need matplotlib: pip install matplotlib (or pip install 'fastconv[train]')"
                           ) from exc
-    return Figure(**kwargs)
+    return Figure
+
+
+def _figure(**kwargs):
+    return require_matplotlib()(**kwargs)
 
 
 def plot_training(trainer, path, title: str = "") -> None:
