@@ -73,11 +73,13 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
 
 def _pool(op: str, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True, dy=None
           ) -> tuple[np.ndarray, np.ndarray | None, PoolGeometry]:
+    """Validated (x, dy, geometry); dy is converted to a kernel operand, x is left as given (some callers need
+    only its shape)."""
     x = as_array(op, "x", x)
     dy = None if dy is None else as_array(op, "dy", dy)
     g = pool_geometry(x, kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                       count_include_pad=count_include_pad, op=op, dy=dy)
-    return _operand(x, g.dtype), _operand(dy, g.dtype), g
+    return x, _operand(dy, g.dtype), g
 
 
 def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, return_indices=False, backend=None):
@@ -90,7 +92,7 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, retur
     if g.n == 0:
         y, indices = np.zeros(g.y_shape, g.dtype), np.zeros(g.y_shape, np.int64)
     else:
-        y, indices = impl.max_pool2d_forward(x, g)
+        y, indices = impl.max_pool2d_forward(_operand(x, g.dtype), g)
     return (y, indices) if return_indices else y
 
 
@@ -107,7 +109,7 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
     if g.n == 0:
         return np.zeros(g.x_shape, g.dtype)
     if indices is None:
-        _, indices = impl.max_pool2d_forward(x, g)
+        _, indices = impl.max_pool2d_forward(_operand(x, g.dtype), g)
     return impl.max_pool2d_backward(dy, np.ascontiguousarray(indices), g)
 
 
@@ -119,7 +121,7 @@ def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count
     _check_fits("avg_pool2d", impl, g, [g.y_shape])
     if g.n == 0:
         return np.zeros(g.y_shape, g.dtype)
-    return impl.avg_pool2d_forward(x, g)
+    return impl.avg_pool2d_forward(_operand(x, g.dtype), g)
 
 
 def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
