@@ -8,10 +8,11 @@ BLAS use the whole budget.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 
 def _cores() -> int:
@@ -22,6 +23,17 @@ def _cores() -> int:
 
 
 _num_threads = _cores()
+
+
+@functools.cache
+def _controller() -> ThreadpoolController:
+    """One scan of the loaded BLAS/OpenMP libraries (a scan costs ~1 ms; limiting through it ~20 us).
+
+    scipy.linalg is imported first so that its OpenBLAS, which numba's np.dot and cython_blas call, is seen.
+    """
+    import scipy.linalg  # noqa: F401
+
+    return ThreadpoolController()
 
 
 def get_num_threads() -> int:
@@ -35,7 +47,7 @@ def set_num_threads(n: int) -> None:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
     _num_threads = n
-    threadpool_limits(limits=n, user_api="blas")
+    _controller().limit(limits=n, user_api="blas")
     if "numba" in sys.modules:
         sys.modules["numba"].set_num_threads(min(n, sys.modules["numba"].config.NUMBA_NUM_THREADS))
 
@@ -43,12 +55,10 @@ def set_num_threads(n: int) -> None:
 @contextlib.contextmanager
 def blas_single_threaded():
     """BLAS limited to one thread for the duration, so that a kernel's own parallel loop owns the cores."""
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _controller().limit(limits=1, user_api="blas"):
         yield
 
 
 def blas_info() -> list[dict]:
     """What threadpoolctl sees: one entry per BLAS/OpenMP library loaded in this process."""
-    from threadpoolctl import threadpool_info
-
-    return threadpool_info()
+    return _controller().info()
