@@ -1,0 +1,1 @@
+"""Compiled kernels of the cython backend (built by setup.py; see fastconv.backends.cython)."""

@@ -1,0 +1,404 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Convolution kernels (forward, grad of x, grad of w) for float32/float64 NCHW arrays, GIL released.
+
+Shapes (one ConvShape p): x (n, c, h, w), w (k, c/groups, r, s), y and dy (n, k, out_h, out_w).
+Padding is implicit: a tap outside x reads zero. pad_top/pad_left may be negative (the grad of x at stride 1
+runs as a forward convolution with padding dilation*(r-1) - pad).
+
+Two families:
+- GEMM kernels work on tiles of output rows of one image and one group: im2col of the tile into a per-thread
+  workspace (col, (c/groups*r*s) x (rows*out_w)), then one BLAS call whose output is the tile of y in place
+  (row stride out_h*out_w). A 1x1, stride-1, unpadded convolution skips im2col: the tile of x is the column
+  matrix. Threads own work items (image, group, tile) and call BLAS single-threaded (the caller limits it).
+- Direct kernels for c/groups == 1 (depthwise, and a single input channel): loops over (image, channel)
+  planes whose inner loop runs along a row, so that the compiler vectorizes it.
+"""
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange, threadid
+from libc.string cimport memset
+
+from ._blas cimport gemm
+
+
+cdef struct ConvShape:
+    Py_ssize_t n, c, h, w, k, r, s
+    Py_ssize_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left
+    Py_ssize_t groups, out_h, out_w
+
+
+cdef inline void valid_span(Py_ssize_t start, Py_ssize_t step, Py_ssize_t size, Py_ssize_t count,
+                            Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi): the i in [0, count) with 0 <= start + i * step < size."""
+    cdef Py_ssize_t first = 0, end = 0
+    if start < 0:
+        first = (-start + step - 1) // step
+    if size > start:
+        end = (size - start + step - 1) // step
+    if end > count:
+        end = count
+    if first > end:
+        first = end
+    lo[0] = first
+    hi[0] = end
+
+
+cdef inline void fill(floating *a, Py_ssize_t count, floating value) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        a[i] = value
+
+
+cdef inline double total(const floating *a, Py_ssize_t count) noexcept nogil:
+    """Sum of a[0:count] with eight partial sums (the compiler may not reorder a plain sum loop)."""
+    cdef floating acc[8]
+    cdef Py_ssize_t i, j
+    cdef double result = 0
+    for j in range(8):
+        acc[j] = 0
+    for i in range(0, count - 7, 8):
+        for j in range(8):
+            acc[j] += a[i + j]
+    for i in range(count - count % 8, count):
+        result += a[i]
+    for j in range(8):
+        result += acc[j]
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# im2col / col2im on a tile of output rows
+
+
+cdef void im2col_rows(const floating *xg, floating *col, const ConvShape *p, Py_ssize_t cg,
+                      Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """col[(c*r + i)*s + j, (oh - oh0)*out_w + ow] = xg[c, oh*sh + i*dh - pt, ow*sw + j*dw - pl] (0 outside).
+
+    xg (cg, h, w): one image's channels of one group; col (cg*r*s, (oh1 - oh0)*out_w).
+    """
+    cdef Py_ssize_t c, i, j, oh, ow, ih, iw0, lo, hi
+    cdef Py_ssize_t cols = (oh1 - oh0) * p.out_w
+    cdef floating *dst
+    cdef const floating *src
+    for c in range(cg):
+        for i in range(p.r):
+            for j in range(p.s):
+                dst = col + ((c * p.r + i) * p.s + j) * cols
+                iw0 = j * p.dilation_w - p.pad_left
+                valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+                for oh in range(oh0, oh1):
+                    ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+                    if ih < 0 or ih >= p.h:
+                        fill(dst, p.out_w, 0)
+                    else:
+                        src = xg + (c * p.h + ih) * p.w + iw0
+                        fill(dst, lo, 0)
+                        if p.stride_w == 1:
+                            for ow in range(lo, hi):
+                                dst[ow] = src[ow]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow] = src[ow * p.stride_w]
+                        fill(dst + hi, p.out_w - hi, 0)
+                    dst += p.out_w
+
+
+cdef void col2im_rows(const floating *col, floating *dxg, const ConvShape *p, Py_ssize_t cg,
+                      Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """The adjoint of im2col_rows: dxg[c, ih, iw] += col[...] for every tap that read x[c, ih, iw]."""
+    cdef Py_ssize_t c, i, j, oh, ow, ih, iw0, lo, hi
+    cdef Py_ssize_t cols = (oh1 - oh0) * p.out_w
+    cdef const floating *src
+    cdef floating *dst
+    for c in range(cg):
+        for i in range(p.r):
+            for j in range(p.s):
+                src = col + ((c * p.r + i) * p.s + j) * cols
+                iw0 = j * p.dilation_w - p.pad_left
+                valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+                for oh in range(oh0, oh1):
+                    ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+                    if 0 <= ih < p.h:
+                        dst = dxg + (c * p.h + ih) * p.w + iw0
+                        for ow in range(lo, hi):
+                            dst[ow * p.stride_w] += src[ow]
+                    src += p.out_w
+
+
+cdef inline bint is_pointwise(const ConvShape *p) noexcept nogil:
+    """1x1, stride 1, no padding: x of one image and group is already its own column matrix."""
+    return (p.r == 1 and p.s == 1 and p.stride_h == 1 and p.stride_w == 1 and p.pad_top == 0
+            and p.pad_left == 0 and p.out_h == p.h and p.out_w == p.w)
+
+
+cdef inline const floating *columns(const floating *xg, floating *col, const ConvShape *p, Py_ssize_t cg,
+                                    Py_ssize_t oh0, Py_ssize_t oh1, int *ld) noexcept nogil:
+    """The column matrix of a tile of output rows: x itself (pointwise) or im2col into col; its row stride."""
+    if is_pointwise(p):
+        ld[0] = <int>(p.h * p.w)
+        return xg + oh0 * p.w
+    im2col_rows(xg, col, p, cg, oh0, oh1)
+    ld[0] = <int>((oh1 - oh0) * p.out_w)
+    return col
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GEMM kernels
+
+
+cdef void forward_tile(const floating *x, const floating *w, const floating *b, floating *y, floating *col,
+                       const ConvShape *p, Py_ssize_t n, Py_ssize_t gi, Py_ssize_t oh0,
+                       Py_ssize_t oh1) noexcept nogil:
+    """y[n, group gi, oh0:oh1, :] = w[group gi] (kg x cg*r*s) @ col (cg*r*s x tile) + b."""
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
+    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, cols = (oh1 - oh0) * p.out_w, kk
+    cdef int ld
+    cdef floating *yt = y + (n * p.k + gi * kg) * ohw + oh0 * p.out_w
+    cdef const floating *cm = columns(x + (n * p.c + gi * cg) * p.h * p.w, col, p, cg, oh0, oh1, &ld)
+    gemm(False, False, <int>kg, <int>cols, <int>crs, 1, w + gi * kg * crs, <int>crs, cm, ld, 0, yt, <int>ohw)
+    if b != NULL:
+        for kk in range(kg):
+            add_scalar(yt + kk * ohw, cols, b[gi * kg + kk])
+
+
+cdef inline void add_scalar(floating *a, Py_ssize_t count, floating value) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        a[i] += value
+
+
+def forward_gemm(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
+                 floating[:, :, :, ::1] y, floating[:, ::1] workspace, ConvShape p, Py_ssize_t tile_rows,
+                 int num_threads):
+    """y (n, k, out_h, out_w) = conv(x, w) + b, by tiles of tile_rows output rows; workspace (threads, col)."""
+    cdef Py_ssize_t tiles = (p.out_h + tile_rows - 1) // tile_rows
+    cdef Py_ssize_t items = p.n * p.groups * tiles, item, t, rest, tid
+    cdef const floating *bias = &b[0] if b is not None else NULL
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef const floating *wp = &w[0, 0, 0, 0]
+    cdef floating *yp = &y[0, 0, 0, 0]
+    cdef floating *ws = &workspace[0, 0]
+    cdef Py_ssize_t ws_stride = workspace.shape[1]
+    tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        for item in prange(items, schedule="static"):
+            t = item % tiles
+            rest = item // tiles
+            forward_tile(xp, wp, bias, yp, ws + tid * ws_stride, &p, rest // p.groups, rest % p.groups,
+                         t * tile_rows, min((t + 1) * tile_rows, p.out_h))
+
+
+def backward_weight_gemm(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                         floating[:, :, ::1] dw_partial, floating[:, ::1] workspace, ConvShape p,
+                         Py_ssize_t tile_rows, int num_threads):
+    """dw_partial[thread] (k, cg*r*s) += dy tile (kg x tile) @ col^T, summed by the caller over threads.
+
+    dw_partial must hold zeros on entry.
+    """
+    cdef Py_ssize_t tiles = (p.out_h + tile_rows - 1) // tile_rows
+    cdef Py_ssize_t items = p.n * p.groups * tiles, item, t, rest, n, gi, oh0, oh1, tid
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
+    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef const floating *cm
+    cdef floating *dwp = &dw_partial[0, 0, 0]
+    cdef floating *ws = &workspace[0, 0]
+    cdef Py_ssize_t ws_stride = workspace.shape[1], dw_stride = p.k * crs
+    cdef int ld
+    tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        for item in prange(items, schedule="static"):
+            t = item % tiles
+            rest = item // tiles
+            n = rest // p.groups
+            gi = rest % p.groups
+            oh0 = t * tile_rows
+            oh1 = min(oh0 + tile_rows, p.out_h)
+            cm = columns(xp + (n * p.c + gi * cg) * p.h * p.w, ws + tid * ws_stride, &p, cg, oh0, oh1, &ld)
+            gemm(False, True, <int>kg, <int>crs, <int>((oh1 - oh0) * p.out_w), 1,
+                 dyp + (n * p.k + gi * kg) * ohw + oh0 * p.out_w, <int>ohw, cm, ld, 1,
+                 dwp + tid * dw_stride + gi * kg * crs, <int>crs)
+
+
+def backward_data_gemm(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
+                       floating[:, :, :, ::1] dx, floating[:, ::1] workspace, ConvShape p,
+                       Py_ssize_t tile_rows, int num_threads):
+    """dx (n, c, h, w) = col2im(w[group]^T @ dy tile) per (image, group), tiles in order within one."""
+    cdef Py_ssize_t tiles = (p.out_h + tile_rows - 1) // tile_rows
+    cdef Py_ssize_t items = p.n * p.groups, item, t, n, gi, oh0, oh1, tid
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
+    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, cols
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    cdef const floating *wp = &w[0, 0, 0, 0]
+    cdef floating *dxp = &dx[0, 0, 0, 0]
+    cdef floating *ws = &workspace[0, 0]
+    cdef floating *col
+    cdef floating *dxg
+    cdef Py_ssize_t ws_stride = workspace.shape[1]
+    tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        for item in prange(items, schedule="static"):
+            n = item // p.groups
+            gi = item % p.groups
+            col = ws + tid * ws_stride
+            dxg = dxp + (n * p.c + gi * cg) * p.h * p.w
+            fill(dxg, cg * p.h * p.w, 0)
+            for t in range(tiles):
+                oh0 = t * tile_rows
+                oh1 = min(oh0 + tile_rows, p.out_h)
+                cols = (oh1 - oh0) * p.out_w
+                gemm(True, False, <int>crs, <int>cols, <int>kg, 1, wp + gi * kg * crs, <int>crs,
+                     dyp + (n * p.k + gi * kg) * ohw + oh0 * p.out_w, <int>ohw, 0, col, <int>cols)
+                col2im_rows(col, dxg, &p, cg, oh0, oh1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# direct kernels for one input channel per group (c/groups == 1): output channel k reads x[:, k // kg]
+
+
+cdef void forward_plane(const floating *xc, const floating *wk, floating bias, floating *yk,
+                        const ConvShape *p) noexcept nogil:
+    """yk (out_h, out_w) = bias + sum_{i,j} wk[i, j] * xc[oh*sh + i*dh - pt, ow*sw + j*dw - pl]."""
+    cdef Py_ssize_t oh, ow, i, j, ih, iw0, lo, hi
+    cdef floating wv
+    cdef floating *row
+    cdef const floating *src
+    fill(yk, p.out_h * p.out_w, bias)
+    for oh in range(p.out_h):
+        row = yk + oh * p.out_w
+        for i in range(p.r):
+            ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+            if ih < 0 or ih >= p.h:
+                continue
+            for j in range(p.s):
+                wv = wk[i * p.s + j]
+                iw0 = j * p.dilation_w - p.pad_left
+                valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+                src = xc + ih * p.w + iw0
+                if p.stride_w == 1:
+                    for ow in range(lo, hi):
+                        row[ow] += wv * src[ow]
+                else:
+                    for ow in range(lo, hi):
+                        row[ow] += wv * src[ow * p.stride_w]
+
+
+def forward_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
+                   floating[:, :, :, ::1] y, ConvShape p, int num_threads):
+    """y (n, k, out_h, out_w) for c/groups == 1, one (image, output channel) plane per work item."""
+    cdef Py_ssize_t kg = p.k // p.groups, item, n, k
+    cdef const floating *bias = &b[0] if b is not None else NULL
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef const floating *wp = &w[0, 0, 0, 0]
+    cdef floating *yp = &y[0, 0, 0, 0]
+    for item in prange(p.n * p.k, nogil=True, schedule="static", num_threads=num_threads):
+        n = item // p.k
+        k = item % p.k
+        forward_plane(xp + (n * p.c + k // kg) * p.h * p.w, wp + k * p.r * p.s,
+                      bias[k] if bias != NULL else 0, yp + item * p.out_h * p.out_w, &p)
+
+
+cdef void backward_data_plane(const floating *dyk, const floating *wk, floating *dxc,
+                              const ConvShape *p) noexcept nogil:
+    """dxc (h, w) += the adjoint of forward_plane applied to dyk (out_h, out_w)."""
+    cdef Py_ssize_t oh, ow, i, j, ih, iw0, lo, hi
+    cdef floating wv
+    cdef const floating *row
+    cdef floating *dst
+    for oh in range(p.out_h):
+        row = dyk + oh * p.out_w
+        for i in range(p.r):
+            ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+            if ih < 0 or ih >= p.h:
+                continue
+            for j in range(p.s):
+                wv = wk[i * p.s + j]
+                iw0 = j * p.dilation_w - p.pad_left
+                valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+                dst = dxc + ih * p.w + iw0
+                if p.stride_w == 1:
+                    for ow in range(lo, hi):
+                        dst[ow] += wv * row[ow]
+                else:
+                    for ow in range(lo, hi):
+                        dst[ow * p.stride_w] += wv * row[ow]
+
+
+def backward_data_direct(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
+                         floating[:, :, :, ::1] dx, ConvShape p, int num_threads):
+    """dx (n, c, h, w) for c/groups == 1, one (image, input channel) plane per work item."""
+    cdef Py_ssize_t kg = p.k // p.groups, item, n, c, kk
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    cdef const floating *wp = &w[0, 0, 0, 0]
+    cdef floating *dxp = &dx[0, 0, 0, 0]
+    for item in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
+        n = item // p.c
+        c = item % p.c
+        fill(dxp + item * p.h * p.w, p.h * p.w, 0)
+        for kk in range(kg):
+            backward_data_plane(dyp + (n * p.k + c * kg + kk) * p.out_h * p.out_w, wp + (c * kg + kk) * p.r * p.s,
+                                dxp + item * p.h * p.w, &p)
+
+
+cdef void backward_weight_channel(const floating *dy, const floating *x, floating *dwk, floating *acc,
+                                  const ConvShape *p, Py_ssize_t k) noexcept nogil:
+    """dwk (r, s) = sum_{n, oh, ow} dy[n, k, oh, ow] * x[n, k // kg, oh*sh + i*dh - pt, ow*sw + j*dw - pl].
+
+    acc (r*s, out_w): per-tap row accumulators, so that the inner loop is a vectorizable multiply-add.
+    """
+    cdef Py_ssize_t kg = p.k // p.groups, n, oh, ow, i, j, ih, iw0, lo, hi
+    cdef const floating *row
+    cdef const floating *src
+    cdef floating *a
+    fill(acc, p.r * p.s * p.out_w, 0)
+    for n in range(p.n):
+        for oh in range(p.out_h):
+            row = dy + ((n * p.k + k) * p.out_h + oh) * p.out_w
+            for i in range(p.r):
+                ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+                if ih < 0 or ih >= p.h:
+                    continue
+                for j in range(p.s):
+                    iw0 = j * p.dilation_w - p.pad_left
+                    valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+                    src = x + ((n * p.c + k // kg) * p.h + ih) * p.w + iw0
+                    a = acc + (i * p.s + j) * p.out_w
+                    if p.stride_w == 1:
+                        for ow in range(lo, hi):
+                            a[ow] += row[ow] * src[ow]
+                    else:
+                        for ow in range(lo, hi):
+                            a[ow] += row[ow] * src[ow * p.stride_w]
+    for i in range(p.r * p.s):
+        dwk[i] = <floating>total(acc + i * p.out_w, p.out_w)
+
+
+def backward_weight_direct(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                           floating[:, :, :, ::1] dw, floating[:, ::1] workspace, ConvShape p, int num_threads):
+    """dw (k, 1, r, s) for c/groups == 1, one output channel per work item; workspace (threads, r*s*out_w)."""
+    cdef Py_ssize_t k, tid
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *dwp = &dw[0, 0, 0, 0]
+    cdef floating *ws = &workspace[0, 0]
+    cdef Py_ssize_t ws_stride = workspace.shape[1]
+    tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        for k in prange(p.k, schedule="static"):
+            backward_weight_channel(dyp, xp, dwp + k * p.r * p.s, ws + tid * ws_stride, &p, k)
+
+
+def bias_grad(const floating[:, :, ::1] dy, floating[::1] db, int num_threads):
+    """db (k,) = dy (n, k, out_h*out_w) summed over images and pixels."""
+    cdef Py_ssize_t n, k
+    cdef double acc
+    for k in prange(dy.shape[1], nogil=True, schedule="static", num_threads=num_threads):
+        acc = 0
+        for n in range(dy.shape[0]):
+            acc = acc + total(&dy[n, k, 0], dy.shape[2])
+        db[k] = <floating>acc

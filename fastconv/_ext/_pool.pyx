@@ -1,0 +1,132 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
+"""Max and average pooling kernels (forward and backward) for float32/float64 NCHW arrays, GIL released.
+
+One work item is one (image, channel) plane. A window starts at (oh*sh - pad_top, ow*sw - pad_left), is
+clipped to the padded input (its size there is avg pooling's divisor with count_include_pad) and reads only
+its cells inside x (their number is the divisor without count_include_pad). Built without -ffast-math:
+max pooling relies on IEEE comparisons for NaN propagation.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+
+
+cdef struct PoolShape:
+    Py_ssize_t n, c, h, w, kh, kw
+    Py_ssize_t stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right
+    Py_ssize_t out_h, out_w
+    bint count_include_pad
+
+
+cdef inline Py_ssize_t window(Py_ssize_t o, Py_ssize_t stride, Py_ssize_t kernel, Py_ssize_t pad_before,
+                              Py_ssize_t size, Py_ssize_t pad_after, Py_ssize_t *lo,
+                              Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi): the input cells of window o along one axis; returns its extent in the padded input."""
+    cdef Py_ssize_t start = o * stride - pad_before
+    cdef Py_ssize_t end = min(start + kernel, size + pad_after)
+    lo[0] = max(start, 0)
+    hi[0] = min(end, size)
+    return end - start
+
+
+cdef void max_plane(const floating *x, floating *y, long long *index, const PoolShape *p) noexcept nogil:
+    """y, index (out_h, out_w) of one plane x (h, w): the first maximum of each window, or its first NaN."""
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, best_at
+    cdef floating best, v
+    for oh in range(p.out_h):
+        window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
+        for ow in range(p.out_w):
+            window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
+            best_at = h0 * p.w + w0
+            best = x[best_at]
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    v = x[ih * p.w + iw]
+                    # once best is NaN it stays; otherwise a larger value or a NaN replaces it
+                    if best == best and not (v <= best):
+                        best = v
+                        best_at = ih * p.w + iw
+            y[oh * p.out_w + ow] = best
+            index[oh * p.out_w + ow] = best_at
+
+
+def max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, long long[:, :, :, ::1] indices,
+                PoolShape p, int num_threads):
+    """y, indices (n, c, out_h, out_w) from x (n, c, h, w); indices are flat h*w positions in the plane."""
+    cdef Py_ssize_t plane
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *yp = &y[0, 0, 0, 0]
+    cdef long long *ip = &indices[0, 0, 0, 0]
+    for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
+        max_plane(xp + plane * p.h * p.w, yp + plane * p.out_h * p.out_w, ip + plane * p.out_h * p.out_w, &p)
+
+
+def max_backward(const floating[:, :, ::1] dy, const long long[:, :, ::1] indices, floating[:, :, ::1] dx,
+                 int num_threads):
+    """dx (planes, h*w) = zeros, plus each dy (planes, out_h*out_w) at the cell its index names."""
+    cdef Py_ssize_t plane, o, i
+    cdef Py_ssize_t size = dx.shape[2], outputs = dy.shape[2]
+    cdef floating *dst
+    cdef const floating *grad
+    cdef const long long *at
+    for plane in prange(dx.shape[0] * dx.shape[1], nogil=True, schedule="static", num_threads=num_threads):
+        dst = &dx[0, 0, 0] + plane * size
+        grad = &dy[0, 0, 0] + plane * outputs
+        at = &indices[0, 0, 0] + plane * outputs
+        for i in range(size):
+            dst[i] = 0
+        for o in range(outputs):
+            dst[at[o]] += grad[o]
+
+
+cdef void avg_plane(const floating *x, floating *y, const PoolShape *p) noexcept nogil:
+    """y (out_h, out_w) of one plane x (h, w): each window's sum over its input cells / its divisor."""
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, rows, cols
+    cdef floating acc
+    for oh in range(p.out_h):
+        rows = window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
+        for ow in range(p.out_w):
+            cols = window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
+            acc = 0
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    acc += x[ih * p.w + iw]
+            if not p.count_include_pad:
+                rows, cols = h1 - h0, w1 - w0
+            y[oh * p.out_w + ow] = acc / <floating>(rows * cols)
+
+
+def avg_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, PoolShape p, int num_threads):
+    """y (n, c, out_h, out_w) from x (n, c, h, w)."""
+    cdef Py_ssize_t plane
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *yp = &y[0, 0, 0, 0]
+    for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
+        avg_plane(xp + plane * p.h * p.w, yp + plane * p.out_h * p.out_w, &p)
+
+
+cdef void avg_backward_plane(const floating *dy, floating *dx, const PoolShape *p) noexcept nogil:
+    """dx (h, w) of one plane: zeros plus, for each window, dy / divisor on each of its input cells."""
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, rows, cols, i
+    cdef floating share
+    for i in range(p.h * p.w):
+        dx[i] = 0
+    for oh in range(p.out_h):
+        rows = window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
+        for ow in range(p.out_w):
+            cols = window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
+            if not p.count_include_pad:
+                rows, cols = h1 - h0, w1 - w0
+            share = dy[oh * p.out_w + ow] / <floating>(rows * cols)
+            for ih in range(h0, h1):
+                for iw in range(w0, w1):
+                    dx[ih * p.w + iw] += share
+
+
+def avg_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx, PoolShape p, int num_threads):
+    """dx (n, c, h, w) from dy (n, c, out_h, out_w)."""
+    cdef Py_ssize_t plane
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    cdef floating *dxp = &dx[0, 0, 0, 0]
+    for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
+        avg_backward_plane(dyp + plane * p.out_h * p.out_w, dxp + plane * p.h * p.w, &p)

@@ -1,0 +1,251 @@
+"""The cython backend: compiled kernels (fastconv/_ext) with OpenMP loops and scipy's BLAS.
+
+Methods, by shape family (see fastconv/_ext/_conv.pyx):
+- c/groups == 1 (depthwise, single input channel): direct loops over (image, channel) planes, all three
+  gradients; no workspace.
+- otherwise forward and grad of w: im2col of a tile of output rows into a per-thread workspace and one GEMM per
+  (image, group, tile) writing y (or a per-thread dw) in place; 1x1 stride-1 unpadded layers skip im2col.
+- grad of x: at stride 1 a forward convolution of dy with the kernel rotated by 180 degrees (channels swapped
+  within each group); at larger strides GEMM then col2im per (image, group).
+
+This module allocates every output and workspace with numpy (so tracemalloc sees them) and passes the thread
+count to the kernels; while a kernel's own loop runs on several threads, BLAS is limited to one thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from fastconv._geometry import ConvGeometry, PoolGeometry, nbytes
+from fastconv._threads import get_num_threads
+
+try:
+    from fastconv._ext import _conv, _pool
+except ImportError as exc:  # the registry reports this as BackendUnavailableError
+    raise ImportError(f"the compiled extension fastconv._ext is missing ({exc}); build it with `pip install .` "
+                      f"(needs a C compiler) or `python setup.py build_ext --inplace` in a source checkout") from exc
+
+#: bytes of one thread's im2col tile; about two tiles fit in the 512 KB L2 plus the GEMM's own packing
+COL_TILE_BYTES = 1 << 20
+#: BLAS takes 32-bit ints for sizes and strides
+BLAS_INT_MAX = 2**31 - 1
+
+_blas_controller: ThreadpoolController | None = None
+
+
+@contextlib.contextmanager
+def _kernel_owns_threads(threads: int):
+    """BLAS single-threaded while a kernel's parallel loop runs `threads` threads (no nested parallelism).
+
+    A cached ThreadpoolController switches in microseconds; threadpool_limits() rescans every library (0.1 ms).
+    """
+    global _blas_controller
+    if threads == 1:
+        yield
+        return
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# convolution plans
+
+
+def _shape(g: ConvGeometry, **changes) -> dict:
+    """The kernels' ConvShape (as a dict) of g, with some fields replaced."""
+    shape = {name: getattr(g, name) for name in (
+        "n", "c", "h", "w", "k", "r", "s", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top",
+        "pad_left", "groups", "out_h", "out_w")}
+    shape.update(changes)
+    return shape
+
+
+def _is_channelwise(g: ConvGeometry) -> bool:
+    """One input channel per group: the direct kernels apply."""
+    return g.c_per_group == 1
+
+
+def _is_pointwise(g: ConvGeometry) -> bool:
+    return (g.r == g.s == g.stride_h == g.stride_w == 1 and not g.has_padding)
+
+
+def _tile_rows(g: ConvGeometry) -> int:
+    """Output rows per GEMM tile: the im2col block is about COL_TILE_BYTES."""
+    column_bytes = g.c_per_group * g.r * g.s * g.dtype.itemsize
+    return max(1, min(g.out_h, COL_TILE_BYTES // (column_bytes * g.out_w)))
+
+
+def _col_elements(g: ConvGeometry) -> int:
+    """Elements of one thread's im2col tile (1 when the layer needs no im2col)."""
+    if _is_pointwise(g):
+        return 1
+    return g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w
+
+
+def _check_blas_sizes(g: ConvGeometry) -> None:
+    largest = max(g.h * g.w, g.out_h * g.out_w, g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w)
+    if largest > BLAS_INT_MAX:
+        raise ValueError(f"cython backend: an image plane or tile of {largest:,} elements exceeds BLAS's 32-bit "
+                         f"sizes; use backend='numba' or split the image")
+
+
+def _rotated_geometry(g: ConvGeometry) -> ConvGeometry:
+    """The stride-1 grad of x as a forward convolution: input dy (n, k, out_h, out_w), output (n, c, h, w)."""
+    pad_h, pad_w = g.dilation_h * (g.r - 1), g.dilation_w * (g.s - 1)
+    return ConvGeometry(g.n, g.k, g.out_h, g.out_w, g.c, g.r, g.s, 1, 1, g.dilation_h, g.dilation_w,
+                        pad_h - g.pad_top, pad_h - g.pad_bottom, pad_w - g.pad_left, pad_w - g.pad_right,
+                        g.groups, g.h, g.w, g.dtype)
+
+
+def _rotated_kernel(w: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """w (k, c/groups, r, s) -> (c, k/groups, r, s): flipped in r and s, channels swapped within each group."""
+    grouped = w.reshape(g.groups, g.k_per_group, g.c_per_group, g.r, g.s)[:, :, :, ::-1, ::-1]
+    return np.ascontiguousarray(grouped.transpose(0, 2, 1, 3, 4)).reshape(g.c, g.k_per_group, g.r, g.s)
+
+
+def _workspace(threads: int, elements: int, dtype) -> np.ndarray:
+    return np.empty((threads, max(elements, 1)), dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# convolution methods
+
+
+def _forward_gemm(x, w, b, g: ConvGeometry, y: np.ndarray | None = None) -> np.ndarray:
+    _check_blas_sizes(g)
+    threads = get_num_threads()
+    y = np.empty(g.y_shape, g.dtype) if y is None else y
+    workspace = _workspace(threads, _col_elements(g), g.dtype)
+    with _kernel_owns_threads(threads):
+        _conv.forward_gemm(x, w, b, y, workspace, _shape(g), _tile_rows(g), threads)
+    return y
+
+
+def _forward_direct(x, w, b, g: ConvGeometry) -> np.ndarray:
+    y = np.empty(g.y_shape, g.dtype)
+    _conv.forward_direct(x, w, b, y, _shape(g), get_num_threads())
+    return y
+
+
+def conv2d_forward(x, w, b, g: ConvGeometry):
+    """x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
+    if _is_channelwise(g):
+        return _forward_direct(x, w, b, g)
+    return _forward_gemm(x, w, b, g)
+
+
+def _grad_x(dy, w, g: ConvGeometry) -> np.ndarray:
+    """dy (N, K, Ho, Wo) -> dx (N, C, H, W)."""
+    threads = get_num_threads()
+    if _is_channelwise(g):
+        dx = np.empty(g.x_shape, g.dtype)
+        _conv.backward_data_direct(dy, w, dx, _shape(g), threads)
+        return dx
+    if g.stride_h == g.stride_w == 1:
+        return conv2d_forward(dy, _rotated_kernel(w, g), None, _rotated_geometry(g))
+    _check_blas_sizes(g)
+    dx = np.empty(g.x_shape, g.dtype)
+    workspace = _workspace(threads, g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w, g.dtype)
+    with _kernel_owns_threads(threads):
+        _conv.backward_data_gemm(dy, w, dx, workspace, _shape(g), _tile_rows(g), threads)
+    return dx
+
+
+def _grad_w(dy, x, g: ConvGeometry) -> np.ndarray:
+    """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw (K, C/groups, R, S)."""
+    threads = get_num_threads()
+    if _is_channelwise(g):
+        dw = np.empty(g.w_shape, g.dtype)
+        _conv.backward_weight_direct(dy, x, dw, _workspace(threads, g.r * g.s * g.out_w, g.dtype), _shape(g),
+                                     threads)
+        return dw
+    _check_blas_sizes(g)
+    partial = np.zeros((threads, g.k, g.c_per_group * g.r * g.s), g.dtype)
+    workspace = _workspace(threads, _col_elements(g), g.dtype)
+    with _kernel_owns_threads(threads):
+        _conv.backward_weight_gemm(dy, x, partial, workspace, _shape(g), _tile_rows(g), threads)
+    dw = partial[0] if threads == 1 else partial.sum(axis=0)
+    return dw.reshape(g.w_shape)
+
+
+def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
+    """dy (N, K, Ho, Wo) -> dx (N, C, H, W), dw (K, C/groups, R, S), db (K,); None where not needed."""
+    db = None
+    if need_db:
+        db = np.empty(g.k, g.dtype)
+        _conv.bias_grad(dy.reshape(g.n, g.k, -1), db, get_num_threads())
+    return (_grad_x(dy, w, g) if need_dx else None, _grad_w(dy, x, g) if need_dw else None, db)
+
+
+def workspace_bytes(op: str, g) -> int:
+    """Bytes of scratch this backend allocates beyond the outputs, for the front end's MemoryError check."""
+    if not isinstance(g, ConvGeometry) or op == "conv2d_forward" and _is_channelwise(g):
+        return 0
+    threads = get_num_threads()
+    if op == "conv2d_forward":
+        return nbytes((threads, _col_elements(g)), g.dtype)
+    if _is_channelwise(g):
+        return nbytes((threads, g.r * g.s * g.out_w), g.dtype)
+    if g.stride_h == g.stride_w == 1:
+        grad_x = workspace_bytes("conv2d_forward", _rotated_geometry(g)) + nbytes(g.w_shape, g.dtype)
+    else:
+        grad_x = nbytes((threads, g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w), g.dtype)
+    grad_w = nbytes((threads, _col_elements(g)), g.dtype) + nbytes((threads, g.k, g.c_per_group * g.r * g.s),
+                                                                   g.dtype)
+    return max(grad_x, grad_w)
+
+
+def methods(op: str, g) -> dict:
+    """The conv2d_forward methods applicable to g (for the auto backend's timing); other ops have one method."""
+    if op != "conv2d_forward":
+        return {"default": globals()[op]}
+    found = {"gemm": _forward_gemm}
+    if _is_channelwise(g):
+        found["direct"] = _forward_direct
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pooling
+
+
+def _pool_shape(g: PoolGeometry) -> dict:
+    return {name: getattr(g, name) for name in (
+        "n", "c", "h", "w", "kh", "kw", "stride_h", "stride_w", "pad_top", "pad_bottom", "pad_left", "pad_right",
+        "out_h", "out_w", "count_include_pad")}
+
+
+def max_pool2d_forward(x, g: PoolGeometry):
+    """x (N, C, H, W) -> y (N, C, Ho, Wo), indices (N, C, Ho, Wo) int64 (flat h*W + w in x[n, c])."""
+    y = np.empty(g.y_shape, g.dtype)
+    indices = np.empty(g.y_shape, np.int64)
+    _pool.max_forward(x, y, indices, _pool_shape(g), get_num_threads())
+    return y, indices
+
+
+def max_pool2d_backward(dy, indices, g: PoolGeometry):
+    """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): each dy added at the element its index names."""
+    dx = np.empty(g.x_shape, g.dtype)
+    planes = (g.n, g.c, -1)
+    _pool.max_backward(dy.reshape(planes), np.ascontiguousarray(indices).reshape(planes), dx.reshape(planes),
+                       get_num_threads())
+    return dx
+
+
+def avg_pool2d_forward(x, g: PoolGeometry):
+    """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
+    y = np.empty(g.y_shape, g.dtype)
+    _pool.avg_forward(x, y, _pool_shape(g), get_num_threads())
+    return y
+
+
+def avg_pool2d_backward(dy, g: PoolGeometry):
+    """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
+    dx = np.empty(g.x_shape, g.dtype)
+    _pool.avg_backward(dy, dx, _pool_shape(g), get_num_threads())
+    return dx
