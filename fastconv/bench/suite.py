@@ -1,0 +1,90 @@
+"""The pytest-benchmark tests: every selected case x dtype x backend, parametrized by fastconv.bench.plugin.
+
+Each test builds its data, makes one untimed warm-up call (numba compiles, auto measures and caches its choice),
+measures the memory one call allocates (tracemalloc), then times the call with pytest-benchmark. extra_info holds
+what the report needs: op, shape, backend, dtype, flops or bytes, GFLOP/s or GB/s, % of sgemm, peak bytes, and
+for auto the kernels it chose.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+
+from fastconv import _backend
+from fastconv.bench.cases import Case
+from fastconv.bench.ops import fastconv_call, inputs, work
+from fastconv.bench.shapes import SMALL_SHAPES
+
+
+def test_conv(benchmark, conv_case: Case, dtype: str, backend: str, sgemm_gflops: float):
+    _benchmark_case(benchmark, conv_case, dtype, backend, sgemm_gflops)
+
+
+def test_pool(benchmark, pool_case: Case, dtype: str, backend: str):
+    _benchmark_case(benchmark, pool_case, dtype, backend, sgemm_gflops=None)
+
+
+def _benchmark_case(benchmark, case: Case, dtype: str, backend: str, sgemm_gflops: float | None) -> None:
+    call = _prepared_call(case, dtype, backend)
+    call()
+    amount = work(case.op, case.shape, dtype)
+    benchmark.group = case.group(dtype)
+    benchmark.extra_info.update(op=case.op.name, shape=case.shape.name, describe=case.shape.describe(),
+                                backend=backend, dtype=dtype, peak_bytes=_peak_bytes(call, backend),
+                                kernel=_auto_kernels(case, dtype) if backend == "auto" else None, **amount)
+    benchmark(call)
+    if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
+        return
+    best = benchmark.stats.stats.min
+    if "flops" in amount:
+        gflops = amount["flops"] / best / 1e9
+        benchmark.extra_info.update(gflops=gflops, sgemm_gflops=sgemm_gflops,
+                                    pct_sgemm=100 * gflops / sgemm_gflops if sgemm_gflops else None)
+    else:
+        benchmark.extra_info.update(gbytes_per_s=amount["bytes"] / best / 1e9)
+
+
+def _prepared_call(case: Case, dtype: str, backend: str):
+    """The call to time, on freshly built inputs; pytest.skip (with the reason) when the backend cannot run."""
+    if backend == "torch":
+        try:
+            from fastconv.bench import torch_ref
+        except ImportError as exc:
+            pytest.skip(f"torch reference row: torch is not importable ({exc})")
+        return torch_ref.torch_call(case.op, case.shape, inputs(case.op, case.shape, dtype))
+    if backend == "naive" and not case.shape.small:
+        pytest.skip(f"naive (Python loops) runs only on the small shapes {', '.join(SMALL_SHAPES)}")
+    reason = _backend.unavailable_reason(backend)
+    if reason is not None:
+        pytest.skip(reason)
+    return fastconv_call(case.op, case.shape, inputs(case.op, case.shape, dtype), backend)
+
+
+def _peak_bytes(call, backend: str) -> int | None:
+    """Bytes allocated at the peak of one call, above what was allocated before it (None for torch, whose
+    allocator tracemalloc cannot see). Memory from C malloc (OpenMP buffers, BLAS) is not counted either."""
+    if backend == "torch":
+        return None
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        call()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        if started:
+            tracemalloc.stop()
+
+
+def _auto_kernels(case: Case, dtype: str) -> str:
+    """The candidates auto chose for this case's kernels, e.g. "fwd=cython:winograd bwd=numba"."""
+    chosen = _backend.load("auto").chosen
+    g = case.shape.geometry(dtype)
+    return " ".join(f"{_KERNEL_LABELS[kernel.rsplit('_', 1)[1]]}={chosen(kernel, g)}" for kernel in case.op.kernels)
+
+
+_KERNEL_LABELS = {"forward": "fwd", "backward": "bwd"}
