@@ -1,0 +1,131 @@
+"""Direct loops for convolutions whose groups have one input channel each (Cg == 1): depthwise
+(groups == C == K, or with a channel multiplier) and single-channel inputs such as MNIST's first layer.
+
+Output channel k reads input channel k // Kg only:
+
+    y[n, k, oh, ow] = b[k] + sum_{r, s} x[n, k // Kg, oh*sh + r*dh - top, ow*sw + s*dw - left] * w[k, 0, r, s]
+
+Every loop runs along a row (ow innermost) over the columns whose tap falls inside the input, so padding is
+never read or materialized. The fastmath flags only allow fused multiply-adds and reordered sums; NaN and inf
+keep their IEEE meaning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from fastconv._geometry import ConvGeometry
+from fastconv.backends.numba._columns import valid_columns
+from fastconv.backends.numba._parallel import num_chunks
+from fastconv.backends.numba.conv_gemm import params
+
+_FMA_AND_REORDER = {"contract", "reassoc"}
+
+
+def applies(g: ConvGeometry) -> bool:
+    return g.c_per_group == 1
+
+
+def workspace_bytes(g: ConvGeometry) -> int:
+    """The per-image dW partial sums."""
+    return g.n * g.k * g.r * g.s * g.dtype.itemsize
+
+
+@njit(cache=True, parallel=True, fastmath=_FMA_AND_REORDER)
+def _forward(x, w, bias, y, params):
+    """x (N, C, H, W), w (K, 1, R, S), bias (K,) -> y (N, K, Ho, Wo); planes (n, k) in parallel."""
+    sh, sw, dh, dw, top, left = params
+    n_images, c, height, width = x.shape
+    k, _, r_size, s_size = w.shape
+    kg = k // c
+    out_h, out_w = y.shape[2], y.shape[3]
+    for plane in prange(n_images * k):
+        n, kk = divmod(np.int64(plane), k)
+        channel = kk // kg
+        for oh in range(out_h):
+            row = y[n, kk, oh]
+            row[:] = bias[kk]
+            for r in range(r_size):
+                ih = oh * sh + r * dh - top
+                if ih < 0 or ih >= height:
+                    continue
+                x_row = x[n, channel, ih]
+                for s in range(s_size):
+                    weight = w[kk, 0, r, s]
+                    lo, hi, offset = valid_columns(s, params, width, out_w)
+                    for ow in range(lo, hi):
+                        row[ow] += weight * x_row[ow * sw + offset]
+
+
+@njit(cache=True, parallel=True, fastmath=_FMA_AND_REORDER)
+def _backward_dx(dy, w, dx, params):
+    """dy (N, K, Ho, Wo), w (K, 1, R, S) -> dx (N, C, H, W): each input plane gathers the scatter of its
+    Kg output channels; planes (n, c) in parallel, so every plane has one writer."""
+    sh, sw, dh, dw, top, left = params
+    n_images, c, height, width = dx.shape
+    k, _, r_size, s_size = w.shape
+    kg = k // c
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    for plane in prange(n_images * c):
+        n, channel = divmod(np.int64(plane), c)
+        dx[n, channel] = 0
+        for kk in range(channel * kg, (channel + 1) * kg):
+            for oh in range(out_h):
+                dy_row = dy[n, kk, oh]
+                for r in range(r_size):
+                    ih = oh * sh + r * dh - top
+                    if ih < 0 or ih >= height:
+                        continue
+                    dx_row = dx[n, channel, ih]
+                    for s in range(s_size):
+                        weight = w[kk, 0, r, s]
+                        lo, hi, offset = valid_columns(s, params, width, out_w)
+                        for ow in range(lo, hi):
+                            dx_row[ow * sw + offset] += weight * dy_row[ow]
+
+
+@njit(cache=True, parallel=True, fastmath=_FMA_AND_REORDER)
+def _backward_dw(dy, x, dw_parts, params):
+    """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw_parts (N, K, R, S): each image's share of dW."""
+    sh, sw, dh, dw, top, left = params
+    n_images, c, height, width = x.shape
+    k, r_size, s_size = dw_parts.shape[1], dw_parts.shape[2], dw_parts.shape[3]
+    kg = k // c
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    for plane in prange(n_images * k):
+        n, kk = divmod(np.int64(plane), k)
+        channel = kk // kg
+        for r in range(r_size):
+            for s in range(s_size):
+                lo, hi, offset = valid_columns(s, params, width, out_w)
+                total = dy.dtype.type(0)
+                for oh in range(out_h):
+                    ih = oh * sh + r * dh - top
+                    if ih < 0 or ih >= height:
+                        continue
+                    for ow in range(lo, hi):
+                        total += dy[n, kk, oh, ow] * x[n, channel, ih, ow * sw + offset]
+                dw_parts[n, kk, r, s] = total
+
+
+def conv2d_forward(x, w, b, g: ConvGeometry):
+    """x (N, C, H, W), w (K, 1, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
+    num_chunks(g.n * g.k)
+    y = np.empty(g.y_shape, g.dtype)
+    _forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, params(g))
+    return y
+
+
+def conv2d_backward_dx_dw(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
+    """dy (N, K, Ho, Wo) -> dx (N, C, H, W), dw (K, 1, R, S); None where not needed."""
+    num_chunks(g.n * g.k)
+    dx = dw = None
+    if need_dx:
+        dx = np.empty(g.x_shape, g.dtype)
+        _backward_dx(dy, w, dx, params(g))
+    if need_dw:
+        dw_parts = np.empty((g.n, g.k, g.r, g.s), g.dtype)
+        _backward_dw(dy, x, dw_parts, params(g))
+        dw = dw_parts.sum(axis=0).reshape(g.w_shape)
+    return dx, dw

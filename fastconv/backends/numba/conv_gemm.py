@@ -1,0 +1,137 @@
+"""Convolution as im2col + GEMM, one tile of output rows at a time (never the whole batch).
+
+The batch is split into ``chunks`` contiguous ranges of images run in parallel (prange), each with its own
+column buffer, so BLAS inside runs single-threaded (see _parallel). Per tile and group:
+
+    forward:  out (Kg, cols) = W_g (Kg, Cg*R*S) @ col (Cg*R*S, cols), copied into y with the bias
+    dW:       dW_g += dY_tile (Kg, cols) @ col.T, into the chunk's own accumulator (summed afterwards)
+    dX:       dcol = W_g.T @ dY_tile, scattered back into dx (col2im; a chunk owns its images' dx)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from fastconv._geometry import ConvGeometry
+from fastconv.backends.numba._columns import add_columns, fill_columns
+from fastconv.backends.numba._parallel import blas_for, chunk_bounds, num_chunks
+
+#: bytes of one tile's column matrix: small enough that a tile stays in the 512 KB L2 next to its GEMM
+TILE_BYTES = 256 * 1024
+
+
+def tile_rows(g: ConvGeometry) -> int:
+    """Output rows per tile: as many as fit TILE_BYTES of columns, at least one, at most the batch's."""
+    column_bytes = g.c_per_group * g.r * g.s * g.dtype.itemsize * g.out_w
+    return max(1, min(TILE_BYTES // column_bytes, g.n * g.out_h))
+
+
+def params(g: ConvGeometry) -> tuple[int, ...]:
+    """The (sh, sw, dh, dw, top, left) tuple the column helpers take."""
+    return g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, g.pad_top, g.pad_left
+
+
+def workspace_bytes(g: ConvGeometry, chunks: int) -> int:
+    """Column and GEMM-output buffers of every chunk, plus the per-chunk dW accumulators."""
+    cols = tile_rows(g) * g.out_w
+    per_chunk = (g.c_per_group * g.r * g.s + g.k_per_group) * cols + 2 * g.k * g.c_per_group * g.r * g.s
+    return chunks * per_chunk * g.dtype.itemsize
+
+
+@njit(cache=True)
+def _copy_rows(out, y, k0, row0, rows, bias):
+    """y[n, k0 + kk, oh, :] = out[kk, j*Wo:(j+1)*Wo] + bias[k0 + kk] for the tile's global rows."""
+    out_h, out_w = y.shape[2], y.shape[3]
+    for kk in range(out.shape[0]):
+        for j in range(rows):
+            n, oh = divmod(row0 + j, out_h)
+            for ow in range(out_w):
+                y[n, k0 + kk, oh, ow] = out[kk, j * out_w + ow] + bias[k0 + kk]
+
+
+@njit(cache=True)
+def _gather_rows(dy, k0, row0, rows, out):
+    """out[kk, j*Wo + ow] = dy[n, k0 + kk, oh, ow]: the tile's rows of dy for one group."""
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    for kk in range(out.shape[0]):
+        for j in range(rows):
+            n, oh = divmod(row0 + j, out_h)
+            out[kk, j * out_w:(j + 1) * out_w] = dy[n, k0 + kk, oh]
+
+
+@njit(cache=True, parallel=True)
+def _forward(x, w, bias, y, params, rows_per_tile, chunks):
+    """x (N, C, H, W), w (K, Cg, R, S), bias (K,) -> y (N, K, Ho, Wo)."""
+    n_images, c = x.shape[0], x.shape[1]
+    k, cg, r_size, s_size = w.shape
+    groups = c // cg
+    kg = k // groups
+    out_h, out_w = y.shape[2], y.shape[3]
+    crs = cg * r_size * s_size
+    wmat = w.reshape(k, crs)
+    for t in prange(chunks):
+        col_buf = np.empty(crs * rows_per_tile * out_w, x.dtype)
+        out_buf = np.empty(kg * rows_per_tile * out_w, x.dtype)
+        n0, n1 = chunk_bounds(n_images, chunks, t)
+        for row0 in range(n0 * out_h, n1 * out_h, rows_per_tile):
+            rows = min(rows_per_tile, n1 * out_h - row0)
+            col = col_buf[:crs * rows * out_w].reshape(crs, rows * out_w)
+            out = out_buf[:kg * rows * out_w].reshape(kg, rows * out_w)
+            for group in range(groups):
+                fill_columns(x, group, row0, rows, r_size, s_size, params, out_h, out_w, col)
+                np.dot(wmat[group * kg:(group + 1) * kg], col, out)
+                _copy_rows(out, y, group * kg, row0, rows, bias)
+
+
+@njit(cache=True, parallel=True)
+def _backward(dy, x, w, dx, dw_parts, params, rows_per_tile, chunks, need_dx, need_dw):
+    """dy (N, K, Ho, Wo) -> dx (N, C, H, W) += col2im (dx zeroed by the caller) and
+    dw_parts (chunks, K, Cg*R*S) = each chunk's share of dW."""
+    n_images, c = x.shape[0], x.shape[1]
+    k, cg, r_size, s_size = w.shape
+    groups = c // cg
+    kg = k // groups
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    crs = cg * r_size * s_size
+    wmat = w.reshape(k, crs)
+    for t in prange(chunks):
+        col_buf = np.empty(crs * rows_per_tile * out_w, x.dtype)
+        dy_buf = np.empty(kg * rows_per_tile * out_w, x.dtype)
+        dw_tile = np.empty((kg, crs), x.dtype)
+        dw_parts[t] = 0
+        n0, n1 = chunk_bounds(n_images, chunks, t)
+        for row0 in range(n0 * out_h, n1 * out_h, rows_per_tile):
+            rows = min(rows_per_tile, n1 * out_h - row0)
+            col = col_buf[:crs * rows * out_w].reshape(crs, rows * out_w)
+            dy_tile = dy_buf[:kg * rows * out_w].reshape(kg, rows * out_w)
+            for group in range(groups):
+                _gather_rows(dy, group * kg, row0, rows, dy_tile)
+                if need_dw:
+                    fill_columns(x, group, row0, rows, r_size, s_size, params, out_h, out_w, col)
+                    np.dot(dy_tile, col.T, dw_tile)
+                    dw_parts[t, group * kg:(group + 1) * kg] += dw_tile
+                if need_dx:
+                    np.dot(wmat[group * kg:(group + 1) * kg].T, dy_tile, col)
+                    add_columns(col, group, row0, rows, r_size, s_size, params, out_h, out_w, dx)
+
+
+def conv2d_forward(x, w, b, g: ConvGeometry):
+    """x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
+    chunks = num_chunks(g.n)
+    y = np.empty(g.y_shape, g.dtype)
+    bias = np.zeros(g.k, g.dtype) if b is None else b
+    with blas_for(chunks):
+        _forward(x, w, bias, y, params(g), tile_rows(g), chunks)
+    return y
+
+
+def conv2d_backward_dx_dw(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
+    """dy (N, K, Ho, Wo) -> dx (N, C, H, W) by col2im and/or dw (K, C/groups, R, S); None where not needed."""
+    chunks = num_chunks(g.n)
+    dx = np.zeros(g.x_shape, g.dtype) if need_dx else np.zeros((1, 1, 1, 1), g.dtype)
+    dw_parts = np.empty((chunks, g.k, g.c_per_group * g.r * g.s), g.dtype)
+    with blas_for(chunks):
+        _backward(dy, x, w, dx, dw_parts, params(g), tile_rows(g), chunks, need_dx, need_dw)
+    dw = dw_parts.sum(axis=0).reshape(g.w_shape) if need_dw else None
+    return (dx if need_dx else None), dw

@@ -1,0 +1,87 @@
+"""1x1 convolution with stride 1 and no padding: a plain GEMM per image and group, no columns at all.
+
+With x_n = x[n] as (C, H*W) and y_n = y[n] as (K, H*W):
+    y_n[group] = W_g (Kg, Cg) @ x_n[group] + b,   dx_n[group] = W_g.T @ dy_n[group],
+    dW_g = sum_n dy_n[group] @ x_n[group].T       (one accumulator per chunk of images, summed afterwards)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from fastconv._geometry import ConvGeometry
+from fastconv.backends.numba._parallel import blas_for, chunk_bounds, num_chunks
+
+
+def applies(g: ConvGeometry) -> bool:
+    return g.r == 1 and g.s == 1 and g.stride_h == 1 and g.stride_w == 1 and not g.has_padding
+
+
+def workspace_bytes(g: ConvGeometry, chunks: int) -> int:
+    """The per-chunk dW accumulators."""
+    return 2 * chunks * g.k * g.c_per_group * g.dtype.itemsize
+
+
+@njit(cache=True, parallel=True)
+def _forward(x, w, bias, y, chunks):
+    """x (N, C, P), w (K, Cg), bias (K,) -> y (N, K, P)."""
+    n_images, c = x.shape[0], x.shape[1]
+    k, cg = w.shape
+    kg = k // (c // cg)
+    for t in prange(chunks):
+        n0, n1 = chunk_bounds(n_images, chunks, t)
+        for n in range(n0, n1):
+            for group in range(c // cg):
+                np.dot(w[group * kg:(group + 1) * kg], x[n, group * cg:(group + 1) * cg],
+                       y[n, group * kg:(group + 1) * kg])
+            for kk in range(k):
+                y[n, kk] += bias[kk]
+
+
+@njit(cache=True, parallel=True)
+def _backward(dy, x, w, dx, dw_parts, chunks, need_dx, need_dw):
+    """dy (N, K, P) -> dx (N, C, P), dw_parts (chunks, K, Cg)."""
+    n_images, c = x.shape[0], x.shape[1]
+    k, cg = w.shape
+    kg = k // (c // cg)
+    for t in prange(chunks):
+        dw_tile = np.empty((kg, cg), x.dtype)
+        dw_parts[t] = 0
+        n0, n1 = chunk_bounds(n_images, chunks, t)
+        for n in range(n0, n1):
+            for group in range(c // cg):
+                dy_g = dy[n, group * kg:(group + 1) * kg]
+                w_g = w[group * kg:(group + 1) * kg]
+                if need_dx:
+                    np.dot(w_g.T, dy_g, dx[n, group * cg:(group + 1) * cg])
+                if need_dw:
+                    np.dot(dy_g, x[n, group * cg:(group + 1) * cg].T, dw_tile)
+                    dw_parts[t, group * kg:(group + 1) * kg] += dw_tile
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, H*W) view."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def conv2d_forward(x, w, b, g: ConvGeometry):
+    """x (N, C, H, W), w (K, C/groups, 1, 1), b (K,) or None -> y (N, K, H, W)."""
+    chunks = num_chunks(g.n)
+    y = np.empty(g.y_shape, g.dtype)
+    bias = np.zeros(g.k, g.dtype) if b is None else b
+    with blas_for(chunks):
+        _forward(_flat(x), w.reshape(g.k, g.c_per_group), bias, _flat(y), chunks)
+    return y
+
+
+def conv2d_backward_dx_dw(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
+    """dy (N, K, H, W) -> dx (N, C, H, W), dw (K, C/groups, 1, 1); None where not needed."""
+    chunks = num_chunks(g.n)
+    dx = np.empty(g.x_shape if need_dx else (1, 1, 1, 1), g.dtype)
+    dw_parts = np.empty((chunks, g.k, g.c_per_group), g.dtype)
+    with blas_for(chunks):
+        _backward(_flat(dy), _flat(x), w.reshape(g.k, g.c_per_group), _flat(dx), dw_parts, chunks, need_dx,
+                  need_dw)
+    dw = dw_parts.sum(axis=0).reshape(g.w_shape) if need_dw else None
+    return (dx if need_dx else None), dw
