@@ -17,10 +17,9 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from fastconv._geometry import ConvGeometry, PoolGeometry, nbytes
-from fastconv._threads import get_num_threads
+from fastconv._threads import blas_single_threaded, get_num_threads
 
 try:
     from fastconv._ext import _conv, _pool
@@ -28,28 +27,15 @@ except ImportError as exc:  # the registry reports this as BackendUnavailableErr
     raise ImportError(f"the compiled extension fastconv._ext is missing ({exc}); build it with `pip install .` "
                       f"(needs a C compiler) or `python setup.py build_ext --inplace` in a source checkout") from exc
 
-#: bytes of one thread's im2col tile; about two tiles fit in the 512 KB L2 plus the GEMM's own packing
+#: bytes of one thread's im2col tile (a tuning knob: large enough for an efficient GEMM, small enough for L2/L3)
 COL_TILE_BYTES = 1 << 20
 #: BLAS takes 32-bit ints for sizes and strides
 BLAS_INT_MAX = 2**31 - 1
 
-_blas_controller: ThreadpoolController | None = None
 
-
-@contextlib.contextmanager
 def _kernel_owns_threads(threads: int):
-    """BLAS single-threaded while a kernel's parallel loop runs `threads` threads (no nested parallelism).
-
-    A cached ThreadpoolController switches in microseconds; threadpool_limits() rescans every library (0.1 ms).
-    """
-    global _blas_controller
-    if threads == 1:
-        yield
-        return
-    if _blas_controller is None:
-        _blas_controller = ThreadpoolController()
-    with _blas_controller.limit(limits=1, user_api="blas"):
-        yield
+    """BLAS single-threaded while a kernel's own parallel loop runs several threads (no nested parallelism)."""
+    return blas_single_threaded() if threads > 1 else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------------------------
