@@ -7,7 +7,7 @@ import importlib
 import sys
 
 #: each name is a module fastconv.commands.<name> with register(subparsers) -> parser and run(args) -> int
-COMMANDS = ("info", "train")
+COMMANDS = ("info", "train", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

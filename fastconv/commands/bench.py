@@ -1,0 +1,133 @@
+"""`fastconv bench`: time every backend (and PyTorch, when installed) on layers of real networks.
+
+Runs the benchmark suite shipped in fastconv.bench through pytest and pytest-benchmark in a child process, one
+progress line per benchmark, then prints a table per shape (time, ratio to the fastest, GFLOP/s or GB/s, % of the
+sgemm peak measured in the same run, peak memory of one call, auto's choice) and a summary against torch and im2col.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from fastconv.bench import report
+from fastconv.bench.cases import BACKEND_CHOICES, DTYPE_CHOICES, select_backends, select_cases, select_dtypes
+from fastconv.bench.ops import OPS
+from fastconv.bench.shapes import QUICK_SHAPES, SHAPES, SMALL_SHAPES
+
+#: pytest-benchmark timing per benchmark: quick keeps the whole run under two minutes on two cores
+TIMING = {"quick": ["--benchmark-max-time=0.2", "--benchmark-min-rounds=3"],
+          "full": ["--benchmark-max-time=1.0", "--benchmark-min-rounds=5"]}
+
+EXAMPLES = """examples:
+  fastconv bench --quick --json out.json --plot out.png
+  fastconv bench --ops conv_fwd --shapes resnet_3x3,vgg_3x3 --backends numba,cython,torch
+  fastconv bench --from-json out.json --plot again.png      # tables and plot of a saved run
+  fastconv bench --list                                     # shapes and ops
+  pytest benchmarks/ --fc-quick                             # the same suite from a source checkout
+"""
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("bench", help="benchmark every backend (and torch) on real-network layers",
+                                   description=__doc__, epilog=EXAMPLES,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the quick subset ({', '.join(QUICK_SHAPES)}) with shorter timing: under 2 minutes")
+    parser.add_argument("--ops", metavar="LIST", help=f"conv, pool, or op names: {', '.join(OPS)} (default: all)")
+    parser.add_argument("--shapes", metavar="LIST", help="shape names (see --list; default: all, or the quick set)")
+    parser.add_argument("--backends", metavar="LIST", help=f"among {', '.join(BACKEND_CHOICES)} (default: all; "
+                        "those that cannot run here, or torch when not installed, show as skipped)")
+    parser.add_argument("--dtypes", metavar="LIST", help=f"among {', '.join(DTYPE_CHOICES)} (default: float32)")
+    parser.add_argument("--threads", type=int, metavar="N", help="threads for fastconv and torch "
+                        "(default: fastconv.get_num_threads(), all cores)")
+    parser.add_argument("--json", metavar="FILE", help="save the pytest-benchmark JSON (all timings, extra_info "
+                        "and a 'fastconv' section) here")
+    parser.add_argument("--plot", metavar="FILE", help="draw a grouped bar chart (PNG, SVG, PDF) of the times")
+    parser.add_argument("--from-json", metavar="FILE", help="print the tables (and --plot) of a saved run "
+                        "instead of running")
+    parser.add_argument("--pytest-args", metavar="ARGS", default="",
+                        help="more arguments for pytest, e.g. \"--benchmark-min-rounds=10\"")
+    parser.add_argument("--list", action="store_true", help="list the shapes and ops, then exit")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        print(_listing())
+        return 0
+    if args.from_json:
+        return _show(report.load(args.from_json), args.plot)
+    try:
+        select_cases(args.ops, args.shapes, args.quick)
+        select_backends(args.backends)
+        select_dtypes(args.dtypes)
+    except ValueError as exc:
+        print(f"fastconv bench: {exc}", file=sys.stderr)
+        return 2
+    missing = [name for name in ("pytest", "pytest_benchmark") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"fastconv bench: needs {' and '.join(missing)} (not installed); "
+              f"install them with: pip install 'fastconv[bench]'", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as scratch:
+        json_path = args.json or os.path.join(scratch, "bench.json")
+        command = _pytest_command(args, json_path)
+        print("running:", shlex.join(command), flush=True)
+        code = subprocess.call(command)
+        if not Path(json_path).exists():
+            print("fastconv bench: no benchmark ran (every selected one was skipped or failed)", file=sys.stderr)
+            return code or 1
+        shown = _show(report.load(json_path), args.plot)
+    if args.json:
+        print(f"JSON: {args.json}")
+    return code or shown
+
+
+def _pytest_command(args: argparse.Namespace, json_path: str) -> list[str]:
+    suite = importlib.util.find_spec("fastconv.bench.suite").origin
+    command = [sys.executable, "-m", "pytest", suite, "-p", "fastconv.bench.plugin", "-p", "no:cacheprovider",
+               "-q", "--no-header", "-rfE", "--fc-progress", "--benchmark-quiet", f"--benchmark-json={json_path}",
+               *TIMING["quick" if args.quick else "full"]]
+    options = {"--fc-ops": args.ops, "--fc-shapes": args.shapes, "--fc-backends": args.backends,
+               "--fc-dtypes": args.dtypes, "--fc-threads": args.threads}
+    command += [f"{flag}={value}" for flag, value in options.items() if value]
+    if args.quick:
+        command.append("--fc-quick")
+    return command + shlex.split(args.pytest_args)
+
+
+def _show(results: report.Results, plot_path: str | None) -> int:
+    if not results.rows:
+        print("fastconv bench: the JSON holds no benchmark", file=sys.stderr)
+        return 1
+    print()
+    print(report.format_machine(results))
+    print()
+    print(report.format_tables(results))
+    print("\nSummary (min time in ms, fastest in bold; a ratio below 1 means auto is faster):\n")
+    print(report.format_summary(results))
+    skips = report.format_skips(results)
+    if skips:
+        print("\n" + skips)
+    if plot_path:
+        from fastconv.bench.plot import plot
+
+        plot(results, plot_path)
+        print(f"\nplot: {plot_path}")
+    return 0
+
+
+def _listing() -> str:
+    lines = [f"shapes (* = in --quick; naive runs only on {', '.join(SMALL_SHAPES)}):"]
+    lines += [f"  {'*' if name in QUICK_SHAPES else ' '} {name:<14} {shape.describe():<50} {shape.source}"
+              for name, shape in SHAPES.items()]
+    lines.append("ops: conv (" + ", ".join(op for op in OPS if OPS[op].family == "conv") + "), pool ("
+                 + ", ".join(op for op in OPS if OPS[op].family == "pool") + ")")
+    return "\n".join(lines)
