@@ -4,6 +4,7 @@ Loaded by `fastconv bench` (``-p fastconv.bench.plugin``) and by benchmarks/conf
 
     --fc-ops conv,pool|OP,...   --fc-shapes NAME,...   --fc-quick (the quick shape subset)
     --fc-backends NAME,...      --fc-dtypes float32,float64   --fc-threads N   --fc-progress
+    --fc-sgemm-size N (the matrix product timed for the sgemm peak)
 
 The JSON written by ``--benchmark-json`` gains a "fastconv" section: sgemm GFLOP/s, threads, CPU, versions,
 and every skipped benchmark with its reason.
@@ -32,6 +33,8 @@ def pytest_addoption(parser):
     group.addoption("--fc-backends", metavar="LIST", help="fastconv backends and/or torch (default: all)")
     group.addoption("--fc-dtypes", metavar="LIST", help="float32 and/or float64 (default: float32)")
     group.addoption("--fc-threads", type=int, metavar="N", help="fastconv.set_num_threads(N) (torch follows)")
+    group.addoption("--fc-sgemm-size", type=int, default=2048, metavar="N",
+                    help="size of the float32 matrix product timed for the sgemm peak (default 2048)")
     group.addoption("--fc-progress", action="store_true", help="one '[i/n] op shape dtype backend' line per "
                     "benchmark instead of pytest's dots")
 
@@ -67,7 +70,7 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def sgemm_gflops(pytestconfig) -> float:
     """The machine's float32 GEMM rate, measured once per run."""
-    pytestconfig.stash[_SGEMM] = measure_sgemm_gflops()
+    pytestconfig.stash[_SGEMM] = measure_sgemm_gflops(pytestconfig.getoption("fc_sgemm_size"))
     return pytestconfig.stash[_SGEMM]
 
 
