@@ -29,25 +29,70 @@ cdef inline Py_ssize_t window(Py_ssize_t o, Py_ssize_t stride, Py_ssize_t kernel
     return end - start
 
 
-cdef void max_plane(const floating *x, floating *y, long long *index, const PoolShape *p) noexcept nogil:
-    """y, index (out_h, out_w) of one plane x (h, w): the first maximum of each window, or its first NaN."""
-    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, best_at
+cdef inline void interior(Py_ssize_t stride, Py_ssize_t kernel, Py_ssize_t pad_before, Py_ssize_t size,
+                          Py_ssize_t count, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi): the windows o in [0, count) lying entirely inside the input along one axis."""
+    cdef Py_ssize_t first = (pad_before + stride - 1) // stride, end = 0
+    if size + pad_before >= kernel:
+        end = min((size + pad_before - kernel) // stride + 1, count)
+    lo[0] = min(first, end)
+    hi[0] = end
+
+
+cdef inline void max_window(const floating *x, floating *y, long long *index, const PoolShape *p,
+                            Py_ssize_t h0, Py_ssize_t h1, Py_ssize_t ow) noexcept nogil:
+    """y[ow], index[ow] of one window in rows h0:h1: its first maximum, or its first NaN."""
+    cdef Py_ssize_t ih, iw, w0, w1, best_at
     cdef floating best, v
+    window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
+    best_at = h0 * p.w + w0
+    best = x[best_at]
+    for ih in range(h0, h1):
+        for iw in range(w0, w1):
+            v = x[ih * p.w + iw]
+            # once best is NaN it stays; otherwise a larger value or a NaN replaces it
+            if best == best and not (v <= best):
+                best = v
+                best_at = ih * p.w + iw
+    y[ow] = best
+    index[ow] = best_at
+
+
+cdef void max_plane(const floating *x, floating *y, long long *index, const PoolShape *p) noexcept nogil:
+    """y, index (out_h, out_w) of one plane x (h, w).
+
+    Windows inside the input along w are updated a whole output row at a time, tap after tap in row-major
+    window order (a vectorizable select), the others one by one.
+    """
+    cdef Py_ssize_t oh, ow, ih, j, h0, h1, lo, hi, at
+    cdef floating *yrow
+    cdef long long *irow
+    cdef const floating *src
+    cdef floating v, best
+    cdef bint take
+    interior(p.stride_w, p.kw, p.pad_left, p.w, p.out_w, &lo, &hi)
     for oh in range(p.out_h):
         window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
-        for ow in range(p.out_w):
-            window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
-            best_at = h0 * p.w + w0
-            best = x[best_at]
-            for ih in range(h0, h1):
-                for iw in range(w0, w1):
-                    v = x[ih * p.w + iw]
-                    # once best is NaN it stays; otherwise a larger value or a NaN replaces it
-                    if best == best and not (v <= best):
-                        best = v
-                        best_at = ih * p.w + iw
-            y[oh * p.out_w + ow] = best
-            index[oh * p.out_w + ow] = best_at
+        yrow = y + oh * p.out_w
+        irow = index + oh * p.out_w
+        for ow in range(lo):
+            max_window(x, yrow, irow, p, h0, h1, ow)
+        for ow in range(hi, p.out_w):
+            max_window(x, yrow, irow, p, h0, h1, ow)
+        for ow in range(lo, hi):
+            at = h0 * p.w + ow * p.stride_w - p.pad_left
+            yrow[ow] = x[at]
+            irow[ow] = at
+        for ih in range(h0, h1):
+            for j in range(p.kw):
+                at = ih * p.w + j - p.pad_left
+                src = x + at
+                for ow in range(lo, hi):
+                    v = src[ow * p.stride_w]
+                    best = yrow[ow]
+                    take = (best == best) & (not (v <= best))  # as in max_window, without branches
+                    yrow[ow] = v if take else best
+                    irow[ow] = at + ow * p.stride_w if take else irow[ow]
 
 
 def max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, long long[:, :, :, ::1] indices,
@@ -79,21 +124,50 @@ def max_backward(const floating[:, :, ::1] dy, const long long[:, :, ::1] indice
             dst[at[o]] += grad[o]
 
 
+cdef inline floating avg_window(const floating *x, const PoolShape *p, Py_ssize_t h0, Py_ssize_t h1,
+                                Py_ssize_t rows, Py_ssize_t ow) noexcept nogil:
+    """The average of one window in rows h0:h1 whose padded extent has `rows` rows."""
+    cdef Py_ssize_t ih, iw, w0, w1
+    cdef Py_ssize_t cols = window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
+    cdef floating acc = 0
+    for ih in range(h0, h1):
+        for iw in range(w0, w1):
+            acc += x[ih * p.w + iw]
+    if not p.count_include_pad:
+        rows, cols = h1 - h0, w1 - w0
+    return acc / <floating>(rows * cols)
+
+
+cdef inline Py_ssize_t interior_divisor(const PoolShape *p, Py_ssize_t h0, Py_ssize_t h1,
+                                        Py_ssize_t rows) noexcept nogil:
+    """The divisor of a window in rows h0:h1 (padded extent `rows`) that lies inside the input along w."""
+    return (rows if p.count_include_pad else h1 - h0) * p.kw
+
+
 cdef void avg_plane(const floating *x, floating *y, const PoolShape *p) noexcept nogil:
-    """y (out_h, out_w) of one plane x (h, w): each window's sum over its input cells / its divisor."""
-    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, rows, cols
-    cdef floating acc
+    """y (out_h, out_w) of one plane x (h, w); windows inside the input along w a whole row at a time."""
+    cdef Py_ssize_t oh, ow, ih, j, h0, h1, lo, hi, rows
+    cdef floating *yrow
+    cdef const floating *src
+    cdef floating divisor
+    interior(p.stride_w, p.kw, p.pad_left, p.w, p.out_w, &lo, &hi)
     for oh in range(p.out_h):
         rows = window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
-        for ow in range(p.out_w):
-            cols = window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
-            acc = 0
-            for ih in range(h0, h1):
-                for iw in range(w0, w1):
-                    acc += x[ih * p.w + iw]
-            if not p.count_include_pad:
-                rows, cols = h1 - h0, w1 - w0
-            y[oh * p.out_w + ow] = acc / <floating>(rows * cols)
+        yrow = y + oh * p.out_w
+        for ow in range(lo):
+            yrow[ow] = avg_window(x, p, h0, h1, rows, ow)
+        for ow in range(hi, p.out_w):
+            yrow[ow] = avg_window(x, p, h0, h1, rows, ow)
+        for ow in range(lo, hi):
+            yrow[ow] = 0
+        for ih in range(h0, h1):
+            for j in range(p.kw):
+                src = x + ih * p.w + j - p.pad_left
+                for ow in range(lo, hi):
+                    yrow[ow] += src[ow * p.stride_w]
+        divisor = <floating>interior_divisor(p, h0, h1, rows)
+        for ow in range(lo, hi):
+            yrow[ow] = yrow[ow] / divisor
 
 
 def avg_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, PoolShape p, int num_threads):
@@ -107,20 +181,32 @@ def avg_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, PoolSh
 
 cdef void avg_backward_plane(const floating *dy, floating *dx, const PoolShape *p) noexcept nogil:
     """dx (h, w) of one plane: zeros plus, for each window, dy / divisor on each of its input cells."""
-    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, rows, cols, i
-    cdef floating share
+    cdef Py_ssize_t oh, ow, ih, iw, j, h0, h1, w0, w1, rows, cols, lo, hi, i
+    cdef const floating *dyrow
+    cdef floating *dst
+    cdef floating share, divisor
     for i in range(p.h * p.w):
         dx[i] = 0
+    interior(p.stride_w, p.kw, p.pad_left, p.w, p.out_w, &lo, &hi)
     for oh in range(p.out_h):
         rows = window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
+        dyrow = dy + oh * p.out_w
         for ow in range(p.out_w):
+            if lo <= ow < hi:
+                continue
             cols = window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
             if not p.count_include_pad:
-                rows, cols = h1 - h0, w1 - w0
-            share = dy[oh * p.out_w + ow] / <floating>(rows * cols)
+                cols = w1 - w0
+            share = dyrow[ow] / <floating>((rows if p.count_include_pad else h1 - h0) * cols)
             for ih in range(h0, h1):
                 for iw in range(w0, w1):
                     dx[ih * p.w + iw] += share
+        divisor = <floating>interior_divisor(p, h0, h1, rows)
+        for ih in range(h0, h1):
+            for j in range(p.kw):
+                dst = dx + ih * p.w + j - p.pad_left
+                for ow in range(lo, hi):
+                    dst[ow * p.stride_w] += dyrow[ow] / divisor
 
 
 def avg_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx, PoolShape p, int num_threads):
