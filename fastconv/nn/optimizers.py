@@ -34,25 +34,23 @@ class Momentum:
         if self.v is None:
             self.v = _zeros_like(params)
         for key in params:
-            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
-            params[key] += self.v[key]
+            self._step(params[key], self.v[key], grads[key])
+
+    def _step(self, param, v, grad):
+        v *= self.momentum
+        v -= self.lr * grad
+        param += v
 
 
-class Nesterov:
-    """Nesterov's accelerated gradient in the book's form (Sutskever's reformulation)."""
+class Nesterov(Momentum):
+    """Nesterov's accelerated gradient in the book's form (Sutskever's reformulation):
+    v = momentum * v - lr * g; p += momentum**2 * v - (1 + momentum) * lr * g"""
 
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr, self.momentum = lr, momentum
-        self.v = None
-
-    def update(self, params, grads):
-        if self.v is None:
-            self.v = _zeros_like(params)
-        for key in params:
-            self.v[key] *= self.momentum
-            self.v[key] -= self.lr * grads[key]
-            params[key] += self.momentum * self.momentum * self.v[key]
-            params[key] -= (1 + self.momentum) * self.lr * grads[key]
+    def _step(self, param, v, grad):
+        v *= self.momentum
+        v -= self.lr * grad
+        param += self.momentum * self.momentum * v
+        param -= (1 + self.momentum) * self.lr * grad
 
 
 class AdaGrad:
@@ -66,24 +64,23 @@ class AdaGrad:
         if self.h is None:
             self.h = _zeros_like(params)
         for key in params:
-            self.h[key] += grads[key] * grads[key]
+            self._accumulate(self.h[key], grads[key])
             params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + _EPS)
 
+    def _accumulate(self, h, grad):
+        h += grad * grad
 
-class RMSprop:
+
+class RMSprop(AdaGrad):
     """h = decay_rate * h + (1 - decay_rate) * g * g; p -= lr * g / (sqrt(h) + eps)"""
 
     def __init__(self, lr=0.01, decay_rate=0.99):
-        self.lr, self.decay_rate = lr, decay_rate
-        self.h = None
+        super().__init__(lr)
+        self.decay_rate = decay_rate
 
-    def update(self, params, grads):
-        if self.h is None:
-            self.h = _zeros_like(params)
-        for key in params:
-            self.h[key] *= self.decay_rate
-            self.h[key] += (1 - self.decay_rate) * grads[key] * grads[key]
-            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + _EPS)
+    def _accumulate(self, h, grad):
+        h *= self.decay_rate
+        h += (1 - self.decay_rate) * grad * grad
 
 
 class Adam:
