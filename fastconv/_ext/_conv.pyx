@@ -262,22 +262,25 @@ def backward_data_gemm(const floating[:, :, :, ::1] dy, const floating[:, :, :, 
 
 cdef void forward_plane(const floating *xc, const floating *wk, floating bias, floating *yk,
                         const ConvShape *p) noexcept nogil:
-    """yk (out_h, out_w) = bias + sum_{i,j} wk[i, j] * xc[oh*sh + i*dh - pt, ow*sw + j*dw - pl]."""
+    """yk (out_h, out_w) = bias + sum_{i,j} wk[i, j] * xc[oh*sh + i*dh - pt, ow*sw + j*dw - pl].
+
+    Taps outermost: the valid columns of a tap are the same on every row, and both planes stay in L1/L2.
+    """
     cdef Py_ssize_t oh, ow, i, j, ih, iw0, lo, hi
     cdef floating wv
     cdef floating *row
     cdef const floating *src
     fill(yk, p.out_h * p.out_w, bias)
-    for oh in range(p.out_h):
-        row = yk + oh * p.out_w
-        for i in range(p.r):
-            ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
-            if ih < 0 or ih >= p.h:
-                continue
-            for j in range(p.s):
-                wv = wk[i * p.s + j]
-                iw0 = j * p.dilation_w - p.pad_left
-                valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+    for i in range(p.r):
+        for j in range(p.s):
+            wv = wk[i * p.s + j]
+            iw0 = j * p.dilation_w - p.pad_left
+            valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+            for oh in range(p.out_h):
+                ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+                if ih < 0 or ih >= p.h:
+                    continue
+                row = yk + oh * p.out_w
                 src = xc + ih * p.w + iw0
                 if p.stride_w == 1:
                     for ow in range(lo, hi):
@@ -309,16 +312,16 @@ cdef void backward_data_plane(const floating *dyk, const floating *wk, floating 
     cdef floating wv
     cdef const floating *row
     cdef floating *dst
-    for oh in range(p.out_h):
-        row = dyk + oh * p.out_w
-        for i in range(p.r):
-            ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
-            if ih < 0 or ih >= p.h:
-                continue
-            for j in range(p.s):
-                wv = wk[i * p.s + j]
-                iw0 = j * p.dilation_w - p.pad_left
-                valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+    for i in range(p.r):
+        for j in range(p.s):
+            wv = wk[i * p.s + j]
+            iw0 = j * p.dilation_w - p.pad_left
+            valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+            for oh in range(p.out_h):
+                ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+                if ih < 0 or ih >= p.h:
+                    continue
+                row = dyk + oh * p.out_w
                 dst = dxc + ih * p.w + iw0
                 if p.stride_w == 1:
                     for ow in range(lo, hi):
@@ -351,22 +354,26 @@ cdef void backward_weight_channel(const floating *dy, const floating *x, floatin
     acc (r*s, out_w): per-tap row accumulators, so that the inner loop is a vectorizable multiply-add.
     """
     cdef Py_ssize_t kg = p.k // p.groups, n, oh, ow, i, j, ih, iw0, lo, hi
+    cdef const floating *dyk
+    cdef const floating *xc
     cdef const floating *row
     cdef const floating *src
     cdef floating *a
     fill(acc, p.r * p.s * p.out_w, 0)
     for n in range(p.n):
-        for oh in range(p.out_h):
-            row = dy + ((n * p.k + k) * p.out_h + oh) * p.out_w
-            for i in range(p.r):
-                ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
-                if ih < 0 or ih >= p.h:
-                    continue
-                for j in range(p.s):
-                    iw0 = j * p.dilation_w - p.pad_left
-                    valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
-                    src = x + ((n * p.c + k // kg) * p.h + ih) * p.w + iw0
-                    a = acc + (i * p.s + j) * p.out_w
+        dyk = dy + (n * p.k + k) * p.out_h * p.out_w
+        xc = x + (n * p.c + k // kg) * p.h * p.w
+        for i in range(p.r):
+            for j in range(p.s):
+                iw0 = j * p.dilation_w - p.pad_left
+                valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+                a = acc + (i * p.s + j) * p.out_w
+                for oh in range(p.out_h):
+                    ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+                    if ih < 0 or ih >= p.h:
+                        continue
+                    row = dyk + oh * p.out_w
+                    src = xc + ih * p.w + iw0
                     if p.stride_w == 1:
                         for ow in range(lo, hi):
                             a[ow] += row[ow] * src[ow]

@@ -56,6 +56,17 @@ def _is_channelwise(g: ConvGeometry) -> bool:
     return g.c_per_group == 1
 
 
+def _is_depthwise(g: ConvGeometry) -> bool:
+    """One input and one output channel per group: direct loops beat a GEMM with a single row."""
+    return g.c_per_group == g.k_per_group == 1
+
+
+def _grad_x_by_rotation(g: ConvGeometry) -> bool:
+    """At stride 1 the grad of x is a forward convolution; its im2col has k/groups*r*s rows (col2im's has
+    c/groups*r*s), so rotation pays when groups have no more outputs than inputs."""
+    return g.stride_h == g.stride_w == 1 and g.k_per_group <= g.c_per_group
+
+
 def _is_pointwise(g: ConvGeometry) -> bool:
     return (g.r == g.s == g.stride_h == g.stride_w == 1 and not g.has_padding)
 
@@ -120,7 +131,7 @@ def _forward_direct(x, w, b, g: ConvGeometry) -> np.ndarray:
 
 def conv2d_forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
-    if _is_channelwise(g):
+    if _is_depthwise(g):
         return _forward_direct(x, w, b, g)
     return _forward_gemm(x, w, b, g)
 
@@ -128,11 +139,11 @@ def conv2d_forward(x, w, b, g: ConvGeometry):
 def _grad_x(dy, w, g: ConvGeometry) -> np.ndarray:
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W)."""
     threads = get_num_threads()
-    if _is_channelwise(g):
+    if _is_depthwise(g):
         dx = np.empty(g.x_shape, g.dtype)
         _conv.backward_data_direct(dy, w, dx, _shape(g), threads)
         return dx
-    if g.stride_h == g.stride_w == 1:
+    if _grad_x_by_rotation(g):
         return conv2d_forward(dy, _rotated_kernel(w, g), None, _rotated_geometry(g))
     _check_blas_sizes(g)
     dx = np.empty(g.x_shape, g.dtype)
@@ -145,7 +156,7 @@ def _grad_x(dy, w, g: ConvGeometry) -> np.ndarray:
 def _grad_w(dy, x, g: ConvGeometry) -> np.ndarray:
     """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw (K, C/groups, R, S)."""
     threads = get_num_threads()
-    if _is_channelwise(g):
+    if _is_depthwise(g):
         dw = np.empty(g.w_shape, g.dtype)
         _conv.backward_weight_direct(dy, x, dw, _workspace(threads, g.r * g.s * g.out_w, g.dtype), _shape(g),
                                      threads)
@@ -170,14 +181,14 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
 
 def workspace_bytes(op: str, g) -> int:
     """Bytes of scratch this backend allocates beyond the outputs, for the front end's MemoryError check."""
-    if not isinstance(g, ConvGeometry) or op == "conv2d_forward" and _is_channelwise(g):
+    if not isinstance(g, ConvGeometry) or op == "conv2d_forward" and _is_depthwise(g):
         return 0
     threads = get_num_threads()
     if op == "conv2d_forward":
         return nbytes((threads, _col_elements(g)), g.dtype)
-    if _is_channelwise(g):
+    if _is_depthwise(g):
         return nbytes((threads, g.r * g.s * g.out_w), g.dtype)
-    if g.stride_h == g.stride_w == 1:
+    if _grad_x_by_rotation(g):
         grad_x = workspace_bytes("conv2d_forward", _rotated_geometry(g)) + nbytes(g.w_shape, g.dtype)
     else:
         grad_x = nbytes((threads, g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w), g.dtype)
