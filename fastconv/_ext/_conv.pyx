@@ -409,3 +409,11 @@ def bias_grad(const floating[:, :, ::1] dy, floating[::1] db, int num_threads):
         for n in range(dy.shape[0]):
             acc = acc + total(&dy[n, k, 0], dy.shape[2])
         db[k] = <floating>acc
+
+
+def parallel_threads(int num_threads):
+    """How many threads a parallel region asked for num_threads runs (1 when built without OpenMP)."""
+    cdef unsigned char[::1] seen = bytearray(num_threads)
+    with nogil, parallel(num_threads=num_threads):
+        seen[threadid()] = 1
+    return sum(seen)

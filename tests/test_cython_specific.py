@@ -1,0 +1,93 @@
+"""What only the cython backend promises: the GIL is released, OpenMP threads are used, every method agrees."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv._geometry import conv_geometry
+
+from cases import assert_close, random_array
+from conftest import require_backend
+
+
+@pytest.fixture
+def cython_backend():
+    require_backend("cython")
+    from fastconv.backends import cython
+
+    return cython
+
+
+@pytest.fixture
+def one_thread():
+    before = fc.get_num_threads()
+    fc.set_num_threads(1)
+    yield
+    fc.set_num_threads(before)
+
+
+def test_kernels_release_the_gil(cython_backend, rng, one_thread):
+    """While one thread runs a long convolution, another keeps running Python code."""
+    x = random_array(rng, (48, 64, 48, 48), np.float32)
+    w = random_array(rng, (64, 64, 3, 3), np.float32)
+    started = time.perf_counter()
+    fc.conv2d(x, w, padding=1, backend="cython")
+    one_call = time.perf_counter() - started
+
+    ticks = []
+    worker = threading.Thread(target=fc.conv2d, args=(x, w), kwargs=dict(padding=1, backend="cython"))
+    worker.start()
+    while worker.is_alive():
+        ticks.append(time.perf_counter())
+        time.sleep(0.001)
+    worker.join()
+    longest_gap = max(np.diff(ticks), default=0.0)
+    assert len(ticks) > 5 and longest_gap < one_call / 2, (len(ticks), longest_gap, one_call)
+
+
+def test_parallel_loops_use_the_requested_threads(cython_backend):
+    from fastconv._ext import _conv
+
+    assert _conv.parallel_threads(1) == 1
+    assert _conv.parallel_threads(2) == 2, "the extension was built without OpenMP (see setup.py's warning)"
+
+
+def test_one_and_two_threads_agree(cython_backend, rng):
+    x = random_array(rng, (4, 6, 13, 12), np.float32)
+    w = random_array(rng, (8, 3, 3, 3), np.float32)
+    kw = dict(stride=(1, 2), padding=1, groups=2)
+    dy = random_array(rng, fc.conv2d(x, w, backend="naive", **kw).shape, np.float32)
+    before = fc.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            fc.set_num_threads(threads)
+            results.append((fc.conv2d(x, w, backend="cython", **kw),
+                            *fc.conv2d_backward(dy, x, w, backend="cython", **kw),
+                            *fc.max_pool2d(x, 3, stride=2, return_indices=True, backend="cython")))
+    finally:
+        fc.set_num_threads(before)
+    for one, two in zip(*results):
+        assert_close(two, one, np.float32)
+
+
+@pytest.mark.parametrize("shape, kw", [
+    (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1)),
+    (((2, 4, 9, 8), (8, 1, 3, 3)), dict(stride=2, padding=(1, 0), groups=4)),
+    (((2, 4, 7, 7), (4, 1, 3, 3)), dict(padding="same", dilation=2, groups=4)),
+])
+def test_every_forward_method_agrees_with_naive(cython_backend, rng, shape, kw):
+    x = random_array(rng, shape[0], np.float64)
+    w = random_array(rng, shape[1], np.float64)
+    b = random_array(rng, shape[1][:1], np.float64)
+    g = conv_geometry(x, w, b, **kw)
+    expected = fc.conv2d(x, w, b, backend="naive", **kw)
+    methods = cython_backend.methods("conv2d_forward", g)
+    assert set(methods) == {"gemm", "direct"}
+    for method in methods.values():
+        assert_close(method(x, w, b, g), expected, np.float64)
