@@ -76,6 +76,11 @@ def format_ms(seconds: float) -> str:
     return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"
 
 
+def format_ratio(ratio: float) -> str:
+    """Two decimals, or two significant digits below 0.1 (so that 0.004 does not print as 0.00)."""
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.2g}"
+
+
 def format_tables(results: Results) -> str:
     """One small table per (op, shape, dtype): backend, time, ratio to the fastest, rate, peak memory."""
     blocks = []
@@ -120,12 +125,12 @@ def format_summary(results: Results, reference: str = "auto") -> str:
             if reference in times and other in times:
                 ratio = times[reference] / times[other]
                 ratios.setdefault((op, head), []).append(ratio)
-                cells.append(f"{ratio:.2f}")
+                cells.append(format_ratio(ratio))
             else:
                 cells.append("")
         label = shape if dtype == "float32" else f"{shape} {dtype}"
         lines.append(f"| {op} | {label} | " + " | ".join(cells) + " |")
-    means = [f"geometric mean of {head} over {op}: {math.exp(sum(map(math.log, values)) / len(values)):.2f} "
+    means = [f"geometric mean of {head} over {op}: {format_ratio(math.exp(sum(map(math.log, values)) / len(values)))} "
              f"({len(values)} shapes)" for (op, head), values in ratios.items()]
     return "\n".join(lines + ([""] + means if means else []))
 
