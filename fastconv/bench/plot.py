@@ -38,8 +38,8 @@ def plot(results: Results, path) -> None:
         ax.set_title(op, fontsize=10, loc="left")
         ax.grid(axis="y", which="both", alpha=0.3)
     handles, labels = _legend_entries(axes[:, 0])
-    fig.suptitle(format_machine(results).split(";")[0] + "  (time, lower is better)", fontsize=9,
-                 x=0.01, y=1 - 0.1 / height, ha="left", va="top")
+    fig.text(0.01, 1 - 0.1 / height, format_machine(results).split(";")[0] + "  (time, lower is better)",
+             fontsize=9, ha="left", va="top")
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / height), ncol=len(labels),
                fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / height))
