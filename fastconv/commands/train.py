@@ -44,6 +44,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="seed of the initial weights, the batch order and the digits train/test split (0)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="dtype of the parameters (float32)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="threads for numba, OpenMP and BLAS (fastconv.set_num_threads; default: all cores). "
+                             "On a busy machine --threads 1 can be much faster for small images")
     parser.add_argument("--eval-samples", type=int, metavar="N",
                         help="measure per-epoch accuracy on the first N train and test images only (default: all)")
     parser.add_argument("--plot", metavar="FILE", help="write the loss/accuracy curves to this PNG")
@@ -86,21 +89,27 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, ImportError) as exc:
         return _fail(str(exc))
 
+    if args.threads is not None:
+        try:
+            fastconv.set_num_threads(args.threads)
+        except ValueError as exc:
+            return _fail(str(exc))
     weights_seed, order_seed = np.random.SeedSequence(args.seed).spawn(2)
     classes = int(max(t_train.max(), t_test.max())) + 1
     network = _network(args, x_train.shape[1:], classes, np.random.default_rng(weights_seed))
     backend = args.backend or fastconv.get_backend()
     if not args.quiet:
         print(f"{args.dataset}: {len(x_train)} train / {len(x_test)} test images {x_train.shape[1:]}; "
-              f"{type(network).__name__} {args.dtype}; backend {backend}; {args.optimizer} lr={args.lr}, "
-              f"batch {args.batch_size}")
+              f"{type(network).__name__} {args.dtype}; backend {backend}, {fastconv.get_num_threads()} threads; "
+              f"{args.optimizer} lr={args.lr}, batch {args.batch_size}")
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
                       mini_batch_size=args.batch_size, optimizer=args.optimizer, optimizer_param={'lr': args.lr},
                       evaluate_sample_num_per_epoch=args.eval_samples, verbose=not args.quiet,
                       seed=np.random.default_rng(order_seed))
     trainer.train()
     print(f"backend {backend}: test accuracy {trainer.test_acc:.4f} after {args.epochs} epochs, "
-          f"{np.mean(trainer.epoch_seconds):.3f} s per epoch (training pass, mean)")
+          f"{np.median(trainer.epoch_seconds):.3f} s per epoch (median training pass; the first, with any "
+          f"compiling or autotuning, {trainer.epoch_seconds[0]:.3f} s)")
 
     if args.plot:
         plots.plot_training(trainer, args.plot, title=f"{type(network).__name__} on {args.dataset}, "
