@@ -11,15 +11,16 @@ output row q % Ho, so a tile may span images. Its column matrix col (Cg*R*S, row
 
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def ceil_div(a, b):
     return -((-a) // b)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def valid_columns(s, params, width, out_w):
     """[lo, hi): the output columns ow whose tap s reads inside the input (0 <= ow*sw + s*dw - left < width)."""
     sh, sw, dh, dw, top, left = params
@@ -29,7 +30,93 @@ def valid_columns(s, params, width, out_w):
     return lo, hi, offset
 
 
-@njit(cache=True)
+#: fused multiply-adds and reordered sums only; NaN and inf keep their IEEE meaning
+FMA_AND_REORDER = {"contract", "reassoc"}
+
+
+@njit(cache=True, fastmath=FMA_AND_REORDER, inline="always")
+def axpy(dst, src, a):
+    """dst += a * src, for 1-D views of one length. Indexing from 0 lets LLVM drop numba's negative-index
+    wraparound and vectorize the loop."""
+    for i in range(dst.shape[0]):
+        dst[i] += a * src[i]
+
+
+@njit(cache=True, fastmath=FMA_AND_REORDER, inline="always")
+def dot(a, b):
+    """sum(a * b) for 1-D views of one length, accumulated in their dtype."""
+    total = a.dtype.type(0)
+    for i in range(a.shape[0]):
+        total += a[i] * b[i]
+    return total
+
+
+@njit(cache=True, inline="always")
+def add_tap(out_row, in_row, lo, hi, offset, stride, a):
+    """out_row[lo:hi] += a * in_row[ow*stride + offset for ow in lo..hi-1] (one tap along a row)."""
+    if hi <= lo:
+        return
+    start = lo * stride + offset
+    if stride == 1:  # a contiguous slice keeps the loop vectorized
+        axpy(out_row[lo:hi], in_row[start:start + hi - lo], a)
+    else:
+        axpy(out_row[lo:hi], in_row[start:(hi - 1) * stride + offset + 1:stride], a)
+
+
+@njit(cache=True, inline="always")
+def copy_tap(out_row, in_row, lo, hi, offset, stride):
+    """out_row[ow] = in_row[ow*stride + offset] for ow in lo..hi-1, and 0 elsewhere (padding)."""
+    out_row[:lo] = 0
+    out_row[hi:] = 0
+    if hi <= lo:
+        return
+    start = lo * stride + offset
+    if stride == 1:
+        out_row[lo:hi] = in_row[start:start + hi - lo]
+    else:
+        out_row[lo:hi] = in_row[start:(hi - 1) * stride + offset + 1:stride]
+
+
+@njit(cache=True, inline="always")
+def scatter_tap(in_row, out_row, lo, hi, offset, stride, a):
+    """The adjoint of add_tap: in_row[ow*stride + offset for ow in lo..hi-1] += a * out_row[lo:hi]."""
+    if hi <= lo:
+        return
+    start = lo * stride + offset
+    if stride == 1:
+        axpy(in_row[start:start + hi - lo], out_row[lo:hi], a)
+    else:
+        axpy(in_row[start:(hi - 1) * stride + offset + 1:stride], out_row[lo:hi], a)
+
+
+@njit(cache=True, inline="always")
+def dot_tap(out_row, in_row, lo, hi, offset, stride):
+    """sum over ow in lo..hi-1 of out_row[ow] * in_row[ow*stride + offset]."""
+    if hi <= lo:
+        return out_row.dtype.type(0)
+    start = lo * stride + offset
+    if stride == 1:
+        return dot(out_row[lo:hi], in_row[start:start + hi - lo])
+    return dot(out_row[lo:hi], in_row[start:(hi - 1) * stride + offset + 1:stride])
+
+
+@njit(cache=True, inline="always")
+def column_ranges(s_size, params, width, out_w):
+    """(S, 3) int64: valid_columns (lo, hi, offset) of every tap s, computed once per call because the
+    divisions cost more than a short row of multiply-adds."""
+    ranges = np.empty((s_size, 3), np.int64)
+    for s in range(s_size):
+        ranges[s, 0], ranges[s, 1], ranges[s, 2] = valid_columns(s, params, width, out_w)
+    return ranges
+
+
+@njit(cache=True, inline="always")
+def next_row(n, oh, out_h):
+    """The global output row after (image n, row oh), without a division."""
+    return (n, oh + 1) if oh + 1 < out_h else (n + 1, 0)
+
+
+@njit(cache=True, inline="always")
 def fill_columns(x, group, row0, rows, r_size, s_size, params, out_h, out_w, col):
     """x (N, C, H, W) -> col (Cg*R*S, rows*Wo), as in the module docstring."""
     sh, sw, dh, dw, top, left = params
@@ -41,20 +128,18 @@ def fill_columns(x, group, row0, rows, r_size, s_size, params, out_h, out_w, col
             for s in range(s_size):
                 q = (c * r_size + r) * s_size + s
                 lo, hi, offset = valid_columns(s, params, width, out_w)
+                n, oh = divmod(row0, out_h)
                 for j in range(rows):
-                    n, oh = divmod(row0 + j, out_h)
                     ih = oh * sh + r * dh - top
-                    base = j * out_w
-                    if ih < 0 or ih >= height:
-                        col[q, base:base + out_w] = 0
-                        continue
-                    col[q, base:base + lo] = 0
-                    for ow in range(lo, hi):
-                        col[q, base + ow] = x[n, channel, ih, ow * sw + offset]
-                    col[q, base + hi:base + out_w] = 0
+                    out_row = col[q, j * out_w:(j + 1) * out_w]
+                    if 0 <= ih < height:
+                        copy_tap(out_row, x[n, channel, ih], lo, hi, offset, sw)
+                    else:
+                        out_row[:] = 0
+                    n, oh = next_row(n, oh, out_h)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_columns(col, group, row0, rows, r_size, s_size, params, out_h, out_w, dx):
     """The adjoint of fill_columns: dx (N, C, H, W) += col (Cg*R*S, rows*Wo) scattered to its cells."""
     sh, sw, dh, dw, top, left = params
@@ -66,10 +151,9 @@ def add_columns(col, group, row0, rows, r_size, s_size, params, out_h, out_w, dx
             for s in range(s_size):
                 q = (c * r_size + r) * s_size + s
                 lo, hi, offset = valid_columns(s, params, width, out_w)
+                n, oh = divmod(row0, out_h)
                 for j in range(rows):
-                    n, oh = divmod(row0 + j, out_h)
                     ih = oh * sh + r * dh - top
                     if 0 <= ih < height:
-                        base = j * out_w
-                        for ow in range(lo, hi):
-                            dx[n, channel, ih, ow * sw + offset] += col[q, base + ow]
+                        scatter_tap(dx[n, channel, ih], col[q, j * out_w:(j + 1) * out_w], lo, hi, offset, sw, 1)
+                    n, oh = next_row(n, oh, out_h)

@@ -19,15 +19,20 @@ from fastconv.backends.numba import conv_direct, conv_gemm, conv_pointwise
 from fastconv.backends.numba._parallel import num_chunks
 
 
+def _methods(g: ConvGeometry) -> list[tuple[str, object]]:
+    """(name, module) of every method that applies to g, the preferred one first."""
+    methods = [("pointwise", conv_pointwise)] if conv_pointwise.applies(g) else []
+    if conv_direct.preferred(g):
+        methods.append(("direct", conv_direct))
+    methods.append(("gemm", conv_gemm))
+    if conv_direct.applies(g) and not conv_direct.preferred(g):
+        methods.append(("direct", conv_direct))
+    return methods
+
+
 def forward_methods(g: ConvGeometry) -> dict:
     """name -> conv2d_forward for every method that applies to g, the preferred one first."""
-    methods = {}
-    if conv_pointwise.applies(g):
-        methods["pointwise"] = conv_pointwise.conv2d_forward
-    if conv_direct.applies(g):
-        methods["direct"] = conv_direct.conv2d_forward
-    methods["gemm"] = conv_gemm.conv2d_forward
-    return methods
+    return {name: module.conv2d_forward for name, module in _methods(g)}
 
 
 def conv2d_forward(x, w, b, g: ConvGeometry):
@@ -88,12 +93,13 @@ def _backward_with(dx_dw_module, rotated: bool):
 
 
 def backward_methods(g: ConvGeometry) -> dict:
-    """name -> conv2d_backward for every applicable way of computing dx, dw, db, the preferred one first."""
-    special = [module for module in (conv_pointwise, conv_direct) if module.applies(g)]
-    methods = {module.__name__.rsplit("_", 1)[1]: _backward_with(module, rotated=False) for module in special}
-    if rotated_geometry(g) is not None:
-        methods["rotated"] = _backward_with((special + [conv_gemm])[0], rotated=True)
-    methods["gemm"] = _backward_with(conv_gemm, rotated=False)
+    """name -> conv2d_backward for every applicable way of computing dx, dw, db, the preferred one first:
+    the special methods, then dx by the rotated forward convolution (dw by the best method), then the rest."""
+    methods = {}
+    for name, module in _methods(g):
+        if module is conv_gemm and rotated_geometry(g) is not None:
+            methods["rotated"] = _backward_with(_methods(g)[0][1], rotated=True)
+        methods[name] = _backward_with(module, rotated=False)
     return methods
 
 

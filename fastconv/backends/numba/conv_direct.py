@@ -6,8 +6,7 @@ Output channel k reads input channel k // Kg only:
     y[n, k, oh, ow] = b[k] + sum_{r, s} x[n, k // Kg, oh*sh + r*dh - top, ow*sw + s*dw - left] * w[k, 0, r, s]
 
 Every loop runs along a row (ow innermost) over the columns whose tap falls inside the input, so padding is
-never read or materialized. The fastmath flags only allow fused multiply-adds and reordered sums; NaN and inf
-keep their IEEE meaning.
+never read or materialized. The row loops are _columns.axpy / dot (vectorized, with fused multiply-adds).
 """
 
 from __future__ import annotations
@@ -16,15 +15,17 @@ import numpy as np
 from numba import njit, prange
 
 from fastconv._geometry import ConvGeometry
-from fastconv.backends.numba._columns import valid_columns
+from fastconv.backends.numba._columns import FMA_AND_REORDER, add_tap, column_ranges, dot_tap, scatter_tap, valid_columns
 from fastconv.backends.numba._parallel import num_chunks
 from fastconv.backends.numba.conv_gemm import params
 
-_FMA_AND_REORDER = {"contract", "reassoc"}
-
-
 def applies(g: ConvGeometry) -> bool:
     return g.c_per_group == 1
+
+
+def preferred(g: ConvGeometry) -> bool:
+    """Depthwise-like layers; a single-channel input with many filters (MNIST) is faster as a GEMM."""
+    return applies(g) and g.groups > 1
 
 
 def workspace_bytes(g: ConvGeometry) -> int:
@@ -32,7 +33,7 @@ def workspace_bytes(g: ConvGeometry) -> int:
     return g.n * g.k * g.r * g.s * g.dtype.itemsize
 
 
-@njit(cache=True, parallel=True, fastmath=_FMA_AND_REORDER)
+@njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
 def _forward(x, w, bias, y, params):
     """x (N, C, H, W), w (K, 1, R, S), bias (K,) -> y (N, K, Ho, Wo); planes (n, k) in parallel."""
     sh, sw, dh, dw, top, left = params
@@ -40,6 +41,7 @@ def _forward(x, w, bias, y, params):
     k, _, r_size, s_size = w.shape
     kg = k // c
     out_h, out_w = y.shape[2], y.shape[3]
+    ranges = column_ranges(s_size, params, width, out_w)
     for plane in prange(n_images * k):
         n, kk = divmod(np.int64(plane), k)
         channel = kk // kg
@@ -53,12 +55,11 @@ def _forward(x, w, bias, y, params):
                 x_row = x[n, channel, ih]
                 for s in range(s_size):
                     weight = w[kk, 0, r, s]
-                    lo, hi, offset = valid_columns(s, params, width, out_w)
-                    for ow in range(lo, hi):
-                        row[ow] += weight * x_row[ow * sw + offset]
+                    lo, hi, offset = ranges[s, 0], ranges[s, 1], ranges[s, 2]
+                    add_tap(row, x_row, lo, hi, offset, sw, weight)
 
 
-@njit(cache=True, parallel=True, fastmath=_FMA_AND_REORDER)
+@njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
 def _backward_dx(dy, w, dx, params):
     """dy (N, K, Ho, Wo), w (K, 1, R, S) -> dx (N, C, H, W): each input plane gathers the scatter of its
     Kg output channels; planes (n, c) in parallel, so every plane has one writer."""
@@ -67,6 +68,7 @@ def _backward_dx(dy, w, dx, params):
     k, _, r_size, s_size = w.shape
     kg = k // c
     out_h, out_w = dy.shape[2], dy.shape[3]
+    ranges = column_ranges(s_size, params, width, out_w)
     for plane in prange(n_images * c):
         n, channel = divmod(np.int64(plane), c)
         dx[n, channel] = 0
@@ -80,12 +82,11 @@ def _backward_dx(dy, w, dx, params):
                     dx_row = dx[n, channel, ih]
                     for s in range(s_size):
                         weight = w[kk, 0, r, s]
-                        lo, hi, offset = valid_columns(s, params, width, out_w)
-                        for ow in range(lo, hi):
-                            dx_row[ow * sw + offset] += weight * dy_row[ow]
+                        lo, hi, offset = ranges[s, 0], ranges[s, 1], ranges[s, 2]
+                        scatter_tap(dx_row, dy_row, lo, hi, offset, sw, weight)
 
 
-@njit(cache=True, parallel=True, fastmath=_FMA_AND_REORDER)
+@njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
 def _backward_dw(dy, x, dw_parts, params):
     """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw_parts (N, K, R, S): each image's share of dW."""
     sh, sw, dh, dw, top, left = params
@@ -102,10 +103,8 @@ def _backward_dw(dy, x, dw_parts, params):
                 total = dy.dtype.type(0)
                 for oh in range(out_h):
                     ih = oh * sh + r * dh - top
-                    if ih < 0 or ih >= height:
-                        continue
-                    for ow in range(lo, hi):
-                        total += dy[n, kk, oh, ow] * x[n, channel, ih, ow * sw + offset]
+                    if 0 <= ih < height:
+                        total += dot_tap(dy[n, kk, oh], x[n, channel, ih], lo, hi, offset, sw)
                 dw_parts[n, kk, r, s] = total
 
 

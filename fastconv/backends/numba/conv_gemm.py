@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastconv._geometry import ConvGeometry
-from fastconv.backends.numba._columns import add_columns, fill_columns
+from fastconv.backends.numba._columns import add_columns, fill_columns, next_row
 from fastconv.backends.numba._parallel import blas_for, chunk_bounds, num_chunks
 
 #: bytes of one tile's column matrix: small enough that a tile stays in the 512 KB L2 next to its GEMM
@@ -44,10 +44,10 @@ def _copy_rows(out, y, k0, row0, rows, bias):
     """y[n, k0 + kk, oh, :] = out[kk, j*Wo:(j+1)*Wo] + bias[k0 + kk] for the tile's global rows."""
     out_h, out_w = y.shape[2], y.shape[3]
     for kk in range(out.shape[0]):
+        n, oh = divmod(row0, out_h)
         for j in range(rows):
-            n, oh = divmod(row0 + j, out_h)
-            for ow in range(out_w):
-                y[n, k0 + kk, oh, ow] = out[kk, j * out_w + ow] + bias[k0 + kk]
+            y[n, k0 + kk, oh] = out[kk, j * out_w:(j + 1) * out_w] + bias[k0 + kk]
+            n, oh = next_row(n, oh, out_h)
 
 
 @njit(cache=True)
@@ -55,9 +55,10 @@ def _gather_rows(dy, k0, row0, rows, out):
     """out[kk, j*Wo + ow] = dy[n, k0 + kk, oh, ow]: the tile's rows of dy for one group."""
     out_h, out_w = dy.shape[2], dy.shape[3]
     for kk in range(out.shape[0]):
+        n, oh = divmod(row0, out_h)
         for j in range(rows):
-            n, oh = divmod(row0 + j, out_h)
             out[kk, j * out_w:(j + 1) * out_w] = dy[n, k0 + kk, oh]
+            n, oh = next_row(n, oh, out_h)
 
 
 @njit(cache=True, parallel=True)

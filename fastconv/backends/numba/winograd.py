@@ -82,12 +82,12 @@ def conv2d_forward_winograd(x, w, b, g, m: int | None = None):
     tiles_w = -(-g.out_w // m)
     rows_per_block = max(1, TILES_PER_BLOCK // tiles_w)
     tile_rows = g.n * -(-g.out_h // m)
-    blocks = -(-tile_rows // rows_per_block)
-    chunks = num_chunks(blocks)
+    chunks = num_chunks(-(-tile_rows // rows_per_block))
     bias = np.zeros(g.k, g.dtype) if b is None else b
     y = np.empty(g.y_shape, g.dtype)
     with blas_for(chunks):
-        _winograd(x, v, bias, y, m, g.pad_top, g.pad_left, rows_per_block, chunks)
+        _winograd(x, v, bias, _BT[m].astype(g.dtype), _AT[m].astype(g.dtype), y, g.pad_top, g.pad_left,
+                  rows_per_block, chunks)
     return y
 
 
@@ -102,141 +102,148 @@ def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True)
-def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, chunks):
-    """y (N, K, Ho, Wo) from x (N, C, H, W) and V (alpha^2, K, C), block by block of rows_per_block tile rows."""
-    n_images, c_in, height, width = x.shape
+def _winograd(x, v, bias, bt, at, y, pad_top, pad_left, rows_per_block, chunks):
+    """y (N, K, Ho, Wo) from x (N, C, H, W) and V (alpha^2, K, C), block by block of rows_per_block tile rows;
+    bt (alpha, alpha) and at (m, alpha) are BT and AT in x's dtype."""
+    n_images, c_in = x.shape[0], x.shape[1]
     k_out, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
-    alpha = m + 2
+    m, alpha = at.shape
     tiles_h, tiles_w = (out_h + m - 1) // m, (out_w + m - 1) // m
     tile_rows = n_images * tiles_h
     blocks = (tile_rows + rows_per_block - 1) // rows_per_block
     block_tiles = rows_per_block * tiles_w
-    line = tiles_w * m + 2  # padded input columns the tiles read
     for t in prange(chunks):
         u = np.zeros((alpha * alpha, c_in, block_tiles), x.dtype)
         mm = np.empty((alpha * alpha, k_out, block_tiles), x.dtype)
-        patch = np.zeros((alpha, line), x.dtype)
-        rows = np.empty((alpha, line), x.dtype)
-        cols = np.empty((alpha, tiles_w), x.dtype)
-        sums = np.empty((m, alpha * tiles_w), x.dtype)
-        out = np.empty((m, tiles_w * m), x.dtype)
+        flat = np.zeros(block_tiles * m, x.dtype)
+        extra = np.zeros((rows_per_block, 2), x.dtype)
+        patch = np.zeros((alpha * alpha, 1, block_tiles), x.dtype)
+        half = np.zeros((alpha * alpha, 1, block_tiles), x.dtype)
+        tile_out = np.zeros((m * m, 1, block_tiles), x.dtype)
         for block in range(t, blocks, chunks):
             first = block * rows_per_block
             last = min(first + rows_per_block, tile_rows)
-            for row in range(first, last):
-                n, ti = row // tiles_h, row % tiles_h
-                t0 = (row - first) * tiles_w
-                for c in range(c_in):
-                    _stage_patch(x, n, c, ti * m - pad_top, pad_left, patch)
-                    _input_transform(patch, rows, cols, u, c, t0, m)
+            tiles = (last - first) * tiles_w
+            for c in range(c_in):
+                _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat, extra, patch)
+                _two_sided(patch, 0, bt, half, u, c, tiles)
             for p in range(alpha * alpha):
                 np.dot(v[p], u[p], mm[p])
-            for row in range(first, last):
-                n, ti = row // tiles_h, row % tiles_h
-                t0 = (row - first) * tiles_w
-                for k in range(k_out):
-                    _output_transform(mm, k, t0, bias[k], sums, out, m)
-                    for i in range(min(m, out_h - ti * m)):
-                        y[n, k, ti * m + i, :] = out[i, :out_w]
+            for k in range(k_out):
+                _two_sided(mm, k, at, half, tile_out, 0, tiles)
+                _scatter_tiles(tile_out, bias[k], y, k, first, last, tiles_h, flat)
 
 
 @njit(cache=True)
-def _stage_patch(x, n, c, top, pad_left, patch):
-    """patch (alpha, line) = input rows top .. top+alpha-1 of x[n, c], shifted right by pad_left, zero outside."""
+def _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat, extra, patch):
+    """patch[a*alpha + b, 0, t] = x[n, c, ti*m + a - pad_top, j*m + b - pad_left] (zero outside x) for the
+    tiles t = (row - first)*tiles_w + j of tile rows first .. last-1 (row = n*tiles_h + ti).
+
+    Every loop runs over the whole block: for each a, flat holds the block's padded input rows end to end
+    (tiles_w*m columns each, their padding cells stay zero) and extra[rr] the two columns past each row's end;
+    patch row (a, b < m) is flat at stride m, and row (a, m + e) is row (a, e) shifted by one tile."""
     height, width = x.shape[2], x.shape[3]
-    for a in range(patch.shape[0]):
-        h = top + a
-        if 0 <= h < height:
-            patch[a, pad_left:pad_left + width] = x[n, c, h, :]
-        else:
-            patch[a, pad_left:pad_left + width] = 0
-
-
-@njit(cache=True)
-def _input_transform(patch, rows, cols, u, c, t0, m):
-    """u[a*alpha + b, c, t0 + j] = (BT d_j BT^T)[a, b] for the tiles j of one tile row; d_j = patch[:, j*m:]."""
-    alpha = m + 2
-    tiles = cols.shape[1]
-    _bt_lines(patch, rows, m)  # rows = BT . patch (along the rows)
+    m = flat.shape[0] // extra.shape[0] // tiles_w
+    alpha, span = m + 2, tiles_w * m
+    col0, col1 = max(pad_left, 0), min(pad_left + width, span)  # flat columns holding x's columns
+    tiles = (last - first) * tiles_w
     for a in range(alpha):
-        for b in range(alpha):  # gather the alpha columns each tile reads
-            for j in range(tiles):
-                cols[b, j] = rows[a, j * m + b]
-        _bt_lines(cols, u[a * alpha:(a + 1) * alpha, c, t0:t0 + tiles], m)
+        for row in range(first, last):
+            rr, n, ti = row - first, row // tiles_h, row % tiles_h
+            h = ti * m + a - pad_top
+            seg = flat[rr * span:(rr + 1) * span]
+            if 0 <= h < height:
+                src = x[n, c, h]
+                for col in range(col0, col1):
+                    seg[col] = src[col - pad_left]
+                for e in range(2):
+                    col = span + e - pad_left
+                    extra[rr, e] = src[col] if 0 <= col < width else 0
+            else:
+                seg[col0:col1] = 0
+                extra[rr, :] = 0
+        _split_phases(flat, patch, a * alpha, tiles, m)
+        for e in range(2):
+            dst, src = patch[a * alpha + m + e, 0], patch[a * alpha + e, 0]
+            for t in range(tiles - 1):
+                dst[t] = src[t + 1]
+            for rr in range(last - first):
+                dst[(rr + 1) * tiles_w - 1] = extra[rr, e]
 
 
 @njit(cache=True)
-def _output_transform(mm, k, t0, bias, sums, out, m):
-    """out (m, tiles*m) = AT M_j AT^T + bias for the tiles j of one tile row of output channel k;
-    sums (m, alpha*tiles) holds AT M_j, column b of tile j at b*tiles + j."""
-    alpha = m + 2
-    tiles = out.shape[1] // m
-    for b in range(alpha):
-        _at_lines(mm[b::alpha, k, t0:t0 + tiles], sums[:, b * tiles:(b + 1) * tiles], m)
-    for i in range(m):
-        for j in range(tiles):
-            _at_tile_row(sums, i, j, tiles, bias, out, m)
-
-
-@njit(cache=True)
-def _at_tile_row(rows, i, j, tiles, bias, out, m):
-    """out[i, j*m:(j+1)*m] = AT . (rows[i, b*tiles + j] over b) + bias."""
+def _split_phases(flat, patch, base, tiles, m):
+    """patch[base + r, 0, t] = flat[t*m + r] for r < m, with the stride a literal so that the loads vectorize."""
+    p0, p1 = patch[base, 0], patch[base + 1, 0]
     if m == 2:
-        s0, s1, s2, s3 = rows[i, j], rows[i, tiles + j], rows[i, 2 * tiles + j], rows[i, 3 * tiles + j]
-        out[i, 2 * j] = s0 + s1 + s2 + bias
-        out[i, 2 * j + 1] = s1 - s2 - s3 + bias
+        for t in range(tiles):
+            p0[t], p1[t] = flat[2 * t], flat[2 * t + 1]
     else:
-        two, four, eight = _constants(rows)[:3]
-        s0, s1, s2 = rows[i, j], rows[i, tiles + j], rows[i, 2 * tiles + j]
-        s3, s4, s5 = rows[i, 3 * tiles + j], rows[i, 4 * tiles + j], rows[i, 5 * tiles + j]
-        out[i, 4 * j] = s0 + s1 + s2 + s3 + s4 + bias
-        out[i, 4 * j + 1] = (s1 - s2) + two * (s3 - s4) + bias
-        out[i, 4 * j + 2] = (s1 + s2) + four * (s3 + s4) + bias
-        out[i, 4 * j + 3] = (s1 - s2) + eight * (s3 - s4) + s5 + bias
+        p2, p3 = patch[base + 2, 0], patch[base + 3, 0]
+        for t in range(tiles):
+            p0[t], p1[t], p2[t], p3[t] = flat[4 * t], flat[4 * t + 1], flat[4 * t + 2], flat[4 * t + 3]
 
 
 @njit(cache=True)
-def _constants(a):
-    """2, 4, 8, 5 in a's dtype (a bare integer literal would promote float32 arithmetic to float64)."""
-    t = a.dtype.type
-    return t(2), t(4), t(8), t(5)
+def _two_sided(src, k, mat, half, out, kk, tiles):
+    """out[i*q + e, kk, t] = (mat S_t mat^T)[i, e] for t < tiles, with S_t[a, b] = src[a*alpha + b, k, t] and
+    mat (q, alpha): BT (q = alpha) for the input transform, AT (q = m) for the output transform.
+    half (alpha*q, 1, tiles) holds S_t mat^T."""
+    q, alpha = mat.shape
+    for a in range(alpha):
+        for e in range(q):
+            _combine(half[a * q + e, 0], src, a * alpha, 1, k, mat[e], tiles)
+    for i in range(q):
+        for e in range(q):
+            _combine(out[i * q + e, kk], half, e, q, 0, mat[i], tiles)
 
 
 @njit(cache=True)
-def _bt_lines(src, dst, m):
-    """dst[a, :] = sum_b BT[a, b] src[b, :] for the alpha lines of src (alpha, L)."""
+def _combine(out, src, first, step, k, coefs, tiles):
+    """out[t] = sum_e coefs[e] * src[first + e*step, k, t] for t < tiles, skipping zero coefficients: each pass
+    reads one contiguous row and updates one, which the compiler vectorizes."""
+    started = False
+    for e in range(coefs.shape[0]):
+        ce = coefs[e]
+        if ce == 0:
+            continue
+        row = src[first + e * step, k]
+        if started:
+            for t in range(tiles):
+                out[t] += ce * row[t]
+        else:
+            for t in range(tiles):
+                out[t] = ce * row[t]
+            started = True
+
+
+@njit(cache=True)
+def _scatter_tiles(o, bias, y, k, first, last, tiles_h, flat):
+    """y[n, k, ti*m + i, j*m + e] = o[i*m + e, 0, t] + bias for the tiles t = (row - first)*tiles_w + j of tile
+    rows first .. last-1, clipped to y; flat interleaves one output row of every tile row of the block."""
+    out_h, out_w = y.shape[2], y.shape[3]
+    m = int(np.sqrt(o.shape[0]) + 0.5)
+    tiles = flat.shape[0] // m
+    span = (out_w + m - 1) // m * m
+    for i in range(m):
+        _merge_phases(o, i * m, bias, flat, tiles, m)
+        for row in range(first, last):
+            n, ti = row // tiles_h, row % tiles_h
+            if ti * m + i < out_h:
+                dst, seg = y[n, k, ti * m + i], flat[(row - first) * span:]
+                for col in range(out_w):
+                    dst[col] = seg[col]
+
+
+@njit(cache=True)
+def _merge_phases(o, base, bias, flat, tiles, m):
+    """flat[t*m + e] = o[base + e, 0, t] + bias, the inverse of _split_phases."""
+    p0, p1 = o[base, 0], o[base + 1, 0]
     if m == 2:
-        for x in range(src.shape[1]):
-            d0, d1, d2, d3 = src[0, x], src[1, x], src[2, x], src[3, x]
-            dst[0, x] = d0 - d2
-            dst[1, x] = d1 + d2
-            dst[2, x] = d2 - d1
-            dst[3, x] = d1 - d3
-        return
-    two, four, _, five = _constants(src)
-    for x in range(src.shape[1]):
-        d0, d1, d2, d3, d4, d5 = src[0, x], src[1, x], src[2, x], src[3, x], src[4, x], src[5, x]
-        dst[0, x] = four * d0 - five * d2 + d4
-        dst[1, x] = (d3 + d4) - four * (d1 + d2)
-        dst[2, x] = (d4 - d3) + four * (d1 - d2)
-        dst[3, x] = (d4 - d2) + two * (d3 - d1)
-        dst[4, x] = (d4 - d2) - two * (d3 - d1)
-        dst[5, x] = four * d1 - five * d3 + d5
-
-
-@njit(cache=True)
-def _at_lines(src, dst, m):
-    """dst[i, :] = sum_a AT[i, a] src[a, :] for src (alpha, L) -> dst (m, L)."""
-    if m == 2:
-        for x in range(src.shape[1]):
-            s0, s1, s2, s3 = src[0, x], src[1, x], src[2, x], src[3, x]
-            dst[0, x] = s0 + s1 + s2
-            dst[1, x] = s1 - s2 - s3
-        return
-    two, four, eight, _ = _constants(src)
-    for x in range(src.shape[1]):
-        s0, s1, s2, s3, s4, s5 = src[0, x], src[1, x], src[2, x], src[3, x], src[4, x], src[5, x]
-        dst[0, x] = s0 + s1 + s2 + s3 + s4
-        dst[1, x] = (s1 - s2) + two * (s3 - s4)
-        dst[2, x] = (s1 + s2) + four * (s3 + s4)
-        dst[3, x] = (s1 - s2) + eight * (s3 - s4) + s5
+        for t in range(tiles):
+            flat[2 * t], flat[2 * t + 1] = p0[t] + bias, p1[t] + bias
+    else:
+        p2, p3 = o[base + 2, 0], o[base + 3, 0]
+        for t in range(tiles):
+            flat[4 * t], flat[4 * t + 1] = p0[t] + bias, p1[t] + bias
+            flat[4 * t + 2], flat[4 * t + 3] = p2[t] + bias, p3[t] + bias
