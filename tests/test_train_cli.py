@@ -23,7 +23,7 @@ def outputs(tmp_path) -> tuple[list[str], dict]:
 
 def test_train_writes_plots_and_parameters(tmp_path, capsys):
     args, paths = outputs(tmp_path)
-    assert cli.main(["train", "--epochs", "1", "--backend", "im2col", "--seed", "3", *args]) == 0
+    assert cli.main(["train", "--epochs", "1", "--backend", "im2col", "--seed", "3", "--threads", "1", *args]) == 0
     out = capsys.readouterr().out
     assert "epoch   1/1  loss " in out and "test acc " in out
     assert "backend im2col: test accuracy 0." in out and "s per epoch" in out
@@ -46,7 +46,8 @@ def test_saved_parameters_load_into_the_same_network(tmp_path):
 def test_train_runs_as_a_command(tmp_path):
     args, paths = outputs(tmp_path)
     done = subprocess.run([sys.executable, "-m", "fastconv.cli", "train", "--epochs", "1", "--network", "deep",
-                           "--backend", "im2col", "--optimizer", "momentum", "--lr", "0.05", *args],
+                           "--threads", "1", "--backend", "im2col", "--optimizer", "momentum", "--lr", "0.05",
+                           *args],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "DeepConvNetLite" in done.stdout and "test accuracy" in done.stdout
