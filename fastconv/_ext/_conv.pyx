@@ -260,49 +260,82 @@ def backward_data_gemm(const floating[:, :, :, ::1] dy, const floating[:, :, :, 
 # direct kernels for one input channel per group (c/groups == 1): output channel k reads x[:, k // kg]
 
 
-cdef void forward_plane(const floating *xc, const floating *wk, floating bias, floating *yk,
+cdef inline Py_ssize_t padded_rows(const ConvShape *p) noexcept nogil:
+    """Rows of x the windows read, padding included: the height of a padded plane."""
+    return (p.out_h - 1) * p.stride_h + (p.r - 1) * p.dilation_h + 1
+
+
+cdef inline Py_ssize_t padded_cols(const ConvShape *p) noexcept nogil:
+    return (p.out_w - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
+
+
+cdef void pad_plane(const floating *xc, floating *xp, const ConvShape *p) noexcept nogil:
+    """xp (padded_rows, padded_cols)[a, b] = xc (h, w)[a - pad_top, b - pad_left], zero outside xc."""
+    cdef Py_ssize_t rows = padded_rows(p), cols = padded_cols(p), a, col, lo, hi
+    cdef floating *dst
+    cdef const floating *src
+    valid_span(-p.pad_left, 1, p.w, cols, &lo, &hi)
+    for a in range(rows):
+        dst = xp + a * cols
+        if a - p.pad_top < 0 or a - p.pad_top >= p.h:
+            fill(dst, cols, 0)
+            continue
+        src = xc + (a - p.pad_top) * p.w - p.pad_left
+        fill(dst, lo, 0)
+        for col in range(lo, hi):
+            dst[col] = src[col]
+        fill(dst + hi, cols - hi, 0)
+
+
+cdef void forward_plane(const floating *xc, const floating *wk, floating bias, floating *yk, floating *xp,
                         const ConvShape *p) noexcept nogil:
     """yk (out_h, out_w) = bias + sum_{i,j} wk[i, j] * xc[oh*sh + i*dh - pt, ow*sw + j*dw - pl].
 
-    Taps outermost: the valid columns of a tap are the same on every row, and both planes stay in L1/L2.
+    xc is first copied into the zero-padded plane xp, so that every tap covers whole output rows; a kernel
+    row of three taps (the common 3x3) updates an output row in one pass.
     """
-    cdef Py_ssize_t oh, ow, i, j, ih, iw0, lo, hi
-    cdef floating wv
+    cdef Py_ssize_t cols = padded_cols(p), oh, ow, i, j, sw = p.stride_w, dw = p.dilation_w
+    cdef floating w0, w1, w2
     cdef floating *row
     cdef const floating *src
+    pad_plane(xc, xp, p)
     fill(yk, p.out_h * p.out_w, bias)
-    for i in range(p.r):
-        for j in range(p.s):
-            wv = wk[i * p.s + j]
-            iw0 = j * p.dilation_w - p.pad_left
-            valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
-            for oh in range(p.out_h):
-                ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
-                if ih < 0 or ih >= p.h:
-                    continue
-                row = yk + oh * p.out_w
-                src = xc + ih * p.w + iw0
-                if p.stride_w == 1:
-                    for ow in range(lo, hi):
-                        row[ow] += wv * src[ow]
-                else:
-                    for ow in range(lo, hi):
-                        row[ow] += wv * src[ow * p.stride_w]
+    for oh in range(p.out_h):
+        row = yk + oh * p.out_w
+        for i in range(p.r):
+            src = xp + (oh * p.stride_h + i * p.dilation_h) * cols
+            if p.s == 3:
+                w0, w1, w2 = wk[i * 3], wk[i * 3 + 1], wk[i * 3 + 2]
+                for ow in range(p.out_w):
+                    row[ow] += w0 * src[ow * sw] + w1 * src[ow * sw + dw] + w2 * src[ow * sw + 2 * dw]
+                continue
+            for j in range(p.s):
+                w0 = wk[i * p.s + j]
+                for ow in range(p.out_w):
+                    row[ow] += w0 * src[ow * sw + j * dw]
 
 
 def forward_direct(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
-                   floating[:, :, :, ::1] y, ConvShape p, int num_threads):
-    """y (n, k, out_h, out_w) for c/groups == 1, one (image, output channel) plane per work item."""
-    cdef Py_ssize_t kg = p.k // p.groups, item, n, k
+                   floating[:, :, :, ::1] y, floating[:, ::1] workspace, ConvShape p, int num_threads):
+    """y (n, k, out_h, out_w) for c/groups == 1, one (image, output channel) plane per work item.
+
+    workspace (threads, padded_rows * padded_cols): each thread's padded plane.
+    """
+    cdef Py_ssize_t kg = p.k // p.groups, item, n, k, tid
     cdef const floating *bias = &b[0] if b is not None else NULL
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef const floating *wp = &w[0, 0, 0, 0]
     cdef floating *yp = &y[0, 0, 0, 0]
-    for item in prange(p.n * p.k, nogil=True, schedule="static", num_threads=num_threads):
-        n = item // p.k
-        k = item % p.k
-        forward_plane(xp + (n * p.c + k // kg) * p.h * p.w, wp + k * p.r * p.s,
-                      bias[k] if bias != NULL else 0, yp + item * p.out_h * p.out_w, &p)
+    cdef floating *ws = &workspace[0, 0]
+    cdef Py_ssize_t ws_stride = workspace.shape[1]
+    tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        for item in prange(p.n * p.k, schedule="static"):
+            n = item // p.k
+            k = item % p.k
+            forward_plane(xp + (n * p.c + k // kg) * p.h * p.w, wp + k * p.r * p.s,
+                          bias[k] if bias != NULL else 0, yp + item * p.out_h * p.out_w, ws + tid * ws_stride, &p)
 
 
 cdef void backward_data_plane(const floating *dyk, const floating *wk, floating *dxc,
@@ -347,57 +380,59 @@ def backward_data_direct(const floating[:, :, :, ::1] dy, const floating[:, :, :
                                 dxp + item * p.h * p.w, &p)
 
 
-cdef void backward_weight_channel(const floating *dy, const floating *x, floating *dwk, floating *acc,
-                                  const ConvShape *p, Py_ssize_t k) noexcept nogil:
-    """dwk (r, s) = sum_{n, oh, ow} dy[n, k, oh, ow] * x[n, k // kg, oh*sh + i*dh - pt, ow*sw + j*dw - pl].
+cdef void backward_weight_channel(const floating *dy, const floating *x, floating *dwk, floating *dbk,
+                                  floating *acc, floating *xp, const ConvShape *p, Py_ssize_t k) noexcept nogil:
+    """dwk (r, s) = sum_{n, oh, ow} dy[n, k, oh, ow] * x[n, k // kg, oh*sh + i*dh - pt, ow*sw + j*dw - pl],
+    and dbk[0] = sum of dy[:, k] unless dbk is NULL.
 
-    acc (r*s, out_w): per-tap row accumulators, so that the inner loop is a vectorizable multiply-add.
+    acc (r*s + 1, out_w): per-tap row accumulators (the last for the bias), so that the inner loop is a
+    vectorizable multiply-add; xp: a padded plane (see pad_plane).
     """
-    cdef Py_ssize_t kg = p.k // p.groups, n, oh, ow, i, j, ih, iw0, lo, hi
-    cdef const floating *dyk
-    cdef const floating *xc
+    cdef Py_ssize_t kg = p.k // p.groups, cols = padded_cols(p), taps = p.r * p.s
+    cdef Py_ssize_t n, oh, ow, i, j, sw = p.stride_w, dw = p.dilation_w
     cdef const floating *row
     cdef const floating *src
     cdef floating *a
-    fill(acc, p.r * p.s * p.out_w, 0)
+    cdef floating *bias_row = acc + taps * p.out_w
+    fill(acc, (taps + 1) * p.out_w, 0)
     for n in range(p.n):
-        dyk = dy + (n * p.k + k) * p.out_h * p.out_w
-        xc = x + (n * p.c + k // kg) * p.h * p.w
-        for i in range(p.r):
-            for j in range(p.s):
-                iw0 = j * p.dilation_w - p.pad_left
-                valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
-                a = acc + (i * p.s + j) * p.out_w
-                for oh in range(p.out_h):
-                    ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
-                    if ih < 0 or ih >= p.h:
-                        continue
-                    row = dyk + oh * p.out_w
-                    src = xc + ih * p.w + iw0
-                    if p.stride_w == 1:
-                        for ow in range(lo, hi):
-                            a[ow] += row[ow] * src[ow]
-                    else:
-                        for ow in range(lo, hi):
-                            a[ow] += row[ow] * src[ow * p.stride_w]
-    for i in range(p.r * p.s):
+        pad_plane(x + (n * p.c + k // kg) * p.h * p.w, xp, p)
+        for oh in range(p.out_h):
+            row = dy + ((n * p.k + k) * p.out_h + oh) * p.out_w
+            for ow in range(p.out_w):
+                bias_row[ow] += row[ow]
+            for i in range(p.r):
+                src = xp + (oh * p.stride_h + i * p.dilation_h) * cols
+                for j in range(p.s):
+                    a = acc + (i * p.s + j) * p.out_w
+                    for ow in range(p.out_w):
+                        a[ow] += row[ow] * src[ow * sw + j * dw]
+    for i in range(taps):
         dwk[i] = <floating>total(acc + i * p.out_w, p.out_w)
+    if dbk != NULL:
+        dbk[0] = <floating>total(bias_row, p.out_w)
 
 
 def backward_weight_direct(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
-                           floating[:, :, :, ::1] dw, floating[:, ::1] workspace, ConvShape p, int num_threads):
-    """dw (k, 1, r, s) for c/groups == 1, one output channel per work item; workspace (threads, r*s*out_w)."""
+                           floating[:, :, :, ::1] dw, floating[::1] db, floating[:, ::1] workspace, ConvShape p,
+                           int num_threads):
+    """dw (k, 1, r, s) and db (k,) (unless None) for c/groups == 1, one output channel per work item.
+
+    workspace (threads, (r*s + 1) * out_w + padded_rows * padded_cols).
+    """
     cdef Py_ssize_t k, tid
     cdef const floating *dyp = &dy[0, 0, 0, 0]
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef floating *dwp = &dw[0, 0, 0, 0]
+    cdef floating *dbp = &db[0] if db is not None else NULL
     cdef floating *ws = &workspace[0, 0]
-    cdef Py_ssize_t ws_stride = workspace.shape[1]
+    cdef Py_ssize_t ws_stride = workspace.shape[1], acc_size = (p.r * p.s + 1) * p.out_w
     tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
         for k in prange(p.k, schedule="static"):
-            backward_weight_channel(dyp, xp, dwp + k * p.r * p.s, ws + tid * ws_stride, &p, k)
+            backward_weight_channel(dyp, xp, dwp + k * p.r * p.s, dbp + k if dbp != NULL else NULL,
+                                    ws + tid * ws_stride, ws + tid * ws_stride + acc_size, &p, k)
 
 
 def bias_grad(const floating[:, :, ::1] dy, floating[::1] db, int num_threads):

@@ -123,9 +123,16 @@ def _forward_gemm(x, w, b, g: ConvGeometry, y: np.ndarray | None = None) -> np.n
     return y
 
 
+def _padded_plane_elements(g: ConvGeometry) -> int:
+    """Elements of the direct kernels' zero-padded copy of one plane of x (the part the windows read)."""
+    return ((g.out_h - 1) * g.stride_h + (g.r - 1) * g.dilation_h + 1) * (
+        (g.out_w - 1) * g.stride_w + (g.s - 1) * g.dilation_w + 1)
+
+
 def _forward_direct(x, w, b, g: ConvGeometry) -> np.ndarray:
+    threads = get_num_threads()
     y = np.empty(g.y_shape, g.dtype)
-    _conv.forward_direct(x, w, b, y, _shape(g), get_num_threads())
+    _conv.forward_direct(x, w, b, y, _workspace(threads, _padded_plane_elements(g), g.dtype), _shape(g), threads)
     return y
 
 
@@ -139,12 +146,12 @@ def conv2d_forward(x, w, b, g: ConvGeometry):
 def _grad_x(dy, w, g: ConvGeometry) -> np.ndarray:
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W)."""
     threads = get_num_threads()
+    if _grad_x_by_rotation(g):
+        return conv2d_forward(dy, _rotated_kernel(w, g), None, _rotated_geometry(g))
     if _is_depthwise(g):
         dx = np.empty(g.x_shape, g.dtype)
         _conv.backward_data_direct(dy, w, dx, _shape(g), threads)
         return dx
-    if _grad_x_by_rotation(g):
-        return conv2d_forward(dy, _rotated_kernel(w, g), None, _rotated_geometry(g))
     _check_blas_sizes(g)
     dx = np.empty(g.x_shape, g.dtype)
     workspace = _workspace(threads, g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w, g.dtype)
@@ -153,41 +160,50 @@ def _grad_x(dy, w, g: ConvGeometry) -> np.ndarray:
     return dx
 
 
-def _grad_w(dy, x, g: ConvGeometry) -> np.ndarray:
-    """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw (K, C/groups, R, S)."""
+def _depthwise_workspace_elements(g: ConvGeometry) -> int:
+    """Per thread: (r*s + 1) row accumulators and a padded plane (see _conv.backward_weight_direct)."""
+    return (g.r * g.s + 1) * g.out_w + _padded_plane_elements(g)
+
+
+def _grad_w(dy, x, g: ConvGeometry, db: np.ndarray | None) -> np.ndarray:
+    """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw (K, C/groups, R, S); fills db (K,) too when depthwise."""
     threads = get_num_threads()
     if _is_depthwise(g):
         dw = np.empty(g.w_shape, g.dtype)
-        _conv.backward_weight_direct(dy, x, dw, _workspace(threads, g.r * g.s * g.out_w, g.dtype), _shape(g),
-                                     threads)
+        workspace = _workspace(threads, _depthwise_workspace_elements(g), g.dtype)
+        _conv.backward_weight_direct(dy, x, dw, db, workspace, _shape(g), threads)
         return dw
     _check_blas_sizes(g)
     partial = np.zeros((threads, g.k, g.c_per_group * g.r * g.s), g.dtype)
     workspace = _workspace(threads, _col_elements(g), g.dtype)
     with _kernel_owns_threads(threads):
         _conv.backward_weight_gemm(dy, x, partial, workspace, _shape(g), _tile_rows(g), threads)
+    if db is not None:
+        _conv.bias_grad(dy.reshape(g.n, g.k, -1), db, threads)
     dw = partial[0] if threads == 1 else partial.sum(axis=0)
     return dw.reshape(g.w_shape)
 
 
 def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W), dw (K, C/groups, R, S), db (K,); None where not needed."""
-    db = None
-    if need_db:
-        db = np.empty(g.k, g.dtype)
+    db = np.empty(g.k, g.dtype) if need_db else None
+    dw = _grad_w(dy, x, g, db) if need_dw else None
+    if need_db and not need_dw:
         _conv.bias_grad(dy.reshape(g.n, g.k, -1), db, get_num_threads())
-    return (_grad_x(dy, w, g) if need_dx else None, _grad_w(dy, x, g) if need_dw else None, db)
+    return (_grad_x(dy, w, g) if need_dx else None, dw, db)
 
 
 def workspace_bytes(op: str, g) -> int:
     """Bytes of scratch this backend allocates beyond the outputs, for the front end's MemoryError check."""
-    if not isinstance(g, ConvGeometry) or op == "conv2d_forward" and _is_depthwise(g):
+    if not isinstance(g, ConvGeometry):
         return 0
     threads = get_num_threads()
+    if op == "conv2d_forward" and _is_depthwise(g):
+        return nbytes((threads, _padded_plane_elements(g)), g.dtype)
     if op == "conv2d_forward":
         return nbytes((threads, _col_elements(g)), g.dtype)
     if _is_depthwise(g):
-        return nbytes((threads, g.r * g.s * g.out_w), g.dtype)
+        return nbytes((threads, _depthwise_workspace_elements(g)), g.dtype)
     if _grad_x_by_rotation(g):
         grad_x = workspace_bytes("conv2d_forward", _rotated_geometry(g)) + nbytes(g.w_shape, g.dtype)
     else:
