@@ -153,6 +153,21 @@ def test_simple_convnet_gradient_matches_numerical_gradient(any_backend):
         np.testing.assert_allclose(backprop[key], numerical[key], rtol=1e-5, atol=1e-8, err_msg=key)
 
 
+def test_the_books_gradient_check_runs_unchanged():
+    """ch07/gradient_check.py of the book, with fastconv.nn's SimpleConvNet."""
+    np.random.seed(0)
+    with fc.use_backend("im2col"):
+        network = SimpleConvNet(input_dim=(1, 10, 10),
+                                conv_param={'filter_num': 10, 'filter_size': 3, 'pad': 0, 'stride': 1},
+                                hidden_size=10, output_size=10, weight_init_std=0.01)
+        X = np.random.rand(100).reshape((1, 1, 10, 10))
+        T = np.array([1]).reshape((1, 1))
+        grad_num = network.numerical_gradient(X, T)
+        grad = network.gradient(X, T)
+    for key, val in grad_num.items():  # the book prints these means; h = 1e-4 straddles a few max/ReLU kinks
+        assert np.abs(grad[key] - val).mean() < 1e-5, key
+
+
 def test_deep_convnet_gradient_matches_directional_derivatives(any_backend):
     """For each parameter array p and a random direction d: <dL/dp, d> == (L(p + hd) - L(p - hd)) / 2h.
     (Cheaper than numerical_gradient's two losses per element, which the test above covers.)"""
