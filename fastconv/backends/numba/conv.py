@@ -18,6 +18,14 @@ from fastconv._threads import get_num_threads
 from fastconv.backends.numba import conv_direct, conv_gemm, conv_pointwise
 from fastconv.backends.numba._parallel import num_chunks
 
+#: fewest input and output channels for which Winograd is the preferred forward method
+WINOGRAD_MIN_CHANNELS = 16
+
+try:  # written separately (autotuning); the backend works without it
+    from fastconv.backends.numba import winograd
+except ImportError:
+    winograd = None
+
 
 def _methods(g: ConvGeometry) -> list[tuple[str, object]]:
     """(name, module) of every method that applies to g, the preferred one first."""
@@ -31,8 +39,14 @@ def _methods(g: ConvGeometry) -> list[tuple[str, object]]:
 
 
 def forward_methods(g: ConvGeometry) -> dict:
-    """name -> conv2d_forward for every method that applies to g, the preferred one first."""
-    return {name: module.conv2d_forward for name, module in _methods(g)}
+    """name -> conv2d_forward for every method that applies to g, the preferred one first. Winograd (forward
+    only) is preferred where channels are many enough for its GEMMs to outweigh its transforms."""
+    methods = {name: module.conv2d_forward for name, module in _methods(g)}
+    if winograd is None or not winograd.applicable(g):
+        return methods
+    if min(g.c, g.k) >= WINOGRAD_MIN_CHANNELS:
+        return {"winograd": winograd.conv2d_forward_winograd, **methods}
+    return {**methods, "winograd": winograd.conv2d_forward_winograd}
 
 
 def conv2d_forward(x, w, b, g: ConvGeometry):
