@@ -53,7 +53,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--from-json", metavar="FILE", help="print the tables (and --plot) of a saved run "
                         "instead of running")
     parser.add_argument("--pytest-args", metavar="ARGS", default="",
-                        help="more arguments for pytest, e.g. \"--benchmark-min-rounds=10\"")
+                        help="more arguments for pytest, with '=': --pytest-args='--benchmark-min-rounds=10 -x'")
     parser.add_argument("--list", action="store_true", help="list the shapes and ops, then exit")
     return parser
 
