@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     backend = args.backend or fastconv.get_backend()
     if not args.quiet:
         print(f"{args.dataset}: {len(x_train)} train / {len(x_test)} test images {x_train.shape[1:]}; "
-              f"{type(network).__name__} {args.dtype}; backend {backend}, {fastconv.get_num_threads()} threads; "
+              f"{type(network).__name__} {args.dtype}; backend {backend}, threads {fastconv.get_num_threads()}; "
               f"{args.optimizer} lr={args.lr}, batch {args.batch_size}")
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=args.epochs,
                       mini_batch_size=args.batch_size, optimizer=args.optimizer, optimizer_param={'lr': args.lr},
