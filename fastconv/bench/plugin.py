@@ -40,6 +40,8 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "fastconv_family(name): benchmark parametrized over the ops and shapes "
+                            "of family 'conv' or 'pool' (fastconv.bench.plugin)")
     try:
         _selection(config)
     except ValueError as exc:
@@ -56,15 +58,16 @@ def _selection(config):
 
 
 def pytest_generate_tests(metafunc):
+    """op x shape (of the test's family) x dtype x backend, as plain strings (clean ids, JSON and group-by)."""
+    family = metafunc.definition.get_closest_marker("fastconv_family")
+    if family is None:
+        return
     cases, dtypes, backends = _selection(metafunc.config)
-    for fixture, family in (("conv_case", "conv"), ("pool_case", "pool")):
-        if fixture in metafunc.fixturenames:
-            chosen = [case for case in cases if case.op.family == family]
-            metafunc.parametrize(fixture, chosen, ids=[case.id for case in chosen])
-    if "dtype" in metafunc.fixturenames:
-        metafunc.parametrize("dtype", dtypes)
-    if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", backends)
+    cases = [case for case in cases if case.op.family == family.args[0]]
+    metafunc.parametrize("op", list(dict.fromkeys(case.op.name for case in cases)))
+    metafunc.parametrize("shape", list(dict.fromkeys(case.shape.name for case in cases)))
+    metafunc.parametrize("dtype", dtypes)
+    metafunc.parametrize("backend", backends)
 
 
 @pytest.fixture(scope="session")
@@ -85,12 +88,17 @@ class _Recorder:
         self.done = 0
 
     def pytest_collection_modifyitems(self, items):
+        """Label the benchmarks; drop the placeholder pytest makes for a family with nothing selected."""
+        empty = []
         for item in items:
             params = item.callspec.params if hasattr(item, "callspec") else {}
-            case = params.get("conv_case") or params.get("pool_case")
-            if case is not None:
-                self.labels[item.nodeid] = {"op": case.op.name, "shape": case.shape.name,
-                                            "dtype": params.get("dtype"), "backend": params.get("backend")}
+            if item.get_closest_marker("fastconv_family") is not None and not isinstance(params.get("op"), str):
+                empty.append(item)
+            elif "op" in params:
+                self.labels[item.nodeid] = {name: params[name] for name in ("op", "shape", "dtype", "backend")}
+        if empty:
+            self.config.hook.pytest_deselected(items=empty)
+            items[:] = [item for item in items if item not in empty]
         self.total = len(items)
 
     def pytest_report_teststatus(self, report):

@@ -1,4 +1,4 @@
-"""The pytest-benchmark tests: every selected case x dtype x backend, parametrized by fastconv.bench.plugin.
+"""The pytest-benchmark tests: every selected op x shape x dtype x backend, parametrized by fastconv.bench.plugin.
 
 Each test builds its data, makes one untimed warm-up call (numba compiles, auto measures and caches its choice),
 measures the memory one call allocates (tracemalloc), then times the call with pytest-benchmark. extra_info holds
@@ -14,16 +14,18 @@ import pytest
 
 from fastconv import _backend
 from fastconv.bench.cases import Case
-from fastconv.bench.ops import fastconv_call, inputs, work
-from fastconv.bench.shapes import SMALL_SHAPES
+from fastconv.bench.ops import OPS, fastconv_call, inputs, work
+from fastconv.bench.shapes import SHAPES, SMALL_SHAPES
 
 
-def test_conv(benchmark, conv_case: Case, dtype: str, backend: str, sgemm_gflops: float):
-    _benchmark_case(benchmark, conv_case, dtype, backend, sgemm_gflops)
+@pytest.mark.fastconv_family("conv")
+def test_conv(benchmark, op: str, shape: str, dtype: str, backend: str, sgemm_gflops: float):
+    _benchmark_case(benchmark, Case(OPS[op], SHAPES[shape]), dtype, backend, sgemm_gflops)
 
 
-def test_pool(benchmark, pool_case: Case, dtype: str, backend: str):
-    _benchmark_case(benchmark, pool_case, dtype, backend, sgemm_gflops=None)
+@pytest.mark.fastconv_family("pool")
+def test_pool(benchmark, op: str, shape: str, dtype: str, backend: str):
+    _benchmark_case(benchmark, Case(OPS[op], SHAPES[shape]), dtype, backend, sgemm_gflops=None)
 
 
 def _benchmark_case(benchmark, case: Case, dtype: str, backend: str, sgemm_gflops: float | None) -> None:
