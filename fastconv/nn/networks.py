@@ -81,7 +81,7 @@ class LayerNet:
 
     def numerical_gradient(self, x, t, h=1e-4):
         """Gradients of loss(x, t) by central differences (loss(p + h) - loss(p - h)) / 2h, element by element.
-        Slow: for checking gradient() on small networks."""
+        Slow: for checking gradient() on small networks (with dropout_ratio=0: loss() draws new dropout masks)."""
         grads = {}
         for key, param in self.params.items():
             grad = np.zeros(param.shape, np.result_type(param.dtype, np.float64))
