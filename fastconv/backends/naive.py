@@ -19,30 +19,22 @@ def _padded(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (g.pad_top, g.pad_bottom), (g.pad_left, g.pad_right)))
 
 
-def _window(g: ConvGeometry, oh: int, ow: int) -> tuple[slice, slice]:
-    """Rows and columns of xp that output pixel (oh, ow) reads."""
-    rows = slice(oh * g.stride_h, oh * g.stride_h + (g.r - 1) * g.dilation_h + 1, g.dilation_h)
-    cols = slice(ow * g.stride_w, ow * g.stride_w + (g.s - 1) * g.dilation_w + 1, g.dilation_w)
-    return rows, cols
-
-
-def _group_channels(g: ConvGeometry, k: int) -> slice:
-    """Input channels that output channel k reads."""
-    group = k // g.k_per_group
-    return slice(group * g.c_per_group, (group + 1) * g.c_per_group)
+def _conv_outputs(g: ConvGeometry):
+    """Every output position (n, k, oh, ow) with the part of xp it reads: (n, input channels, rows, cols)."""
+    for n, k, oh, ow in np.ndindex(*g.y_shape):
+        group = k // g.k_per_group
+        channels = slice(group * g.c_per_group, (group + 1) * g.c_per_group)
+        rows = slice(oh * g.stride_h, oh * g.stride_h + (g.r - 1) * g.dilation_h + 1, g.dilation_h)
+        cols = slice(ow * g.stride_w, ow * g.stride_w + (g.s - 1) * g.dilation_w + 1, g.dilation_w)
+        yield (n, k, oh, ow), (n, channels, rows, cols)
 
 
 def conv2d_forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
     xp = _padded(x, g)
     y = np.zeros(g.y_shape, g.dtype)
-    for n in range(g.n):
-        for k in range(g.k):
-            channels = _group_channels(g, k)
-            for oh in range(g.out_h):
-                for ow in range(g.out_w):
-                    rows, cols = _window(g, oh, ow)
-                    y[n, k, oh, ow] = np.sum(xp[n, channels, rows, cols] * w[k])
+    for out, window in _conv_outputs(g):
+        y[out] = np.sum(xp[window] * w[out[1]])
     if b is not None:
         y += b[:, None, None]
     return y
@@ -54,15 +46,10 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
     xp = _padded(x, g)
     dxp = np.zeros_like(xp)
     dw = np.zeros(g.w_shape, g.dtype)
-    for n in range(g.n):
-        for k in range(g.k):
-            channels = _group_channels(g, k)
-            for oh in range(g.out_h):
-                for ow in range(g.out_w):
-                    rows, cols = _window(g, oh, ow)
-                    grad = dy[n, k, oh, ow]
-                    dxp[n, channels, rows, cols] += grad * w[k]
-                    dw[k] += grad * xp[n, channels, rows, cols]
+    for out, window in _conv_outputs(g):
+        k = out[1]
+        dxp[window] += dy[out] * w[k]
+        dw[k] += dy[out] * xp[window]
     dx = dxp[:, :, g.pad_top:g.pad_top + g.h, g.pad_left:g.pad_left + g.w].copy()
     db = dy.sum(axis=(0, 2, 3), dtype=g.dtype)
     return dx if need_dx else None, dw if need_dw else None, db if need_db else None
@@ -82,52 +69,43 @@ def _pool_window(g: PoolGeometry, oh: int, ow: int) -> tuple[int, int, int, int,
     return h0, h1, w0, w1, divisor
 
 
+def _pool_outputs(g: PoolGeometry):
+    """Every output position (n, c, oh, ow) with its window (h0, h1, w0, w1, divisor)."""
+    for n, c, oh, ow in np.ndindex(*g.y_shape):
+        yield (n, c, oh, ow), _pool_window(g, oh, ow)
+
+
 def max_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y, indices (N, C, Ho, Wo). np.argmax returns the first maximum, and the first NaN."""
     y = np.empty(g.y_shape, g.dtype)
     indices = np.empty(g.y_shape, np.int64)
-    for n in range(g.n):
-        for c in range(g.c):
-            for oh in range(g.out_h):
-                for ow in range(g.out_w):
-                    h0, h1, w0, w1, _ = _pool_window(g, oh, ow)
-                    window = x[n, c, h0:h1, w0:w1]
-                    i, j = np.unravel_index(np.argmax(window), window.shape)
-                    y[n, c, oh, ow] = window[i, j]
-                    indices[n, c, oh, ow] = (h0 + i) * g.w + (w0 + j)
+    for (n, c, oh, ow), (h0, h1, w0, w1, _) in _pool_outputs(g):
+        window = x[n, c, h0:h1, w0:w1]
+        i, j = np.unravel_index(np.argmax(window), window.shape)
+        y[n, c, oh, ow] = window[i, j]
+        indices[n, c, oh, ow] = (h0 + i) * g.w + (w0 + j)
     return y, indices
 
 
 def max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): each dy goes to the element its index names."""
     dx = np.zeros((g.n, g.c, g.h * g.w), g.dtype)
-    for n in range(g.n):
-        for c in range(g.c):
-            for oh in range(g.out_h):
-                for ow in range(g.out_w):
-                    dx[n, c, indices[n, c, oh, ow]] += dy[n, c, oh, ow]
+    for n, c, oh, ow in np.ndindex(*g.y_shape):
+        dx[n, c, indices[n, c, oh, ow]] += dy[n, c, oh, ow]
     return dx.reshape(g.x_shape)
 
 
 def avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo): each window's sum over its input cells / its divisor."""
     y = np.empty(g.y_shape, g.dtype)
-    for n in range(g.n):
-        for c in range(g.c):
-            for oh in range(g.out_h):
-                for ow in range(g.out_w):
-                    h0, h1, w0, w1, divisor = _pool_window(g, oh, ow)
-                    y[n, c, oh, ow] = x[n, c, h0:h1, w0:w1].sum() / divisor
+    for (n, c, oh, ow), (h0, h1, w0, w1, divisor) in _pool_outputs(g):
+        y[n, c, oh, ow] = x[n, c, h0:h1, w0:w1].sum() / divisor
     return y
 
 
 def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W): each dy / divisor goes to every input cell of its window."""
     dx = np.zeros(g.x_shape, g.dtype)
-    for n in range(g.n):
-        for c in range(g.c):
-            for oh in range(g.out_h):
-                for ow in range(g.out_w):
-                    h0, h1, w0, w1, divisor = _pool_window(g, oh, ow)
-                    dx[n, c, h0:h1, w0:w1] += dy[n, c, oh, ow] / divisor
+    for (n, c, oh, ow), (h0, h1, w0, w1, divisor) in _pool_outputs(g):
+        dx[n, c, h0:h1, w0:w1] += dy[n, c, oh, ow] / divisor
     return dx
