@@ -101,7 +101,7 @@ def _rate_columns(row: Row, sgemm_gflops: float | None) -> str:
     if row.flops is None:
         return f"{row.bytes / row.seconds / 1e9:>8.1f}"
     gflops = row.flops / row.seconds / 1e9
-    percent = f"{100 * gflops / sgemm_gflops:.1f}%" if sgemm_gflops else "-"
+    percent = f"{100 * gflops / sgemm_gflops:.1f}%" if sgemm_gflops and row.dtype == "float32" else "-"
     return f"{gflops:>8.1f} {percent:>8}"
 
 

@@ -43,7 +43,7 @@ def _benchmark_case(benchmark, case: Case, dtype: str, backend: str, sgemm_gflop
     if "flops" in amount:
         gflops = amount["flops"] / best / 1e9
         benchmark.extra_info.update(gflops=gflops, sgemm_gflops=sgemm_gflops,
-                                    pct_sgemm=100 * gflops / sgemm_gflops if sgemm_gflops else None)
+                                    pct_sgemm=100 * gflops / sgemm_gflops if dtype == "float32" else None)
     else:
         benchmark.extra_info.update(gbytes_per_s=amount["bytes"] / best / 1e9)
 
