@@ -113,7 +113,7 @@ def test_summary_ratios_against_torch_and_im2col():
     summary = report.format_summary(report.Results(rows, {}))
     assert "| op | shape | im2col | auto | torch | auto / torch | auto / im2col |" in summary
     assert "| conv_fwd | resnet_3x3 | 20.0 | **5.000** | 10.0 | 0.50 | 0.25 |" in summary
-    assert "geometric mean of auto / torch over conv_fwd: 0.50 (1 shapes)" in summary
+    assert "geometric mean of auto / torch over conv_fwd: 0.50 (1 batched shapes)" in summary
 
 
 def test_unknown_names_and_missing_pytest_benchmark_are_clear_errors(monkeypatch, capsys):

@@ -111,7 +111,8 @@ def _megabytes(nbytes: int | None) -> str:
 
 def format_summary(results: Results, reference: str = "auto") -> str:
     """A markdown table, one line per case: each backend's time (ms, fastest in bold) and reference's time
-    relative to torch and to im2col; geometric means of those ratios per op underneath."""
+    relative to torch and to im2col; geometric means of those ratios per op underneath, over the batched shapes
+    (the small batch-1 shapes, there for naive, measure per-call overhead and are left out of the means)."""
     backends = results.backends()
     compared = [other for other in ("torch", "im2col") if other in backends and other != reference]
     ratio_heads = [f"{reference} / {other}" for other in compared] if reference in backends else []
@@ -124,15 +125,20 @@ def format_summary(results: Results, reference: str = "auto") -> str:
         for other, head in zip(compared, ratio_heads):
             if reference in times and other in times:
                 ratio = times[reference] / times[other]
-                ratios.setdefault((op, head), []).append(ratio)
+                if not getattr(SHAPES.get(shape), "small", False):
+                    ratios.setdefault((op, head), []).append(ratio)
                 cells.append(format_ratio(ratio))
             else:
                 cells.append("")
         label = shape if dtype == "float32" else f"{shape} {dtype}"
         lines.append(f"| {op} | {label} | " + " | ".join(cells) + " |")
-    means = [f"geometric mean of {head} over {op}: {format_ratio(math.exp(sum(map(math.log, values)) / len(values)))} "
-             f"({len(values)} shapes)" for (op, head), values in ratios.items()]
+    means = [f"geometric mean of {head} over {op}: {format_ratio(_geometric_mean(values))} "
+             f"({len(values)} batched shapes)" for (op, head), values in ratios.items()]
     return "\n".join(lines + ([""] + means if means else []))
+
+
+def _geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(map(math.log, values)) / len(values))
 
 
 def _time_cell(times: dict[str, float], backend: str, fastest: float) -> str:
