@@ -37,6 +37,7 @@ def plot(results: Results, path) -> None:
         ax.set_ylabel("ms (log scale)")
         ax.set_title(op, fontsize=10, loc="left")
         ax.grid(axis="y", which="both", alpha=0.3)
+        ax.set_axisbelow(True)
     handles, labels = _legend_entries(axes[:, 0])
     fig.text(0.01, 1 - 0.1 / height, format_machine(results).split(";")[0] + "  (time, lower is better)",
              fontsize=9, ha="left", va="top")
