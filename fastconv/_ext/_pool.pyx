@@ -8,7 +8,7 @@ max pooling relies on IEEE comparisons for NaN propagation.
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 
 
 cdef struct PoolShape:
@@ -216,3 +216,37 @@ def avg_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx, Poo
     cdef floating *dxp = &dx[0, 0, 0, 0]
     for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
         avg_backward_plane(dyp + plane * p.out_h * p.out_w, dxp + plane * p.h * p.w, &p)
+
+
+def avg_backward_disjoint(const floating[:, :, :, ::1] dy, const floating[:, ::1] divisor,
+                          const int[::1] row_window, const int[::1] col_window, floating[:, :, :, ::1] dx,
+                          floating[:, ::1] workspace, int num_threads):
+    """dx (n, c, h, w) from dy (n, c, out_h, out_w) when windows do not overlap: every dx element written once.
+
+    divisor (out_h, out_w); row_window (h,) / col_window (w,): the window row / column covering each input row /
+    column, -1 / out_w where none does; workspace (threads, out_w + 1): one row of shares plus a zero.
+    """
+    cdef Py_ssize_t n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], w = dx.shape[3]
+    cdef Py_ssize_t out_h = dy.shape[2], out_w = dy.shape[3], plane, ih, iw, ow, oh, tid
+    cdef const floating *grad
+    cdef const int *cols = &col_window[0]
+    cdef floating *row
+    cdef floating *share
+    tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        for plane in prange(n * c, schedule="static"):
+            share = &workspace[tid, 0]
+            share[out_w] = 0
+            for ih in range(h):
+                row = &dx[0, 0, 0, 0] + (plane * h + ih) * w
+                oh = row_window[ih]
+                if oh < 0:
+                    for iw in range(w):
+                        row[iw] = 0
+                    continue
+                grad = &dy[0, 0, 0, 0] + (plane * out_h + oh) * out_w
+                for ow in range(out_w):
+                    share[ow] = grad[ow] / divisor[oh, ow]
+                for iw in range(w):
+                    row[iw] = share[cols[iw]]

@@ -257,8 +257,24 @@ def avg_pool2d_forward(x, g: PoolGeometry):
     return y
 
 
+def _covering_window(out: int, stride: int, kernel: int, pad_before: int, size: int, none: int) -> np.ndarray:
+    """(size,) int32: for disjoint windows along one axis, the window covering each input cell, or `none`."""
+    owner = np.full(size, none, np.int32)
+    for o in range(out):
+        start = o * stride - pad_before
+        owner[max(start, 0):max(min(start + kernel, size), 0)] = o
+    return owner
+
+
 def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
+    threads = get_num_threads()
     dx = np.empty(g.x_shape, g.dtype)
-    _pool.avg_backward(dy, dx, _pool_shape(g), get_num_threads())
+    if g.overlapping:
+        _pool.avg_backward(dy, dx, _pool_shape(g), threads)
+        return dx
+    rows = _covering_window(g.out_h, g.stride_h, g.kh, g.pad_top, g.h, -1)
+    cols = _covering_window(g.out_w, g.stride_w, g.kw, g.pad_left, g.w, g.out_w)
+    _pool.avg_backward_disjoint(dy, g.avg_divisor().astype(g.dtype), rows, cols, dx,
+                                np.empty((threads, g.out_w + 1), g.dtype), threads)
     return dx
