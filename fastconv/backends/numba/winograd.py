@@ -60,14 +60,18 @@ _AT = {
                  [0, 1, -1, 8, -8, 1]], np.float64),
 }
 
-#: target tiles per block: enough columns for an efficient GEMM, few enough for U and M to stay in cache
-TILES_PER_BLOCK = 128
+#: tiles per block (a compile-time constant, so that the transform loops have a fixed trip count): enough
+#: columns for an efficient GEMM, few enough for a block's U and M to stay in cache
+COLS = 128
+#: padding between the alpha^2 planes of U and M, so that the rows a transform touches together (a plane
+#: apart, a multiple of 4 KiB for usual channel counts) do not all fall into the same cache set
+SKEW = 16
 
 
 def applicable(g) -> bool:
-    """True when g is a 3x3, stride-1, dilation-1, ungrouped convolution."""
+    """True when g is a 3x3, stride-1, dilation-1, ungrouped convolution whose tile row fits in a block."""
     return (g.r == 3 and g.s == 3 and g.stride_h == 1 and g.stride_w == 1 and g.dilation_h == 1
-            and g.dilation_w == 1 and g.groups == 1)
+            and g.dilation_w == 1 and g.groups == 1 and -(-g.out_w // tile_size(g)) <= COLS)
 
 
 def tile_size(g) -> int:
@@ -80,14 +84,13 @@ def conv2d_forward_winograd(x, w, b, g, m: int | None = None):
     m = tile_size(g) if m is None else m
     v = weight_transform(w, m)
     tiles_w = -(-g.out_w // m)
-    rows_per_block = max(1, TILES_PER_BLOCK // tiles_w)
+    rows_per_block = COLS // tiles_w
     tile_rows = g.n * -(-g.out_h // m)
     chunks = num_chunks(-(-tile_rows // rows_per_block))
     bias = np.zeros(g.k, g.dtype) if b is None else b
     y = np.empty(g.y_shape, g.dtype)
     with blas_for(chunks):
-        _winograd(x, v, bias, _BT[m].astype(g.dtype), _AT[m].astype(g.dtype), y, g.pad_top, g.pad_left,
-                  rows_per_block, chunks)
+        _winograd(x, v, bias, y, m, g.pad_top, g.pad_left, rows_per_block, chunks)
     return y
 
 
@@ -102,40 +105,45 @@ def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True)
-def _winograd(x, v, bias, bt, at, y, pad_top, pad_left, rows_per_block, chunks):
+def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, chunks):
     """y (N, K, Ho, Wo) from x (N, C, H, W) and V (alpha^2, K, C), block by block of rows_per_block tile rows;
-    bt (alpha, alpha) and at (m, alpha) are BT and AT in x's dtype."""
+    every scratch row holds COLS tiles."""
     n_images, c_in = x.shape[0], x.shape[1]
     k_out, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
-    m, alpha = at.shape
+    alpha = m + 2
     tiles_h, tiles_w = (out_h + m - 1) // m, (out_w + m - 1) // m
     tile_rows = n_images * tiles_h
     blocks = (tile_rows + rows_per_block - 1) // rows_per_block
     block_tiles = rows_per_block * tiles_w
     for t in prange(chunks):
-        u = np.zeros((alpha * alpha, c_in, block_tiles), x.dtype)
-        mm = np.empty((alpha * alpha, k_out, block_tiles), x.dtype)
-        flat = np.zeros(block_tiles * m, x.dtype)
+        u = np.zeros((alpha * alpha, c_in * COLS + SKEW), x.dtype)
+        mm = np.zeros((alpha * alpha, k_out * COLS + SKEW), x.dtype)
+        flat = np.zeros(COLS * m, x.dtype)
         extra = np.zeros((rows_per_block, 2), x.dtype)
-        patch = np.zeros((alpha * alpha, 1, block_tiles), x.dtype)
-        half = np.zeros((alpha * alpha, 1, block_tiles), x.dtype)
-        tile_out = np.zeros((m * m, 1, block_tiles), x.dtype)
+        patch = np.zeros((alpha * alpha, COLS), x.dtype)
+        half = np.zeros((alpha * alpha, COLS), x.dtype)
+        tile_out = np.zeros((m * m, COLS), x.dtype)
         for block in range(t, blocks, chunks):
             first = block * rows_per_block
             last = min(first + rows_per_block, tile_rows)
-            tiles = (last - first) * tiles_w
             for c in range(c_in):
-                _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat, extra, patch)
-                _two_sided(patch, 0, bt, half, u, c, tiles)
+                _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat, extra, patch, m)
+                for a in range(alpha):  # along the rows of each patch, then across them
+                    _bt(patch, a * alpha, 1, 0, half, a * alpha, 1, 0, m)
+                for e in range(alpha):
+                    _bt(half, e, alpha, 0, u, e, alpha, c * COLS, m)
             for p in range(alpha * alpha):
-                np.dot(v[p], u[p], mm[p])
+                np.dot(v[p], u[p, :c_in * COLS].reshape(c_in, COLS), mm[p, :k_out * COLS].reshape(k_out, COLS))
             for k in range(k_out):
-                _two_sided(mm, k, at, half, tile_out, 0, tiles)
+                for b in range(alpha):  # across the rows of each M tile, then along them
+                    _at(mm, b, alpha, k * COLS, half, b, alpha, 0, m)
+                for i in range(m):
+                    _at(half, i * alpha, 1, 0, tile_out, i * m, 1, 0, m)
                 _scatter_tiles(tile_out, bias[k], y, k, first, last, tiles_h, flat)
 
 
 @njit(cache=True)
-def _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat, extra, patch):
+def _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat, extra, patch, m):
     """patch[a*alpha + b, 0, t] = x[n, c, ti*m + a - pad_top, j*m + b - pad_left] (zero outside x) for the
     tiles t = (row - first)*tiles_w + j of tile rows first .. last-1 (row = n*tiles_h + ti).
 
@@ -143,7 +151,6 @@ def _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat
     (tiles_w*m columns each, their padding cells stay zero) and extra[rr] the two columns past each row's end;
     patch row (a, b < m) is flat at stride m, and row (a, m + e) is row (a, e) shifted by one tile."""
     height, width = x.shape[2], x.shape[3]
-    m = flat.shape[0] // extra.shape[0] // tiles_w
     alpha, span = m + 2, tiles_w * m
     col0, col1 = max(pad_left, 0), min(pad_left + width, span)  # flat columns holding x's columns
     tiles = (last - first) * tiles_w
@@ -154,8 +161,9 @@ def _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat
             seg = flat[rr * span:(rr + 1) * span]
             if 0 <= h < height:
                 src = x[n, c, h]
-                for col in range(col0, col1):
-                    seg[col] = src[col - pad_left]
+                dst, row_src = seg[col0:col1], src[col0 - pad_left:col1 - pad_left]
+                for i in range(col1 - col0):  # indices from 0: no negative-index wraparound, plain vector copy
+                    dst[i] = row_src[i]
                 for e in range(2):
                     col = span + e - pad_left
                     extra[rr, e] = src[col] if 0 <= col < width else 0
@@ -164,7 +172,7 @@ def _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat
                 extra[rr, :] = 0
         _split_phases(flat, patch, a * alpha, tiles, m)
         for e in range(2):
-            dst, src = patch[a * alpha + m + e, 0], patch[a * alpha + e, 0]
+            dst, src = patch[a * alpha + m + e], patch[a * alpha + e]
             for t in range(tiles - 1):
                 dst[t] = src[t + 1]
             for rr in range(last - first):
@@ -173,48 +181,79 @@ def _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat
 
 @njit(cache=True)
 def _split_phases(flat, patch, base, tiles, m):
-    """patch[base + r, 0, t] = flat[t*m + r] for r < m, with the stride a literal so that the loads vectorize."""
-    p0, p1 = patch[base, 0], patch[base + 1, 0]
+    """patch[base + r, t] = flat[t*m + r] for r < m, with the stride a literal so that the loads vectorize."""
+    p0, p1 = patch[base], patch[base + 1]
     if m == 2:
         for t in range(tiles):
             p0[t], p1[t] = flat[2 * t], flat[2 * t + 1]
     else:
-        p2, p3 = patch[base + 2, 0], patch[base + 3, 0]
+        p2, p3 = patch[base + 2], patch[base + 3]
         for t in range(tiles):
             p0[t], p1[t], p2[t], p3[t] = flat[4 * t], flat[4 * t + 1], flat[4 * t + 2], flat[4 * t + 3]
 
 
 @njit(cache=True)
-def _two_sided(src, k, mat, half, out, kk, tiles):
-    """out[i*q + e, kk, t] = (mat S_t mat^T)[i, e] for t < tiles, with S_t[a, b] = src[a*alpha + b, k, t] and
-    mat (q, alpha): BT (q = alpha) for the input transform, AT (q = m) for the output transform.
-    half (alpha*q, 1, tiles) holds S_t mat^T."""
-    q, alpha = mat.shape
-    for a in range(alpha):
-        for e in range(q):
-            _combine(half[a * q + e, 0], src, a * alpha, 1, k, mat[e], tiles)
-    for i in range(q):
-        for e in range(q):
-            _combine(out[i * q + e, kk], half, e, q, 0, mat[i], tiles)
+def _bt(src, first, step, k, dst, d_first, d_step, kk, m):
+    """dst[d_first + i*d_step, kk:kk+COLS] = sum_e BT[i, e] src[first + e*step, k:k+COLS] (alpha -> alpha rows).
+
+    One loop per output row, over the COLS tiles of contiguous rows, with only the non-zero terms: few enough
+    pointers for the compiler to vectorize."""
+    if m == 2:
+        d0, d1, d2, d3 = src[first, k:k + COLS], src[first + step, k:k + COLS], src[first + 2 * step, k:k + COLS], src[first + 3 * step, k:k + COLS]
+        o0, o1 = dst[d_first, kk:kk + COLS], dst[d_first + d_step, kk:kk + COLS]
+        o2, o3 = dst[d_first + 2 * d_step, kk:kk + COLS], dst[d_first + 3 * d_step, kk:kk + COLS]
+        for t in range(COLS):
+            o0[t] = d0[t] - d2[t]
+        for t in range(COLS):
+            o1[t] = d1[t] + d2[t]
+        for t in range(COLS):
+            o2[t] = d2[t] - d1[t]
+        for t in range(COLS):
+            o3[t] = d1[t] - d3[t]
+        return
+    two, four, five = src.dtype.type(2), src.dtype.type(4), src.dtype.type(5)
+    d0, d1, d2, d3 = src[first, k:k + COLS], src[first + step, k:k + COLS], src[first + 2 * step, k:k + COLS], src[first + 3 * step, k:k + COLS]
+    d4, d5 = src[first + 4 * step, k:k + COLS], src[first + 5 * step, k:k + COLS]
+    o0, o1, o2 = dst[d_first, kk:kk + COLS], dst[d_first + d_step, kk:kk + COLS], dst[d_first + 2 * d_step, kk:kk + COLS]
+    o3, o4, o5 = dst[d_first + 3 * d_step, kk:kk + COLS], dst[d_first + 4 * d_step, kk:kk + COLS], dst[d_first + 5 * d_step, kk:kk + COLS]
+    for t in range(COLS):
+        o0[t] = four * d0[t] - five * d2[t] + d4[t]
+    for t in range(COLS):
+        o1[t] = (d3[t] + d4[t]) - four * (d1[t] + d2[t])
+    for t in range(COLS):
+        o2[t] = (d4[t] - d3[t]) + four * (d1[t] - d2[t])
+    for t in range(COLS):
+        o3[t] = (d4[t] - d2[t]) + two * (d3[t] - d1[t])
+    for t in range(COLS):
+        o4[t] = (d4[t] - d2[t]) - two * (d3[t] - d1[t])
+    for t in range(COLS):
+        o5[t] = four * d1[t] - five * d3[t] + d5[t]
 
 
 @njit(cache=True)
-def _combine(out, src, first, step, k, coefs, tiles):
-    """out[t] = sum_e coefs[e] * src[first + e*step, k, t] for t < tiles, skipping zero coefficients: each pass
-    reads one contiguous row and updates one, which the compiler vectorizes."""
-    started = False
-    for e in range(coefs.shape[0]):
-        ce = coefs[e]
-        if ce == 0:
-            continue
-        row = src[first + e * step, k]
-        if started:
-            for t in range(tiles):
-                out[t] += ce * row[t]
-        else:
-            for t in range(tiles):
-                out[t] = ce * row[t]
-            started = True
+def _at(src, first, step, k, dst, d_first, d_step, kk, m):
+    """dst[d_first + i*d_step, kk:kk+COLS] = sum_e AT[i, e] src[first + e*step, k:k+COLS] (alpha -> m rows)."""
+    if m == 2:
+        s0, s1, s2, s3 = src[first, k:k + COLS], src[first + step, k:k + COLS], src[first + 2 * step, k:k + COLS], src[first + 3 * step, k:k + COLS]
+        o0, o1 = dst[d_first, kk:kk + COLS], dst[d_first + d_step, kk:kk + COLS]
+        for t in range(COLS):
+            o0[t] = s0[t] + s1[t] + s2[t]
+        for t in range(COLS):
+            o1[t] = s1[t] - s2[t] - s3[t]
+        return
+    two, four, eight = src.dtype.type(2), src.dtype.type(4), src.dtype.type(8)
+    s0, s1, s2, s3 = src[first, k:k + COLS], src[first + step, k:k + COLS], src[first + 2 * step, k:k + COLS], src[first + 3 * step, k:k + COLS]
+    s4, s5 = src[first + 4 * step, k:k + COLS], src[first + 5 * step, k:k + COLS]
+    o0, o1 = dst[d_first, kk:kk + COLS], dst[d_first + d_step, kk:kk + COLS]
+    o2, o3 = dst[d_first + 2 * d_step, kk:kk + COLS], dst[d_first + 3 * d_step, kk:kk + COLS]
+    for t in range(COLS):
+        o0[t] = s0[t] + s1[t] + s2[t] + s3[t] + s4[t]
+    for t in range(COLS):
+        o1[t] = (s1[t] - s2[t]) + two * (s3[t] - s4[t])
+    for t in range(COLS):
+        o2[t] = (s1[t] + s2[t]) + four * (s3[t] + s4[t])
+    for t in range(COLS):
+        o3[t] = (s1[t] - s2[t]) + eight * (s3[t] - s4[t]) + s5[t]
 
 
 @njit(cache=True)
@@ -237,13 +276,13 @@ def _scatter_tiles(o, bias, y, k, first, last, tiles_h, flat):
 
 @njit(cache=True)
 def _merge_phases(o, base, bias, flat, tiles, m):
-    """flat[t*m + e] = o[base + e, 0, t] + bias, the inverse of _split_phases."""
-    p0, p1 = o[base, 0], o[base + 1, 0]
+    """flat[t*m + e] = o[base + e, t] + bias, the inverse of _split_phases."""
+    p0, p1 = o[base], o[base + 1]
     if m == 2:
         for t in range(tiles):
             flat[2 * t], flat[2 * t + 1] = p0[t] + bias, p1[t] + bias
     else:
-        p2, p3 = o[base + 2, 0], o[base + 3, 0]
+        p2, p3 = o[base + 2], o[base + 3]
         for t in range(tiles):
             flat[4 * t], flat[4 * t + 1] = p0[t] + bias, p1[t] + bias
             flat[4 * t + 2], flat[4 * t + 3] = p2[t] + bias, p3[t] + bias
