@@ -1,7 +1,8 @@
 """Max and average pooling: one pass over the N*C planes in parallel (prange), no fastmath (NaN must win).
 
-Planes are x (P, H, W) with P = N*C. Window (oh, ow) starts at (oh*sh - top, ow*sw - left), spans kh x kw,
-and only its cells inside the input are read.
+Planes are flattened: x (P, H*W), y and indices (P, Ho*Wo), P = N*C. Window (oh, ow) covers the input rows
+rows[oh, 0]:rows[oh, 1] and columns cols[ow, 0]:cols[ow, 1] (the window clipped to the input), precomputed once
+per call. Index arithmetic is unsigned: numba then skips its negative-index wraparound, a fifth of the time.
 Backward for non-overlapping windows writes every dx cell exactly once; overlapping windows zero the plane and
 scatter serially within it.
 """
@@ -9,51 +10,79 @@ scatter serially within it.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import int64, njit, prange, uint64
 
 from fastconv._geometry import PoolGeometry
 from fastconv.backends.numba._parallel import num_chunks
 
 
+@njit(cache=True, inline="always")
+def _takes(v, best):
+    """Whether v replaces best: larger, or the first NaN. Bitwise, not short-circuit, so that the compiler
+    makes selects (random data would mispredict a branch half the time) and can vectorize."""
+    return (v > best) | ((v != v) & (best == best))
+
+
+@njit(cache=True, inline="always")
+def _max_window(plane, r0, r1, c0, c1, width):
+    """(max, flat index) of plane[r0:r1, c0:c1], scanned in row-major order."""
+    at = r0 * width + c0
+    best = plane[at]
+    for i in range(r0, r1):
+        for q in range(i * width + c0, i * width + c1):
+            take = _takes(plane[q], best)
+            best = plane[q] if take else best
+            at = q if take else at
+    return best, at
+
+
 @njit(cache=True, parallel=True)
-def _max_forward(x, y, indices, sh, sw, kh, kw, top, left):
-    """x (P, H, W) -> y, indices (P, Ho, Wo): first maximum in row-major order, first NaN wins."""
-    planes, h, w = x.shape
-    out_h, out_w = y.shape[1], y.shape[2]
-    for p in prange(planes):
+def _max_forward(x, y, indices, rows, cols, width, inner, first_col, sw, kw):
+    """x (P, H*W) -> y, indices (P, Ho*Wo): first maximum in row-major window order, first NaN wins.
+
+    Output columns inner[0]:inner[1] have windows inside the input horizontally (the first one starting at
+    input column first_col): they are done a whole output row at a time, one window cell after the other in
+    row-major order, a loop over ow that vectorizes; the border columns go window by window."""
+    out_h, out_w = uint64(rows.shape[0]), uint64(cols.shape[0])
+    lo, hi = inner[0], inner[1]
+    for p in prange(x.shape[0]):
+        plane, best_of, index_of = x[p], y[p], indices[p]
         for oh in range(out_h):
-            h0 = oh * sh - top
-            h1 = min(h0 + kh, h)
-            h0 = max(h0, 0)
+            row = oh * out_w
             for ow in range(out_w):
-                w0 = ow * sw - left
-                w1 = min(w0 + kw, w)
-                w0 = max(w0, 0)
-                best = x[p, h0, w0]
-                at = h0 * w + w0
-                for i in range(h0, h1):
-                    for j in range(w0, w1):
-                        v = x[p, i, j]
-                        if v > best or (v != v and best == best):
-                            best = v
-                            at = i * w + j
-                y[p, oh, ow] = best
-                indices[p, oh, ow] = at
+                if ow < lo or ow >= hi:
+                    best, at = _max_window(plane, rows[oh, 0], rows[oh, 1], cols[ow, 0], cols[ow, 1], width)
+                    best_of[row + ow] = best
+                    index_of[row + ow] = int64(at)
+            for i in range(rows[oh, 0], rows[oh, 1]):
+                for j in range(kw):
+                    start = i * width + first_col + j
+                    if i == rows[oh, 0] and j == 0:
+                        for ow in range(lo, hi):
+                            q = start + (ow - lo) * sw
+                            best_of[row + ow] = plane[q]
+                            index_of[row + ow] = int64(q)
+                        continue
+                    for ow in range(lo, hi):
+                        q = start + (ow - lo) * sw
+                        take = _takes(plane[q], best_of[row + ow])
+                        best_of[row + ow] = plane[q] if take else best_of[row + ow]
+                        index_of[row + ow] = int64(q) if take else index_of[row + ow]
 
 
 @njit(cache=True)
 def _scatter_max_plane(dy, indices, dx):
-    """dy, indices (Ho, Wo); dx (H*W,) zeroed here, then each dy added at its index."""
+    """dy, indices (Ho*Wo,); dx (H*W,) zeroed here, then each dy added at its index."""
     dx[:] = 0
-    for oh in range(dy.shape[0]):
-        for ow in range(dy.shape[1]):
-            dx[indices[oh, ow]] += dy[oh, ow]
+    for o in range(dy.shape[0]):
+        dx[indices[o]] += dy[o]
 
 
 @njit(cache=True, parallel=True)
 def _max_backward_disjoint(dy, indices, dx, row_window, col_window):
-    """dy, indices (P, Ho, Wo) -> dx (P, H, W) when windows do not overlap: row_window[ih] (col_window[iw])
-    is the window row (column) holding input row ih (column iw), or -1. Each dx cell is written once.
+    """dy, indices (P, Ho, Wo) -> dx (P, H, W) when windows do not overlap: row_window[ih] (col_window[iw]) is
+    the window row (column) holding input row ih (column iw), or -1. Each dx cell is written once.
+    (Measured: this 3-D indexing runs faster here than the flat unsigned form of the other kernels.)
 
     An index outside its own window (possible only for user-given indices) sends the plane to the scatter."""
     planes, h, w = dx.shape
@@ -70,72 +99,87 @@ def _max_backward_disjoint(dy, indices, dx, row_window, col_window):
                 else:
                     dx[p, ih, iw] = 0
         if matched != out_h * out_w:
-            _scatter_max_plane(dy[p], indices[p], dx[p].reshape(h * w))
+            _scatter_max_plane(dy[p].ravel(), indices[p].ravel(), dx[p].ravel())
 
 
 @njit(cache=True, parallel=True)
 def _max_backward_scatter(dy, indices, dx):
-    """dy, indices (P, Ho, Wo) -> dx (P, H*W): serial scatter within each plane, planes in parallel."""
+    """dy, indices (P, Ho*Wo) -> dx (P, H*W): serial scatter within each plane, planes in parallel."""
     for p in prange(dx.shape[0]):
         _scatter_max_plane(dy[p], indices[p], dx[p])
 
 
 @njit(cache=True, parallel=True)
-def _avg_forward(x, y, divisor, sh, sw, kh, kw, top, left):
-    """x (P, H, W) -> y (P, Ho, Wo): window sum over input cells / divisor (Ho, Wo)."""
-    planes, h, w = x.shape
-    out_h, out_w = y.shape[1], y.shape[2]
-    for p in prange(planes):
+def _avg_forward(x, y, divisor, rows, cols, width):
+    """x (P, H*W) -> y (P, Ho*Wo): window sum over input cells / divisor (Ho*Wo,)."""
+    out_h, out_w = uint64(rows.shape[0]), uint64(cols.shape[0])
+    for p in prange(x.shape[0]):
+        plane, mean_of = x[p], y[p]
         for oh in range(out_h):
-            h0 = oh * sh - top
-            h1 = min(h0 + kh, h)
-            h0 = max(h0, 0)
             for ow in range(out_w):
-                w0 = ow * sw - left
-                w1 = min(w0 + kw, w)
-                w0 = max(w0, 0)
                 total = x.dtype.type(0)
-                for i in range(h0, h1):
-                    for j in range(w0, w1):
-                        total += x[p, i, j]
-                y[p, oh, ow] = total / divisor[oh, ow]
+                for i in range(rows[oh, 0], rows[oh, 1]):
+                    for q in range(i * width + cols[ow, 0], i * width + cols[ow, 1]):
+                        total += plane[q]
+                mean_of[oh * out_w + ow] = total / divisor[oh * out_w + ow]
 
 
 @njit(cache=True, parallel=True)
-def _avg_backward_disjoint(dy, divisor, dx, row_window, col_window):
-    """dy (P, Ho, Wo) -> dx (P, H, W) for non-overlapping windows, each cell written once (see
+def _avg_backward_disjoint(dy, divisor, dx, row_window, col_window, width, out_w):
+    """dy (P, Ho*Wo) -> dx (P, H*W) for non-overlapping windows, each cell written once (see
     _max_backward_disjoint for row_window / col_window)."""
-    planes, h, w = dx.shape
-    for p in prange(planes):
-        for ih in range(h):
+    for p in prange(dx.shape[0]):
+        grad, out = dy[p], dx[p]
+        for ih in range(uint64(row_window.shape[0])):
             oh = row_window[ih]
-            for iw in range(w):
+            base = ih * width
+            if oh < 0:
+                out[base:base + width] = 0
+                continue
+            first = uint64(oh) * out_w
+            for iw in range(width):
                 ow = col_window[iw]
-                if oh >= 0 and ow >= 0:
-                    dx[p, ih, iw] = dy[p, oh, ow] / divisor[oh, ow]
+                if ow >= 0:
+                    out[base + iw] = grad[first + uint64(ow)] / divisor[first + uint64(ow)]
                 else:
-                    dx[p, ih, iw] = 0
+                    out[base + iw] = 0
 
 
 @njit(cache=True, parallel=True)
-def _avg_backward_scatter(dy, divisor, dx, sh, sw, kh, kw, top, left):
-    """dy (P, Ho, Wo) -> dx (P, H, W) for overlapping windows: zero, then add dy / divisor over each window."""
-    planes, h, w = dx.shape
-    out_h, out_w = dy.shape[1], dy.shape[2]
-    for p in prange(planes):
-        dx[p] = 0
+def _avg_backward_scatter(dy, divisor, dx, rows, cols, width):
+    """dy (P, Ho*Wo) -> dx (P, H*W) for overlapping windows: zero, then add dy / divisor over each window."""
+    out_h, out_w = uint64(rows.shape[0]), uint64(cols.shape[0])
+    for p in prange(dx.shape[0]):
+        grad, out = dy[p], dx[p]
+        out[:] = 0
         for oh in range(out_h):
-            h0 = oh * sh - top
-            h1 = min(h0 + kh, h)
-            h0 = max(h0, 0)
             for ow in range(out_w):
-                w0 = ow * sw - left
-                w1 = min(w0 + kw, w)
-                w0 = max(w0, 0)
-                share = dy[p, oh, ow] / divisor[oh, ow]
-                for i in range(h0, h1):
-                    for j in range(w0, w1):
-                        dx[p, i, j] += share
+                share = grad[oh * out_w + ow] / divisor[oh * out_w + ow]
+                for i in range(rows[oh, 0], rows[oh, 1]):
+                    for q in range(i * width + cols[ow, 0], i * width + cols[ow, 1]):
+                        out[q] += share
+
+
+def _bounds(out: int, stride: int, kernel: int, pad_before: int, size: int) -> np.ndarray:
+    """(out, 2) uint64: [start, stop) of each window along one axis, clipped to the input."""
+    start = np.arange(out) * stride - pad_before
+    return np.stack([np.maximum(start, 0), np.minimum(start + kernel, size)], axis=1).astype(np.uint64)
+
+
+def _window_args(g: PoolGeometry) -> tuple:
+    """rows (Ho, 2), cols (Wo, 2) window bounds and the row length, as the kernels take them."""
+    return (_bounds(g.out_h, g.stride_h, g.kh, g.pad_top, g.h), _bounds(g.out_w, g.stride_w, g.kw, g.pad_left, g.w),
+            np.uint64(g.w))
+
+
+def _inner_columns(g: PoolGeometry) -> tuple:
+    """(inner, first_col, sw, kw): the output columns [inner[0], inner[1]) whose windows lie inside the input
+    horizontally, the input column the first of them starts at, stride and width, as _max_forward takes them."""
+    starts = np.arange(g.out_w) * g.stride_w - g.pad_left
+    inside = np.flatnonzero((starts >= 0) & (starts + g.kw <= g.w))
+    lo, hi = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
+    return (np.array([lo, hi], np.uint64), np.uint64(max(lo * g.stride_w - g.pad_left, 0)), np.uint64(g.stride_w),
+            np.uint64(g.kw))
 
 
 def _window_of(size: int, out: int, stride: int, kernel: int, pad_before: int) -> np.ndarray:
@@ -146,18 +190,24 @@ def _window_of(size: int, out: int, stride: int, kernel: int, pad_before: int) -
     return np.where((shifted % stride < kernel) & (window < out), window, -1).astype(np.int64)
 
 
-def _window_maps(g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
+def _window_maps(g: PoolGeometry) -> tuple:
+    """row_window (H,), col_window (W,) as the disjoint backward kernels take them."""
     return (_window_of(g.h, g.out_h, g.stride_h, g.kh, g.pad_top),
             _window_of(g.w, g.out_w, g.stride_w, g.kw, g.pad_left))
 
 
 def _planes(a: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N*C, H*W) view."""
+    return a.reshape(a.shape[0] * a.shape[1], -1)
+
+
+def _planes3(a: np.ndarray) -> np.ndarray:
     """(N, C, H, W) -> (N*C, H, W) view."""
     return a.reshape(-1, a.shape[2], a.shape[3])
 
 
-def _window_args(g: PoolGeometry) -> tuple[int, ...]:
-    return g.stride_h, g.stride_w, g.kh, g.kw, g.pad_top, g.pad_left
+def _divisor(g: PoolGeometry) -> np.ndarray:
+    return g.avg_divisor().astype(g.dtype).ravel()
 
 
 def max_pool2d_forward(x, g: PoolGeometry):
@@ -165,7 +215,7 @@ def max_pool2d_forward(x, g: PoolGeometry):
     num_chunks(g.n * g.c)
     y = np.empty(g.y_shape, g.dtype)
     indices = np.empty(g.y_shape, np.int64)
-    _max_forward(_planes(x), _planes(y), _planes(indices), *_window_args(g))
+    _max_forward(_planes(x), _planes(y), _planes(indices), *_window_args(g), *_inner_columns(g))
     return y, indices
 
 
@@ -174,9 +224,9 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
     num_chunks(g.n * g.c)
     dx = np.empty(g.x_shape, g.dtype)
     if g.overlapping:
-        _max_backward_scatter(_planes(dy), _planes(indices), dx.reshape(g.n * g.c, g.h * g.w))
+        _max_backward_scatter(_planes(dy), _planes(indices), _planes(dx))
     else:
-        _max_backward_disjoint(_planes(dy), _planes(indices), _planes(dx), *_window_maps(g))
+        _max_backward_disjoint(_planes3(dy), _planes3(indices), _planes3(dx), *_window_maps(g))
     return dx
 
 
@@ -184,7 +234,7 @@ def avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
     num_chunks(g.n * g.c)
     y = np.empty(g.y_shape, g.dtype)
-    _avg_forward(_planes(x), _planes(y), g.avg_divisor().astype(g.dtype), *_window_args(g))
+    _avg_forward(_planes(x), _planes(y), _divisor(g), *_window_args(g))
     return y
 
 
@@ -192,14 +242,14 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
     num_chunks(g.n * g.c)
     dx = np.empty(g.x_shape, g.dtype)
-    divisor = g.avg_divisor().astype(g.dtype)
     if g.overlapping:
-        _avg_backward_scatter(_planes(dy), divisor, _planes(dx), *_window_args(g))
+        _avg_backward_scatter(_planes(dy), _divisor(g), _planes(dx), *_window_args(g))
     else:
-        _avg_backward_disjoint(_planes(dy), divisor, _planes(dx), *_window_maps(g))
+        _avg_backward_disjoint(_planes(dy), _divisor(g), _planes(dx), *_window_maps(g), np.uint64(g.w),
+                               np.uint64(g.out_w))
     return dx
 
 
 def workspace_bytes(op: str, g: PoolGeometry) -> int:
-    """The divisor table and the window maps; the indices recomputed for a backward without them."""
-    return g.out_h * g.out_w * 8 + (g.h + g.w) * 8
+    """The divisor table and the window bounds and maps."""
+    return g.out_h * g.out_w * 8 + (g.h + g.w + 2 * (g.out_h + g.out_w)) * 8
