@@ -83,15 +83,23 @@ def conv2d_forward_winograd(x, w, b, g, m: int | None = None):
     """x (N, C, H, W), w (K, C, 3, 3), b (K,) or None -> y (N, K, Ho, Wo) by Winograd F(m x m, 3x3)."""
     m = tile_size(g) if m is None else m
     v = weight_transform(w, m)
-    tiles_w = -(-g.out_w // m)
-    rows_per_block = COLS // tiles_w
-    tile_rows = g.n * -(-g.out_h // m)
-    chunks = num_chunks(-(-tile_rows // rows_per_block))
+    rows_per_block, chunks = _blocking(g, m)
     bias = np.zeros(g.k, g.dtype) if b is None else b
     y = np.empty(g.y_shape, g.dtype)
     with blas_for(chunks):
         _winograd(x, v, bias, y, m, g.pad_top, g.pad_left, rows_per_block, chunks)
     return y
+
+
+def _blocking(g, m: int) -> tuple[int, int]:
+    """(tile rows per block, parallel chunks): blocks of at most COLS tiles, as equal as possible, their count
+    a multiple of the chunks so that every thread gets the same work."""
+    tiles_w = -(-g.out_w // m)
+    tile_rows = g.n * -(-g.out_h // m)
+    blocks = -(-tile_rows // (COLS // tiles_w))
+    chunks = num_chunks(blocks)
+    blocks = -(-blocks // chunks) * chunks
+    return -(-tile_rows // blocks), chunks
 
 
 def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
@@ -106,8 +114,14 @@ def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
 
 @njit(parallel=True, cache=True)
 def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, chunks):
-    """y (N, K, Ho, Wo) from x (N, C, H, W) and V (alpha^2, K, C), block by block of rows_per_block tile rows;
-    every scratch row holds COLS tiles."""
+    """y (N, K, Ho, Wo) from x (N, C, H, W) and V (alpha^2, K, C), block by block of rows_per_block tile rows
+    (block_tiles <= COLS tiles).
+
+    Plane p of U holds U[p, c, :] at u[p, c*block_tiles:], so that the GEMM reads a contiguous (C x tiles)
+    matrix. The transforms always run over COLS tiles (a constant trip count vectorizes best): channel c's
+    write spills COLS - block_tiles junk values into channel c+1's row, which channel c+1 then overwrites (the
+    channels are written in order; the last one spills into the COLS slack). Junk columns of M are read but
+    never scattered."""
     n_images, c_in = x.shape[0], x.shape[1]
     k_out, out_h, out_w = y.shape[1], y.shape[2], y.shape[3]
     alpha = m + 2
@@ -116,9 +130,10 @@ def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, chunks):
     blocks = (tile_rows + rows_per_block - 1) // rows_per_block
     block_tiles = rows_per_block * tiles_w
     for t in prange(chunks):
-        u = np.zeros((alpha * alpha, c_in * COLS + SKEW), x.dtype)
-        mm = np.zeros((alpha * alpha, k_out * COLS + SKEW), x.dtype)
-        flat = np.zeros(COLS * m, x.dtype)
+        u = np.zeros((alpha * alpha, c_in * block_tiles + COLS + SKEW), x.dtype)
+        mm = np.zeros((alpha * alpha, k_out * block_tiles + COLS + SKEW), x.dtype)
+        flat = np.zeros(COLS * m, x.dtype)  # input rows; its padding cells must stay zero
+        out_flat = np.empty(COLS * m, x.dtype)
         extra = np.zeros((rows_per_block, 2), x.dtype)
         patch = np.zeros((alpha * alpha, COLS), x.dtype)
         half = np.zeros((alpha * alpha, COLS), x.dtype)
@@ -131,15 +146,16 @@ def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, chunks):
                 for a in range(alpha):  # along the rows of each patch, then across them
                     _bt(patch, a * alpha, 1, 0, half, a * alpha, 1, 0, m)
                 for e in range(alpha):
-                    _bt(half, e, alpha, 0, u, e, alpha, c * COLS, m)
+                    _bt(half, e, alpha, 0, u, e, alpha, c * block_tiles, m)
             for p in range(alpha * alpha):
-                np.dot(v[p], u[p, :c_in * COLS].reshape(c_in, COLS), mm[p, :k_out * COLS].reshape(k_out, COLS))
+                np.dot(v[p], u[p, :c_in * block_tiles].reshape(c_in, block_tiles),
+                       mm[p, :k_out * block_tiles].reshape(k_out, block_tiles))
             for k in range(k_out):
                 for b in range(alpha):  # across the rows of each M tile, then along them
-                    _at(mm, b, alpha, k * COLS, half, b, alpha, 0, m)
+                    _at(mm, b, alpha, k * block_tiles, half, b, alpha, 0, m)
                 for i in range(m):
                     _at(half, i * alpha, 1, 0, tile_out, i * m, 1, 0, m)
-                _scatter_tiles(tile_out, bias[k], y, k, first, last, tiles_h, flat)
+                _scatter_tiles(tile_out, bias[k], y, k, first, last, tiles_h, out_flat)
 
 
 @njit(cache=True)
