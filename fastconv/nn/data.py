@@ -42,6 +42,17 @@ def read_idx(path) -> np.ndarray:
     return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
+def write_idx(path, array: np.ndarray) -> None:
+    """Write array (of a dtype in IDX_DTYPES) as an IDX file, gzipped when path ends in .gz."""
+    types = {np.dtype(dtype).newbyteorder("="): code for code, dtype in IDX_DTYPES.items()}
+    array = np.asarray(array)
+    if array.dtype not in types:
+        raise TypeError(f"write_idx: IDX holds uint8, int8, int16, int32, float32 or float64, not {array.dtype}")
+    header = bytes([0, 0, types[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    with (gzip.open if os.fspath(path).endswith(".gz") else open)(path, "wb") as f:
+        f.write(header + array.astype(array.dtype.newbyteorder(">")).tobytes())
+
+
 def _images(x: np.ndarray, white: float, normalize: bool, flatten: bool) -> np.ndarray:
     """(N, H, W) pixels from 0 to white -> float32 (N, 1, H, W), or (N, H * W) with flatten; divided by white
     when normalize."""
