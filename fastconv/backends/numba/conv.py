@@ -21,6 +21,9 @@ from fastconv.backends.numba._parallel import num_chunks
 #: fewest input and output channels for which Winograd is the preferred forward method
 WINOGRAD_MIN_CHANNELS = 16
 
+#: fewest input channels per group for which dx at stride 1 is preferably the rotated forward convolution
+ROTATED_MIN_CHANNELS = 16
+
 try:  # written separately (autotuning); the backend works without it
     from fastconv.backends.numba import winograd
 except ImportError:
@@ -109,12 +112,14 @@ def _backward_with(dx_dw_module, rotated: bool):
 def backward_methods(g: ConvGeometry) -> dict:
     """name -> conv2d_backward for every applicable way of computing dx, dw, db, the preferred one first:
     the special methods, then dx by the rotated forward convolution (dw by the best method), then the rest."""
-    methods = {}
-    for name, module in _methods(g):
-        if module is conv_gemm and rotated_geometry(g) is not None:
-            methods["rotated"] = _backward_with(_methods(g)[0][1], rotated=True)
-        methods[name] = _backward_with(module, rotated=False)
-    return methods
+    methods = {name: _backward_with(module, rotated=False) for name, module in _methods(g)}
+    if rotated_geometry(g) is None:
+        return methods
+    rotated = _backward_with(_methods(g)[0][1], rotated=True)
+    if g.c_per_group < ROTATED_MIN_CHANNELS:  # the rotated convolution's GEMMs would have too few rows
+        return {**methods, "rotated": rotated}
+    special = {name: method for name, method in methods.items() if name != "gemm"}
+    return {**special, "rotated": rotated, **methods}
 
 
 def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
