@@ -76,18 +76,33 @@ def test_one_and_two_threads_agree(cython_backend, rng):
         assert_close(two, one, np.float32)
 
 
-@pytest.mark.parametrize("shape, kw", [
-    (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1)),
-    (((2, 4, 9, 8), (8, 1, 3, 3)), dict(stride=2, padding=(1, 0), groups=4)),
-    (((2, 4, 7, 7), (4, 1, 3, 3)), dict(padding="same", dilation=2, groups=4)),
+@pytest.mark.parametrize("shapes, kw, expected_methods", [
+    (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1), {"gemm", "direct", "winograd"}),
+    (((2, 4, 9, 8), (8, 1, 3, 3)), dict(stride=2, padding=(1, 0), groups=4), {"gemm", "direct"}),
+    (((2, 4, 7, 7), (4, 1, 3, 3)), dict(padding="same", dilation=2, groups=4), {"gemm", "direct"}),
+    (((2, 6, 9, 8), (4, 3, 3, 3)), dict(padding=((0, 2), (1, 0)), groups=2), {"gemm", "winograd"}),
+    (((1, 3, 4, 5), (2, 3, 3, 3)), dict(padding=2), {"gemm", "winograd"}),
 ])
-def test_every_forward_method_agrees_with_naive(cython_backend, rng, shape, kw):
-    x = random_array(rng, shape[0], np.float64)
-    w = random_array(rng, shape[1], np.float64)
-    b = random_array(rng, shape[1][:1], np.float64)
+def test_every_forward_method_agrees_with_naive(cython_backend, rng, dtype, shapes, kw, expected_methods):
+    x = random_array(rng, shapes[0], dtype)
+    w = random_array(rng, shapes[1], dtype)
+    b = random_array(rng, shapes[1][:1], dtype)
     g = conv_geometry(x, w, b, **kw)
     expected = fc.conv2d(x, w, b, backend="naive", **kw)
     methods = cython_backend.methods("conv2d_forward", g)
-    assert set(methods) == {"gemm", "direct"}
+    assert set(methods) == expected_methods
     for method in methods.values():
-        assert_close(method(x, w, b, g), expected, np.float64)
+        assert_close(method(x, w, b, g), expected, dtype)
+
+
+def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rng, dtype):
+    """Enough channels for Winograd by default; the stride-1 grad of x runs through it too."""
+    x = random_array(rng, (2, 16, 7, 6), dtype)
+    w = random_array(rng, (16, 16, 3, 3), dtype)
+    g = conv_geometry(x, w, padding=1)
+    assert cython_backend._forward_method(g) == "winograd"
+    dy = random_array(rng, g.y_shape, dtype)
+    assert_close(fc.conv2d(x, w, padding=1, backend="cython"), fc.conv2d(x, w, padding=1, backend="naive"), dtype)
+    for got, want in zip(fc.conv2d_backward(dy, x, w, padding=1, backend="cython"),
+                         fc.conv2d_backward(dy, x, w, padding=1, backend="naive")):
+        assert_close(got, want, dtype)

@@ -136,11 +136,61 @@ def _forward_direct(x, w, b, g: ConvGeometry) -> np.ndarray:
     return y
 
 
+#: Winograd F(2x2, 3x3): x patch -> B^T d B, kernel -> G g G^T (Lavin & Gray 2016)
+WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+#: below this many channels per group the Winograd transforms cost more than its GEMMs save
+WINOGRAD_MIN_CHANNELS = 16
+#: bytes of one thread's transformed input plus GEMM output in the Winograd kernel
+WINOGRAD_BLOCK_BYTES = 4 << 20
+
+
+def _is_winograd(g: ConvGeometry) -> bool:
+    """3x3, stride 1, undilated: Winograd F(2x2, 3x3) applies."""
+    return g.r == g.s == 3 and g.stride_h == g.stride_w == g.dilation_h == g.dilation_w == 1
+
+
+def _winograd_plan(g: ConvGeometry) -> tuple[int, int]:
+    """(tile rows per work item, workspace elements per thread)."""
+    tiles_w = (g.out_w + 1) // 2
+    row_elements = 16 * (g.c_per_group + g.k_per_group) * tiles_w
+    block_rows = max(1, min((g.out_h + 1) // 2, WINOGRAD_BLOCK_BYTES // (row_elements * g.dtype.itemsize)))
+    return block_rows, block_rows * row_elements + 12 * tiles_w + 8
+
+
+def _winograd_kernel(w: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """w (k, c/groups, 3, 3) -> u (groups, 16, k/groups, c/groups): G w G^T, as two plain GEMMs (not 3x3 loops)."""
+    right = (w.reshape(-1, 3) @ WINOGRAD_G.T).reshape(g.k, g.c_per_group, 3, 4)  # [k, c, i, b]
+    both = WINOGRAD_G @ right.transpose(2, 0, 1, 3).reshape(3, -1)  # [a, (k, c, b)]
+    grouped = both.reshape(4, g.groups, g.k_per_group, g.c_per_group, 4).transpose(1, 0, 4, 2, 3)
+    return grouped.reshape(g.groups, 16, g.k_per_group, g.c_per_group)
+
+
+def _forward_winograd(x, w, b, g: ConvGeometry) -> np.ndarray:
+    threads = get_num_threads()
+    u = np.ascontiguousarray(_winograd_kernel(w, g).astype(g.dtype, copy=False))
+    block_rows, elements = _winograd_plan(g)
+    y = np.empty(g.y_shape, g.dtype)
+    with _kernel_owns_threads(threads):
+        _conv.forward_winograd(x, u, b, y, _workspace(threads, elements, g.dtype), _shape(g), block_rows, threads)
+    return y
+
+
+def _forward_method(g: ConvGeometry) -> str:
+    """The default forward method: direct for depthwise, Winograd for 3x3 stride 1 with enough channels for
+    its GEMMs, im2col + GEMM otherwise."""
+    if _is_depthwise(g):
+        return "direct"
+    if _is_winograd(g) and min(g.c_per_group, g.k_per_group) >= WINOGRAD_MIN_CHANNELS:
+        return "winograd"
+    return "gemm"
+
+
 def conv2d_forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
-    if _is_depthwise(g):
-        return _forward_direct(x, w, b, g)
-    return _forward_gemm(x, w, b, g)
+    return FORWARD_METHODS[_forward_method(g)](x, w, b, g)
+
+
+FORWARD_METHODS = {"gemm": _forward_gemm, "direct": _forward_direct, "winograd": _forward_winograd}
 
 
 def _grad_x(dy, w, g: ConvGeometry) -> np.ndarray:
@@ -198,9 +248,12 @@ def workspace_bytes(op: str, g) -> int:
     if not isinstance(g, ConvGeometry):
         return 0
     threads = get_num_threads()
-    if op == "conv2d_forward" and _is_depthwise(g):
-        return nbytes((threads, _padded_plane_elements(g)), g.dtype)
     if op == "conv2d_forward":
+        method = _forward_method(g)
+        if method == "direct":
+            return nbytes((threads, _padded_plane_elements(g)), g.dtype)
+        if method == "winograd":
+            return nbytes((threads, _winograd_plan(g)[1]), g.dtype) + nbytes((16, g.k, g.c_per_group), g.dtype)
         return nbytes((threads, _col_elements(g)), g.dtype)
     if _is_depthwise(g):
         return nbytes((threads, _depthwise_workspace_elements(g)), g.dtype)
@@ -217,10 +270,8 @@ def methods(op: str, g) -> dict:
     """The conv2d_forward methods applicable to g (for the auto backend's timing); other ops have one method."""
     if op != "conv2d_forward":
         return {"default": globals()[op]}
-    found = {"gemm": _forward_gemm}
-    if _is_channelwise(g):
-        found["direct"] = _forward_direct
-    return found
+    applicable = {"gemm": True, "direct": _is_channelwise(g), "winograd": _is_winograd(g)}
+    return {name: FORWARD_METHODS[name] for name, ok in applicable.items() if ok}
 
 
 # ---------------------------------------------------------------------------------------------------------------
