@@ -23,6 +23,13 @@ EXAMPLES = """examples:
 """
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def register(subparsers) -> argparse.ArgumentParser:
     from fastconv.nn.optimizers import OPTIMIZERS
 
@@ -35,8 +42,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--network", choices=("simple", "deep"), default="simple",
                         help="simple: conv-relu-pool-affine-relu-affine (default); deep: two conv-conv-pool "
                              "blocks, affine-relu-dropout-affine")
-    parser.add_argument("--epochs", type=int, default=10, metavar="N", help="passes over the training set (10)")
-    parser.add_argument("--batch-size", type=int, default=50, metavar="N", help="mini-batch size (50)")
+    parser.add_argument("--epochs", type=_positive_int, default=10, metavar="N", help="passes over the training set (10)")
+    parser.add_argument("--batch-size", type=_positive_int, default=50, metavar="N", help="mini-batch size (50)")
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", type=str.lower,
                         help="optimizer (adam)")
     parser.add_argument("--lr", type=float, default=0.01, metavar="X", help="learning rate (0.01)")
@@ -44,10 +51,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="seed of the initial weights, the batch order and the digits train/test split (0)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="dtype of the parameters (float32)")
-    parser.add_argument("--threads", type=int, metavar="N",
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
                         help="threads for numba, OpenMP and BLAS (fastconv.set_num_threads; default: all cores). "
                              "On a busy machine --threads 1 can be much faster for small images")
-    parser.add_argument("--eval-samples", type=int, metavar="N",
+    parser.add_argument("--eval-samples", type=_positive_int, metavar="N",
                         help="measure per-epoch accuracy on the first N train and test images only (default: all)")
     parser.add_argument("--plot", metavar="FILE", help="write the loss/accuracy curves to this PNG")
     parser.add_argument("--filters", metavar="FILE", help="write the first conv layer's filters to this PNG")
@@ -67,6 +74,21 @@ def _network(args: argparse.Namespace, input_dim: tuple[int, int, int], classes:
                   {'filter_num': 30, 'filter_size': 5, 'pad': 0, 'stride': 1})
     return SimpleConvNet(input_dim, conv_param, hidden_size=100, weight_init_std=0.1 if small_image else 0.01,
                          **common)
+
+
+def _write_outputs(args: argparse.Namespace, trainer, title: str) -> None:
+    """The PNGs and the parameter file that --plot, --filters and --save ask for."""
+    from fastconv.nn import plots
+
+    if args.plot:
+        plots.plot_training(trainer, args.plot, title=title)
+        print(f"wrote {args.plot}")
+    if args.filters:
+        plots.plot_filters(trainer.network.params["W1"], args.filters)
+        print(f"wrote {args.filters}")
+    if args.save:
+        trainer.network.save_params(args.save)
+        print(f"wrote {args.save}")
 
 
 def _fail(message: str) -> int:
@@ -90,10 +112,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
     if args.threads is not None:
-        try:
-            fastconv.set_num_threads(args.threads)
-        except ValueError as exc:
-            return _fail(str(exc))
+        fastconv.set_num_threads(args.threads)
     weights_seed, order_seed = np.random.SeedSequence(args.seed).spawn(2)
     classes = int(max(t_train.max(), t_test.max())) + 1
     network = _network(args, x_train.shape[1:], classes, np.random.default_rng(weights_seed))
@@ -111,14 +130,5 @@ def run(args: argparse.Namespace) -> int:
           f"{np.median(trainer.epoch_seconds):.3f} s per epoch (median training pass; the first, with any "
           f"compiling or autotuning, {trainer.epoch_seconds[0]:.3f} s)")
 
-    if args.plot:
-        plots.plot_training(trainer, args.plot, title=f"{type(network).__name__} on {args.dataset}, "
-                                                      f"backend {backend}")
-        print(f"wrote {args.plot}")
-    if args.filters:
-        plots.plot_filters(network.params["W1"], args.filters)
-        print(f"wrote {args.filters}")
-    if args.save:
-        network.save_params(args.save)
-        print(f"wrote {args.save}")
+    _write_outputs(args, trainer, f"{type(network).__name__} on {args.dataset}, backend {backend}")
     return 0
