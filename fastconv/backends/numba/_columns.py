@@ -20,6 +20,10 @@ def ceil_div(a, b):
     return -((-a) // b)
 
 
+#: fused multiply-adds and reordered sums only; NaN and inf keep their IEEE meaning
+FMA_AND_REORDER = {"contract", "reassoc"}
+
+
 @njit(cache=True, inline="always")
 def valid_columns(s, params, width, out_w):
     """[lo, hi): the output columns ow whose tap s reads inside the input (0 <= ow*sw + s*dw - left < width)."""
@@ -30,60 +34,23 @@ def valid_columns(s, params, width, out_w):
     return lo, hi, offset
 
 
-#: fused multiply-adds and reordered sums only; NaN and inf keep their IEEE meaning
-FMA_AND_REORDER = {"contract", "reassoc"}
+@njit(cache=True, inline="always")
+def axpy(dst, d0, d_step, src, s0, s_step, count, a):
+    """dst[d0 + i*d_step] += a * src[s0 + i*s_step] for i < count, on flat arrays with uint64 offsets.
+
+    Unsigned offsets spare numba's negative-index checks and views' reference counting; LLVM vectorizes
+    the loop for unit steps. Inlined, so the caller's fastmath flags apply."""
+    for i in range(count):
+        dst[d0 + i * d_step] += a * src[s0 + i * s_step]
 
 
-@njit(cache=True, fastmath=FMA_AND_REORDER, inline="always")
-def axpy(dst, src, a):
-    """dst += a * src, for 1-D views of one length. Indexing from 0 lets LLVM drop numba's negative-index
-    wraparound and vectorize the loop."""
-    for i in range(dst.shape[0]):
-        dst[i] += a * src[i]
-
-
-@njit(cache=True, fastmath=FMA_AND_REORDER, inline="always")
-def dot(a, b):
-    """sum(a * b) for 1-D views of one length, accumulated in their dtype."""
+@njit(cache=True, inline="always")
+def dot(a, a0, b, b0, b_step, count):
+    """sum of a[a0 + i] * b[b0 + i*b_step] for i < count, flat arrays with uint64 offsets, in their dtype."""
     total = a.dtype.type(0)
-    for i in range(a.shape[0]):
-        total += a[i] * b[i]
+    for i in range(count):
+        total += a[a0 + i] * b[b0 + i * b_step]
     return total
-
-
-@njit(cache=True, inline="always")
-def add_tap(out_row, in_row, lo, hi, offset, stride, a):
-    """out_row[lo:hi] += a * in_row[ow*stride + offset for ow in lo..hi-1] (one tap along a row)."""
-    if hi <= lo:
-        return
-    start = lo * stride + offset
-    if stride == 1:  # a contiguous slice keeps the loop vectorized
-        axpy(out_row[lo:hi], in_row[start:start + hi - lo], a)
-    else:
-        axpy(out_row[lo:hi], in_row[start:(hi - 1) * stride + offset + 1:stride], a)
-
-
-@njit(cache=True, inline="always")
-def scatter_tap(in_row, out_row, lo, hi, offset, stride, a):
-    """The adjoint of add_tap: in_row[ow*stride + offset for ow in lo..hi-1] += a * out_row[lo:hi]."""
-    if hi <= lo:
-        return
-    start = lo * stride + offset
-    if stride == 1:
-        axpy(in_row[start:start + hi - lo], out_row[lo:hi], a)
-    else:
-        axpy(in_row[start:(hi - 1) * stride + offset + 1:stride], out_row[lo:hi], a)
-
-
-@njit(cache=True, inline="always")
-def dot_tap(out_row, in_row, lo, hi, offset, stride):
-    """sum over ow in lo..hi-1 of out_row[ow] * in_row[ow*stride + offset]."""
-    if hi <= lo:
-        return out_row.dtype.type(0)
-    start = lo * stride + offset
-    if stride == 1:
-        return dot(out_row[lo:hi], in_row[start:start + hi - lo])
-    return dot(out_row[lo:hi], in_row[start:(hi - 1) * stride + offset + 1:stride])
 
 
 @njit(cache=True, inline="always")

@@ -12,10 +12,10 @@ never read or materialized. The row loops are _columns.axpy / dot (vectorized, w
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
-from fastconv.backends.numba._columns import FMA_AND_REORDER, add_tap, column_ranges, dot_tap, scatter_tap, valid_columns
+from fastconv.backends.numba._columns import FMA_AND_REORDER, axpy, column_ranges, dot
 from fastconv.backends.numba._parallel import num_chunks
 from fastconv.backends.numba.conv_gemm import params
 
@@ -35,28 +35,30 @@ def workspace_bytes(g: ConvGeometry) -> int:
 
 @njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
 def _forward(x, w, bias, y, params):
-    """x (N, C, H, W), w (K, 1, R, S), bias (K,) -> y (N, K, Ho, Wo); planes (n, k) in parallel."""
+    """x (N, C, H, W), w (K, 1, R, S), bias (K,) -> y (N, K, Ho, Wo); planes (n, k) in parallel.
+    Flat arrays and unsigned offsets as in _columns."""
     sh, sw, dh, dw, top, left = params
     n_images, c, height, width = x.shape
     k, _, r_size, s_size = w.shape
     kg = k // c
     out_h, out_w = y.shape[2], y.shape[3]
     ranges = column_ranges(s_size, params, width, out_w)
+    src, dst, one, step = x.ravel(), y.ravel(), uint64(1), uint64(sw)
     for plane in prange(n_images * k):
         n, kk = divmod(np.int64(plane), k)
-        channel = kk // kg
+        plane_in = uint64((n * c + kk // kg) * height * width)
         for oh in range(out_h):
-            row = y[n, kk, oh]
-            row[:] = bias[kk]
+            row_out = uint64((plane * out_h + oh) * out_w)
+            for ow in range(uint64(out_w)):
+                dst[row_out + ow] = bias[kk]
             for r in range(r_size):
                 ih = oh * sh + r * dh - top
-                if ih < 0 or ih >= height:
-                    continue
-                x_row = x[n, channel, ih]
-                for s in range(s_size):
-                    weight = w[kk, 0, r, s]
-                    lo, hi, offset = ranges[s, 0], ranges[s, 1], ranges[s, 2]
-                    add_tap(row, x_row, lo, hi, offset, sw, weight)
+                if 0 <= ih < height:
+                    for s in range(s_size):
+                        lo, hi, offset = ranges[s, 0], ranges[s, 1], ranges[s, 2]
+                        if hi > lo:
+                            axpy(dst, row_out + uint64(lo), one, src, plane_in + uint64(ih * width + lo * sw + offset),
+                                 step, uint64(hi - lo), w[kk, 0, r, s])
 
 
 @njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
@@ -69,21 +71,23 @@ def _backward_dx(dy, w, dx, params):
     kg = k // c
     out_h, out_w = dy.shape[2], dy.shape[3]
     ranges = column_ranges(s_size, params, width, out_w)
+    src, dst, one, step = dy.ravel(), dx.ravel(), uint64(1), uint64(sw)
     for plane in prange(n_images * c):
         n, channel = divmod(np.int64(plane), c)
-        dx[n, channel] = 0
+        plane_in = uint64(plane * height * width)
+        for i in range(uint64(height * width)):
+            dst[plane_in + i] = 0
         for kk in range(channel * kg, (channel + 1) * kg):
             for oh in range(out_h):
-                dy_row = dy[n, kk, oh]
+                row_out = uint64(((n * k + kk) * out_h + oh) * out_w)
                 for r in range(r_size):
                     ih = oh * sh + r * dh - top
-                    if ih < 0 or ih >= height:
-                        continue
-                    dx_row = dx[n, channel, ih]
-                    for s in range(s_size):
-                        weight = w[kk, 0, r, s]
-                        lo, hi, offset = ranges[s, 0], ranges[s, 1], ranges[s, 2]
-                        scatter_tap(dx_row, dy_row, lo, hi, offset, sw, weight)
+                    if 0 <= ih < height:
+                        for s in range(s_size):
+                            lo, hi, offset = ranges[s, 0], ranges[s, 1], ranges[s, 2]
+                            if hi > lo:
+                                axpy(dst, plane_in + uint64(ih * width + lo * sw + offset), step,
+                                     src, row_out + uint64(lo), one, uint64(hi - lo), w[kk, 0, r, s])
 
 
 @njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
@@ -94,17 +98,20 @@ def _backward_dw(dy, x, dw_parts, params):
     k, r_size, s_size = dw_parts.shape[1], dw_parts.shape[2], dw_parts.shape[3]
     kg = k // c
     out_h, out_w = dy.shape[2], dy.shape[3]
+    ranges = column_ranges(s_size, params, width, out_w)
+    grads, inputs, step = dy.ravel(), x.ravel(), uint64(sw)
     for plane in prange(n_images * k):
         n, kk = divmod(np.int64(plane), k)
-        channel = kk // kg
+        plane_in = uint64((n * c + kk // kg) * height * width)
         for r in range(r_size):
             for s in range(s_size):
-                lo, hi, offset = valid_columns(s, params, width, out_w)
+                lo, hi, offset = ranges[s, 0], ranges[s, 1], ranges[s, 2]
                 total = dy.dtype.type(0)
                 for oh in range(out_h):
                     ih = oh * sh + r * dh - top
-                    if 0 <= ih < height:
-                        total += dot_tap(dy[n, kk, oh], x[n, channel, ih], lo, hi, offset, sw)
+                    if 0 <= ih < height and hi > lo:
+                        total += dot(grads, uint64((plane * out_h + oh) * out_w + lo), inputs,
+                                     plane_in + uint64(ih * width + lo * sw + offset), step, uint64(hi - lo))
                 dw_parts[n, kk, r, s] = total
 
 

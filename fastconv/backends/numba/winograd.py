@@ -107,13 +107,11 @@ def _blocking(g, m: int) -> tuple[int, int]:
 
 
 def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
-    """w (K, C, 3, 3) -> V (alpha^2, K, C) = G w[k, c] G^T per (k, c), computed in float64 as one GEMM."""
+    """w (K, C, 3, 3) -> V (alpha^2, K, C) = G w[k, c] G^T per (k, c), as one GEMM (G (x) G) . w^T in w's dtype."""
     k, c = w.shape[:2]
-    g = G[m]
-    alpha = g.shape[0]
-    gg = np.einsum("ar,bs->abrs", g, g).reshape(alpha * alpha, 9)
-    v = gg @ w.reshape(k * c, 9).T.astype(np.float64)
-    return v.astype(w.dtype).reshape(alpha * alpha, k, c)
+    alpha = m + 2
+    gg = np.einsum("ar,bs->abrs", G[m], G[m]).reshape(alpha * alpha, 9).astype(w.dtype)
+    return (gg @ w.reshape(k * c, 9).T).reshape(alpha * alpha, k, c)
 
 
 @njit(parallel=True, cache=True)
