@@ -86,11 +86,11 @@ def conv2d_forward_winograd(x, w, b, g, m: int | None = None):
     if -(-g.out_w // m) > COLS:
         raise ValueError(f"winograd F({m}x{m}, 3x3): an output row of {g.out_w} pixels is more than the "
                          f"{COLS} tiles of a block; check applicable(g) first")
-    v = weight_transform(w, m)
     rows_per_block, chunks = _blocking(g, m)
     bias = np.zeros(g.k, g.dtype) if b is None else b
     y = np.empty(g.y_shape, g.dtype)
-    with blas_for(chunks):
+    with blas_for(chunks):  # also for the weight transform: threaded BLAS on its thin GEMM can take 10 ms
+        v = weight_transform(w, m)
         _winograd(x, v, bias, y, m, g.pad_top, g.pad_left, rows_per_block, chunks)
     return y
 
