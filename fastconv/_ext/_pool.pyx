@@ -2,9 +2,9 @@
 """Max and average pooling kernels (forward and backward) for float32/float64 NCHW arrays, GIL released.
 
 One work item is one (image, channel) plane. A window starts at (oh*sh - pad_top, ow*sw - pad_left), is
-clipped to the padded input (its size there is avg pooling's divisor with count_include_pad) and reads only
-its cells inside x (their number is the divisor without count_include_pad). Built without -ffast-math:
-max pooling relies on IEEE comparisons for NaN propagation.
+clipped to the padded input and reads only its cells inside x. Average pooling divides by a table of divisors
+(out_h, out_w) from PoolGeometry.avg_divisor(). Built without -ffast-math: max pooling relies on IEEE
+comparisons for NaN propagation.
 """
 
 from cython cimport floating
@@ -15,18 +15,15 @@ cdef struct PoolShape:
     Py_ssize_t n, c, h, w, kh, kw
     Py_ssize_t stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right
     Py_ssize_t out_h, out_w
-    bint count_include_pad
 
 
-cdef inline Py_ssize_t window(Py_ssize_t o, Py_ssize_t stride, Py_ssize_t kernel, Py_ssize_t pad_before,
-                              Py_ssize_t size, Py_ssize_t pad_after, Py_ssize_t *lo,
-                              Py_ssize_t *hi) noexcept nogil:
-    """[lo, hi): the input cells of window o along one axis; returns its extent in the padded input."""
+cdef inline void window(Py_ssize_t o, Py_ssize_t stride, Py_ssize_t kernel, Py_ssize_t pad_before,
+                        Py_ssize_t size, Py_ssize_t pad_after, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi): the input cells of window o along one axis (the window clipped to the padded input, then to
+    the input)."""
     cdef Py_ssize_t start = o * stride - pad_before
-    cdef Py_ssize_t end = min(start + kernel, size + pad_after)
     lo[0] = max(start, 0)
-    hi[0] = min(end, size)
-    return end - start
+    hi[0] = min(min(start + kernel, size + pad_after), size)
 
 
 cdef inline void interior(Py_ssize_t stride, Py_ssize_t kernel, Py_ssize_t pad_before, Py_ssize_t size,
@@ -125,39 +122,32 @@ def max_backward(const floating[:, :, ::1] dy, const long long[:, :, ::1] indice
 
 
 cdef inline floating avg_window(const floating *x, const PoolShape *p, Py_ssize_t h0, Py_ssize_t h1,
-                                Py_ssize_t rows, Py_ssize_t ow) noexcept nogil:
-    """The average of one window in rows h0:h1 whose padded extent has `rows` rows."""
+                                Py_ssize_t ow, floating divisor) noexcept nogil:
+    """The sum of one window's cells in rows h0:h1, divided by its divisor."""
     cdef Py_ssize_t ih, iw, w0, w1
-    cdef Py_ssize_t cols = window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
     cdef floating acc = 0
+    window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
     for ih in range(h0, h1):
         for iw in range(w0, w1):
             acc += x[ih * p.w + iw]
-    if not p.count_include_pad:
-        rows, cols = h1 - h0, w1 - w0
-    return acc / <floating>(rows * cols)
+    return acc / divisor
 
 
-cdef inline Py_ssize_t interior_divisor(const PoolShape *p, Py_ssize_t h0, Py_ssize_t h1,
-                                        Py_ssize_t rows) noexcept nogil:
-    """The divisor of a window in rows h0:h1 (padded extent `rows`) that lies inside the input along w."""
-    return (rows if p.count_include_pad else h1 - h0) * p.kw
-
-
-cdef void avg_plane(const floating *x, floating *y, const PoolShape *p) noexcept nogil:
+cdef void avg_plane(const floating *x, floating *y, const floating *divisor, const PoolShape *p) noexcept nogil:
     """y (out_h, out_w) of one plane x (h, w); windows inside the input along w a whole row at a time."""
-    cdef Py_ssize_t oh, ow, ih, j, h0, h1, lo, hi, rows
+    cdef Py_ssize_t oh, ow, ih, j, h0, h1, lo, hi
     cdef floating *yrow
     cdef const floating *src
-    cdef floating divisor
+    cdef const floating *div
     interior(p.stride_w, p.kw, p.pad_left, p.w, p.out_w, &lo, &hi)
     for oh in range(p.out_h):
-        rows = window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
+        window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
         yrow = y + oh * p.out_w
+        div = divisor + oh * p.out_w
         for ow in range(lo):
-            yrow[ow] = avg_window(x, p, h0, h1, rows, ow)
+            yrow[ow] = avg_window(x, p, h0, h1, ow, div[ow])
         for ow in range(hi, p.out_w):
-            yrow[ow] = avg_window(x, p, h0, h1, rows, ow)
+            yrow[ow] = avg_window(x, p, h0, h1, ow, div[ow])
         for ow in range(lo, hi):
             yrow[ow] = 0
         for ih in range(h0, h1):
@@ -165,57 +155,45 @@ cdef void avg_plane(const floating *x, floating *y, const PoolShape *p) noexcept
                 src = x + ih * p.w + j - p.pad_left
                 for ow in range(lo, hi):
                     yrow[ow] += src[ow * p.stride_w]
-        divisor = <floating>interior_divisor(p, h0, h1, rows)
         for ow in range(lo, hi):
-            yrow[ow] = yrow[ow] / divisor
+            yrow[ow] = yrow[ow] / div[ow]
 
 
-def avg_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, PoolShape p, int num_threads):
-    """y (n, c, out_h, out_w) from x (n, c, h, w)."""
+def avg_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] divisor, floating[:, :, :, ::1] y,
+                PoolShape p, int num_threads):
+    """y (n, c, out_h, out_w) from x (n, c, h, w); divisor (out_h, out_w)."""
     cdef Py_ssize_t plane
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef floating *yp = &y[0, 0, 0, 0]
     for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
-        avg_plane(xp + plane * p.h * p.w, yp + plane * p.out_h * p.out_w, &p)
+        avg_plane(xp + plane * p.h * p.w, yp + plane * p.out_h * p.out_w, &divisor[0, 0], &p)
 
 
-cdef void avg_backward_plane(const floating *dy, floating *dx, const PoolShape *p) noexcept nogil:
+cdef void avg_backward_plane(const floating *dy, floating *dx, const floating *divisor,
+                             const PoolShape *p) noexcept nogil:
     """dx (h, w) of one plane: zeros plus, for each window, dy / divisor on each of its input cells."""
-    cdef Py_ssize_t oh, ow, ih, iw, j, h0, h1, w0, w1, rows, cols, lo, hi, i
-    cdef const floating *dyrow
-    cdef floating *dst
-    cdef floating share, divisor
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, i
+    cdef floating share
     for i in range(p.h * p.w):
         dx[i] = 0
-    interior(p.stride_w, p.kw, p.pad_left, p.w, p.out_w, &lo, &hi)
     for oh in range(p.out_h):
-        rows = window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
-        dyrow = dy + oh * p.out_w
+        window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
         for ow in range(p.out_w):
-            if lo <= ow < hi:
-                continue
-            cols = window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
-            if not p.count_include_pad:
-                cols = w1 - w0
-            share = dyrow[ow] / <floating>((rows if p.count_include_pad else h1 - h0) * cols)
+            window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
+            share = dy[oh * p.out_w + ow] / divisor[oh * p.out_w + ow]
             for ih in range(h0, h1):
                 for iw in range(w0, w1):
                     dx[ih * p.w + iw] += share
-        divisor = <floating>interior_divisor(p, h0, h1, rows)
-        for ih in range(h0, h1):
-            for j in range(p.kw):
-                dst = dx + ih * p.w + j - p.pad_left
-                for ow in range(lo, hi):
-                    dst[ow * p.stride_w] += dyrow[ow] / divisor
 
 
-def avg_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx, PoolShape p, int num_threads):
-    """dx (n, c, h, w) from dy (n, c, out_h, out_w)."""
+def avg_backward(const floating[:, :, :, ::1] dy, const floating[:, ::1] divisor, floating[:, :, :, ::1] dx,
+                 PoolShape p, int num_threads):
+    """dx (n, c, h, w) from dy (n, c, out_h, out_w) for overlapping windows; divisor (out_h, out_w)."""
     cdef Py_ssize_t plane
     cdef const floating *dyp = &dy[0, 0, 0, 0]
     cdef floating *dxp = &dx[0, 0, 0, 0]
     for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
-        avg_backward_plane(dyp + plane * p.out_h * p.out_w, dxp + plane * p.h * p.w, &p)
+        avg_backward_plane(dyp + plane * p.out_h * p.out_w, dxp + plane * p.h * p.w, &divisor[0, 0], &p)
 
 
 def avg_backward_disjoint(const floating[:, :, :, ::1] dy, const floating[:, ::1] divisor,

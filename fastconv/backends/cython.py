@@ -281,7 +281,7 @@ def methods(op: str, g) -> dict:
 def _pool_shape(g: PoolGeometry) -> dict:
     return {name: getattr(g, name) for name in (
         "n", "c", "h", "w", "kh", "kw", "stride_h", "stride_w", "pad_top", "pad_bottom", "pad_left", "pad_right",
-        "out_h", "out_w", "count_include_pad")}
+        "out_h", "out_w")}
 
 
 def max_pool2d_forward(x, g: PoolGeometry):
@@ -304,7 +304,7 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
 def avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
     y = np.empty(g.y_shape, g.dtype)
-    _pool.avg_forward(x, y, _pool_shape(g), get_num_threads())
+    _pool.avg_forward(x, g.avg_divisor().astype(g.dtype), y, _pool_shape(g), get_num_threads())
     return y
 
 
@@ -321,11 +321,11 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
     threads = get_num_threads()
     dx = np.empty(g.x_shape, g.dtype)
+    divisor = g.avg_divisor().astype(g.dtype)
     if g.overlapping:
-        _pool.avg_backward(dy, dx, _pool_shape(g), threads)
+        _pool.avg_backward(dy, divisor, dx, _pool_shape(g), threads)
         return dx
     rows = _covering_window(g.out_h, g.stride_h, g.kh, g.pad_top, g.h, -1)
     cols = _covering_window(g.out_w, g.stride_w, g.kw, g.pad_left, g.w, g.out_w)
-    _pool.avg_backward_disjoint(dy, g.avg_divisor().astype(g.dtype), rows, cols, dx,
-                                np.empty((threads, g.out_w + 1), g.dtype), threads)
+    _pool.avg_backward_disjoint(dy, divisor, rows, cols, dx, np.empty((threads, g.out_w + 1), g.dtype), threads)
     return dx
