@@ -61,20 +61,23 @@ def _gather_rows(dy, k0, row0, rows, out):
             n, oh = next_row(n, oh, out_h)
 
 
+@njit(cache=True, inline="always")
+def _weight_groups(x, w):
+    """(groups, Kg, Cg*R*S, w as a (K, Cg*R*S) matrix) of x (N, C, H, W) and w (K, Cg, R, S)."""
+    k, cg, r_size, s_size = w.shape
+    groups = x.shape[1] // cg
+    return groups, k // groups, cg * r_size * s_size, w.reshape(k, cg * r_size * s_size)
+
+
 @njit(cache=True, parallel=True)
 def _forward(x, w, bias, y, params, rows_per_tile, chunks):
     """x (N, C, H, W), w (K, Cg, R, S), bias (K,) -> y (N, K, Ho, Wo)."""
-    n_images, c = x.shape[0], x.shape[1]
-    k, cg, r_size, s_size = w.shape
-    groups = c // cg
-    kg = k // groups
-    out_h, out_w = y.shape[2], y.shape[3]
-    crs = cg * r_size * s_size
-    wmat = w.reshape(k, crs)
+    groups, kg, crs, wmat = _weight_groups(x, w)
+    r_size, s_size, out_h, out_w = w.shape[2], w.shape[3], y.shape[2], y.shape[3]
     for t in prange(chunks):
         col_buf = np.empty(crs * rows_per_tile * out_w, x.dtype)
         out_buf = np.empty(kg * rows_per_tile * out_w, x.dtype)
-        n0, n1 = chunk_bounds(n_images, chunks, t)
+        n0, n1 = chunk_bounds(x.shape[0], chunks, t)
         for row0 in range(n0 * out_h, n1 * out_h, rows_per_tile):
             rows = min(rows_per_tile, n1 * out_h - row0)
             col = col_buf[:crs * rows * out_w].reshape(crs, rows * out_w)
@@ -89,19 +92,14 @@ def _forward(x, w, bias, y, params, rows_per_tile, chunks):
 def _backward(dy, x, w, dx, dw_parts, params, rows_per_tile, chunks, need_dx, need_dw):
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W) += col2im (dx zeroed by the caller) and
     dw_parts (chunks, K, Cg*R*S) = each chunk's share of dW."""
-    n_images, c = x.shape[0], x.shape[1]
-    k, cg, r_size, s_size = w.shape
-    groups = c // cg
-    kg = k // groups
-    out_h, out_w = dy.shape[2], dy.shape[3]
-    crs = cg * r_size * s_size
-    wmat = w.reshape(k, crs)
+    groups, kg, crs, wmat = _weight_groups(x, w)
+    r_size, s_size, out_h, out_w = w.shape[2], w.shape[3], dy.shape[2], dy.shape[3]
     for t in prange(chunks):
         col_buf = np.empty(crs * rows_per_tile * out_w, x.dtype)
         dy_buf = np.empty(kg * rows_per_tile * out_w, x.dtype)
         dw_tile = np.empty((kg, crs), x.dtype)
         dw_parts[t] = 0
-        n0, n1 = chunk_bounds(n_images, chunks, t)
+        n0, n1 = chunk_bounds(x.shape[0], chunks, t)
         for row0 in range(n0 * out_h, n1 * out_h, rows_per_tile):
             rows = min(rows_per_tile, n1 * out_h - row0)
             col = col_buf[:crs * rows * out_w].reshape(crs, rows * out_w)
