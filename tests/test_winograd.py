@@ -117,3 +117,9 @@ def test_applicable_up_to_the_block_width():
     wide = winograd.COLS * 4
     assert winograd.applicable(conv_geometry(np.empty((1, 1, 3, wide + 2)), np.empty((1, 1, 3, 3))))
     assert not winograd.applicable(conv_geometry(np.empty((1, 1, 3, wide + 3)), np.empty((1, 1, 3, 3))))
+
+
+def test_workspace_counts_the_transformed_weights_and_blocks():
+    g = conv_geometry(np.empty((8, 64, 56, 56), np.float32), np.empty((64, 64, 3, 3), np.float32), padding=1)
+    weights = 36 * 64 * 64 * 4
+    assert weights < winograd.workspace_bytes(g) < 16 * weights

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from fastconv._threads import get_num_threads
 from fastconv.backends.numba._parallel import blas_for, num_chunks
 
 #: the 1-D transforms for each output tile size m (points 0, +-1, +-2, inf), in float64: AT[(G g) * (BT d)] is
@@ -86,7 +87,8 @@ def conv2d_forward_winograd(x, w, b, g, m: int | None = None):
     if -(-g.out_w // m) > COLS:
         raise ValueError(f"winograd F({m}x{m}, 3x3): an output row of {g.out_w} pixels is more than the "
                          f"{COLS} tiles of a block; check applicable(g) first")
-    rows_per_block, chunks = _blocking(g, m)
+    rows_per_block, chunks = _blocking(g, m, get_num_threads())
+    chunks = num_chunks(chunks)  # also sets numba's thread count
     bias = np.zeros(g.k, g.dtype) if b is None else b
     y = np.empty(g.y_shape, g.dtype)
     with blas_for(chunks):  # also for the weight transform: threaded BLAS on its thin GEMM can take 10 ms
@@ -95,13 +97,23 @@ def conv2d_forward_winograd(x, w, b, g, m: int | None = None):
     return y
 
 
-def _blocking(g, m: int) -> tuple[int, int]:
+def workspace_bytes(g) -> int:
+    """Scratch bytes of conv2d_forward_winograd: V, and per thread a block's U and M planes and row buffers."""
+    m = tile_size(g)
+    alpha2 = (m + 2) ** 2
+    rows_per_block, chunks = _blocking(g, m, get_num_threads())
+    block_tiles = rows_per_block * -(-g.out_w // m)
+    per_thread = alpha2 * ((g.c + g.k) * block_tiles + 2 * (COLS + SKEW)) + 2 * alpha2 * COLS + 3 * m * COLS
+    return (alpha2 * g.k * g.c + chunks * per_thread) * g.dtype.itemsize
+
+
+def _blocking(g, m: int, threads: int) -> tuple[int, int]:
     """(tile rows per block, parallel chunks): blocks of at most COLS tiles, as equal as possible, their count
     a multiple of the chunks so that every thread gets the same work."""
     tiles_w = -(-g.out_w // m)
     tile_rows = g.n * -(-g.out_h // m)
     blocks = -(-tile_rows // (COLS // tiles_w))
-    chunks = num_chunks(blocks)
+    chunks = max(1, min(threads, blocks))
     blocks = -(-blocks // chunks) * chunks
     return -(-tile_rows // blocks), chunks
 
