@@ -106,3 +106,14 @@ def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rn
     for got, want in zip(fc.conv2d_backward(dy, x, w, padding=1, backend="cython"),
                          fc.conv2d_backward(dy, x, w, padding=1, backend="naive")):
         assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("width", [8, 9])
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_disjoint_avg_pool_backward_on_even_and_odd_widths(cython_backend, rng, width, ceil_mode):
+    """2x2 windows tiling w take a vectorized path; an odd last column is left out or pooled alone."""
+    x = random_array(rng, (2, 3, 7, width), np.float64)
+    kw = dict(ceil_mode=ceil_mode, count_include_pad=False)
+    dy = random_array(rng, fc.avg_pool2d(x, 2, backend="naive", **kw).shape, np.float64)
+    assert_close(fc.avg_pool2d_backward(dy, x, 2, backend="cython", **kw),
+                 fc.avg_pool2d_backward(dy, x, 2, backend="naive", **kw), np.float64)

@@ -202,19 +202,25 @@ def avg_backward_disjoint(const floating[:, :, :, ::1] dy, const floating[:, ::1
     """dx (n, c, h, w) from dy (n, c, out_h, out_w) when windows do not overlap: every dx element written once.
 
     divisor (out_h, out_w); row_window (h,) / col_window (w,): the window row / column covering each input row /
-    column, -1 / out_w where none does; workspace (threads, out_w + 1): one row of shares plus a zero.
+    column, -1 / out_w where none does. workspace (threads, out_w + 1 + w): a row of shares plus a zero, then
+    the dx row they expand to, built once per window row and copied to each input row under it.
     """
     cdef Py_ssize_t n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], w = dx.shape[3]
     cdef Py_ssize_t out_h = dy.shape[2], out_w = dy.shape[3], plane, ih, iw, ow, oh, tid
+    cdef bint pairs = True  # 2-wide windows tiling w exactly: the expansion is a vectorizable interleave
     cdef const floating *grad
     cdef const int *cols = &col_window[0]
     cdef floating *row
     cdef floating *share
+    cdef floating *expanded
+    for iw in range(w):
+        pairs = pairs and cols[iw] == iw // 2
     tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
         for plane in prange(n * c, schedule="static"):
             share = &workspace[tid, 0]
+            expanded = share + out_w + 1
             share[out_w] = 0
             for ih in range(h):
                 row = &dx[0, 0, 0, 0] + (plane * h + ih) * w
@@ -223,8 +229,17 @@ def avg_backward_disjoint(const floating[:, :, :, ::1] dy, const floating[:, ::1
                     for iw in range(w):
                         row[iw] = 0
                     continue
-                grad = &dy[0, 0, 0, 0] + (plane * out_h + oh) * out_w
-                for ow in range(out_w):
-                    share[ow] = grad[ow] / divisor[oh, ow]
+                if ih == 0 or row_window[ih - 1] != oh:
+                    grad = &dy[0, 0, 0, 0] + (plane * out_h + oh) * out_w
+                    for ow in range(out_w):
+                        share[ow] = grad[ow] / divisor[oh, ow]
+                    iw = 0
+                    if pairs:
+                        for ow in range(w // 2):
+                            expanded[2 * ow] = share[ow]
+                            expanded[2 * ow + 1] = share[ow]
+                        iw = w - w % 2
+                    for iw in range(iw, w):
+                        expanded[iw] = share[cols[iw]]
                 for iw in range(w):
-                    row[iw] = share[cols[iw]]
+                    row[iw] = expanded[iw]

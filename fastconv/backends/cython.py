@@ -327,5 +327,6 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
         return dx
     rows = _covering_window(g.out_h, g.stride_h, g.kh, g.pad_top, g.h, -1)
     cols = _covering_window(g.out_w, g.stride_w, g.kw, g.pad_left, g.w, g.out_w)
-    _pool.avg_backward_disjoint(dy, divisor, rows, cols, dx, np.empty((threads, g.out_w + 1), g.dtype), threads)
+    _pool.avg_backward_disjoint(dy, divisor, rows, cols, dx, np.empty((threads, g.out_w + 1 + g.w), g.dtype),
+                                threads)
     return dx
