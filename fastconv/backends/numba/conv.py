@@ -11,11 +11,12 @@ C and K swapped ("rotated"), which reuses the fastest forward method; elsewhere 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import get_num_threads
 from fastconv.backends.numba import conv_direct, conv_gemm, conv_pointwise
+from fastconv.backends.numba._columns import FMA_AND_REORDER
 from fastconv.backends.numba._parallel import num_chunks
 
 #: fewest input and output channels for which Winograd is the preferred forward method
@@ -78,16 +79,19 @@ def rotated_weights(w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return np.ascontiguousarray(per_group.transpose(0, 2, 1, 3, 4)).reshape(g.c, g.k_per_group, g.r, g.s)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
 def _bias_grad(dy):
-    """dy (N, K, P) -> db (K,): sums over images and pixels, channels in parallel."""
+    """dy (N, K, P) -> db (K,): sums over images and pixels, channels in parallel (flat unsigned offsets,
+    as in _columns, so that the sums vectorize)."""
     n_images, k, pixels = dy.shape
+    flat, count = dy.ravel(), uint64(pixels)
     db = np.empty(k, dy.dtype)
     for kk in prange(k):
         total = dy.dtype.type(0)
         for n in range(n_images):
-            for p in range(pixels):
-                total += dy[n, kk, p]
+            first = uint64((n * k + kk) * pixels)
+            for p in range(count):
+                total += flat[first + p]
         db[kk] = total
     return db
 
@@ -110,16 +114,16 @@ def _backward_with(dx_dw_module, rotated: bool):
 
 
 def backward_methods(g: ConvGeometry) -> dict:
-    """name -> conv2d_backward for every applicable way of computing dx, dw, db, the preferred one first:
-    the special methods, then dx by the rotated forward convolution (dw by the best method), then the rest."""
+    """name -> conv2d_backward for every applicable way of computing dx, dw, db, the preferred one first.
+    "rotated" takes dx from the rotated forward convolution and dw from the best method."""
     methods = {name: _backward_with(module, rotated=False) for name, module in _methods(g)}
     if rotated_geometry(g) is None:
         return methods
     rotated = _backward_with(_methods(g)[0][1], rotated=True)
-    if g.c_per_group < ROTATED_MIN_CHANNELS:  # the rotated convolution's GEMMs would have too few rows
-        return {**methods, "rotated": rotated}
-    special = {name: method for name, method in methods.items() if name != "gemm"}
-    return {**special, "rotated": rotated, **methods}
+    # the rotated convolution is fast when its GEMMs have enough rows (Cg) or when it is depthwise itself
+    if g.c_per_group >= ROTATED_MIN_CHANNELS or g.c_per_group == g.k_per_group == 1:
+        return {"rotated": rotated, **methods}
+    return {**methods, "rotated": rotated}
 
 
 def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):

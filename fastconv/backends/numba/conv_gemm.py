@@ -11,7 +11,7 @@ column buffer, so BLAS inside runs single-threaded (see _parallel). Per tile and
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
 from fastconv.backends.numba._columns import add_columns, fill_columns, next_row
@@ -41,23 +41,32 @@ def workspace_bytes(g: ConvGeometry, chunks: int) -> int:
 
 @njit(cache=True)
 def _copy_rows(out, y, k0, row0, rows, bias):
-    """y[n, k0 + kk, oh, :] = out[kk, j*Wo:(j+1)*Wo] + bias[k0 + kk] for the tile's global rows."""
-    out_h, out_w = y.shape[2], y.shape[3]
+    """y[n, k0 + kk, oh, :] = out[kk, j*Wo:(j+1)*Wo] + bias[k0 + kk] for the tile's global rows
+    (flat unsigned offsets, as in _columns)."""
+    k, out_h, out_w = y.shape[1], y.shape[2], uint64(y.shape[3])
+    tile, image = out.ravel(), y.ravel()
     for kk in range(out.shape[0]):
         n, oh = divmod(row0, out_h)
         for j in range(rows):
-            y[n, k0 + kk, oh] = out[kk, j * out_w:(j + 1) * out_w] + bias[k0 + kk]
+            first_in = uint64(kk * out.shape[1] + j * out_w)
+            first_out = uint64(((n * k + k0 + kk) * out_h + oh) * out_w)
+            for ow in range(out_w):
+                image[first_out + ow] = tile[first_in + ow] + bias[k0 + kk]
             n, oh = next_row(n, oh, out_h)
 
 
 @njit(cache=True)
 def _gather_rows(dy, k0, row0, rows, out):
     """out[kk, j*Wo + ow] = dy[n, k0 + kk, oh, ow]: the tile's rows of dy for one group."""
-    out_h, out_w = dy.shape[2], dy.shape[3]
+    k, out_h, out_w = dy.shape[1], dy.shape[2], uint64(dy.shape[3])
+    image, tile = dy.ravel(), out.ravel()
     for kk in range(out.shape[0]):
         n, oh = divmod(row0, out_h)
         for j in range(rows):
-            out[kk, j * out_w:(j + 1) * out_w] = dy[n, k0 + kk, oh]
+            first_in = uint64(((n * k + k0 + kk) * out_h + oh) * out_w)
+            first_out = uint64(kk * out.shape[1] + j * out_w)
+            for ow in range(out_w):
+                tile[first_out + ow] = image[first_in + ow]
             n, oh = next_row(n, oh, out_h)
 
 
