@@ -75,50 +75,60 @@ def _plane_row(n, channel, ih, channels, height, width):
     return uint64(((n * channels + channel) * height + ih) * width)
 
 
-@njit(cache=True)
-def _move_columns(x, col, group, row0, rows, r_size, s_size, params, out_h, out_w, gather):
-    """gather: col (Cg*R*S, rows*Wo) = the windows of x (N, C, H, W), zero at padding (im2col);
-    otherwise the adjoint: x += col scattered back to its cells (col2im).
-
-    Flat unsigned offsets instead of 4-D indexing or row views: numba then neither checks for negative
-    indices nor counts references, which makes this 2.5x faster."""
+@njit(cache=True, inline="always")
+def _segment(x_shape, col_shape, group, c, r, s, n, oh, j, params, out_w):
+    """Where one row segment of the column matrix meets x: (inside, first, start, lo, hi) with first the
+    flat offset of col[q, j*Wo], start that of the input cell of column lo, and [lo, hi) the columns whose
+    cell lies inside x; inside is False when the whole segment is padding (the input row is outside)."""
     sh, sw, dh, dw, top, left = params
-    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
-    image, columns = x.ravel(), col.ravel()
-    row_length, step = uint64(col.shape[1]), uint64(sw)
-    cg = col.shape[0] // (r_size * s_size)
-    for c in range(cg):
-        for r in range(r_size):
-            for s in range(s_size):
-                q = (c * r_size + r) * s_size + s
-                lo, hi, offset = valid_columns(s, params, width, out_w)
-                n, oh = divmod(row0, out_h)
-                for j in range(rows):
-                    ih = oh * sh + r * dh - top
-                    first = uint64(q) * row_length + uint64(j * out_w)
-                    inside = 0 <= ih < height
-                    if inside:
-                        start = _plane_row(n, group * cg + c, ih, channels, height, width) + uint64(lo * sw + offset)
-                        if gather:
-                            for i in range(uint64(hi - lo)):
-                                columns[first + uint64(lo) + i] = image[start + i * step]
-                        else:
-                            for i in range(uint64(hi - lo)):
-                                image[start + i * step] += columns[first + uint64(lo) + i]
-                    if gather:  # the padding cells of this row segment
-                        for ow in range(uint64(out_w)):
-                            if not inside or ow < uint64(lo) or ow >= uint64(hi):
-                                columns[first + ow] = 0
-                    n, oh = next_row(n, oh, out_h)
+    channels, height, width = x_shape[1], x_shape[2], x_shape[3]
+    r_size, s_size = col_shape[2], col_shape[3]
+    cg = col_shape[0] // (r_size * s_size)
+    q = (c * r_size + r) * s_size + s
+    lo, hi, offset = valid_columns(s, params, width, out_w)
+    ih = oh * sh + r * dh - top
+    first = uint64(q) * uint64(col_shape[1]) + uint64(j * out_w)
+    start = _plane_row(n, group * cg + c, ih, channels, height, width) + uint64(lo * sw + offset)
+    return 0 <= ih < height, first, start, uint64(lo), uint64(hi)
 
 
 @njit(cache=True)
 def fill_columns(x, group, row0, rows, r_size, s_size, params, out_h, out_w, col):
-    """x (N, C, H, W) -> col (Cg*R*S, rows*Wo), as in the module docstring."""
-    _move_columns(x, col, group, row0, rows, r_size, s_size, params, out_h, out_w, True)
+    """x (N, C, H, W) -> col (Cg*R*S, rows*Wo), as in the module docstring.
+
+    Flat unsigned offsets instead of 4-D indexing or row views: numba then neither checks for negative
+    indices nor counts references, which makes this 2.5x faster."""
+    image, columns, step = x.ravel(), col.ravel(), uint64(params[1])
+    shape = (col.shape[0], col.shape[1], r_size, s_size)
+    for c in range(col.shape[0] // (r_size * s_size)):
+        for r in range(r_size):
+            for s in range(s_size):
+                n, oh = divmod(row0, out_h)
+                for j in range(rows):
+                    inside, first, start, lo, hi = _segment(x.shape, shape, group, c, r, s, n, oh, j, params, out_w)
+                    if not inside:
+                        lo = hi = uint64(0)
+                    for ow in range(lo):
+                        columns[first + ow] = 0
+                    for i in range(hi - lo):
+                        columns[first + lo + i] = image[start + i * step]
+                    for ow in range(hi, uint64(out_w)):
+                        columns[first + ow] = 0
+                    n, oh = next_row(n, oh, out_h)
 
 
 @njit(cache=True)
 def add_columns(col, group, row0, rows, r_size, s_size, params, out_h, out_w, dx):
     """The adjoint of fill_columns: dx (N, C, H, W) += col (Cg*R*S, rows*Wo) scattered to its cells."""
-    _move_columns(dx, col, group, row0, rows, r_size, s_size, params, out_h, out_w, False)
+    image, columns, step = dx.ravel(), col.ravel(), uint64(params[1])
+    shape = (col.shape[0], col.shape[1], r_size, s_size)
+    for c in range(col.shape[0] // (r_size * s_size)):
+        for r in range(r_size):
+            for s in range(s_size):
+                n, oh = divmod(row0, out_h)
+                for j in range(rows):
+                    inside, first, start, lo, hi = _segment(dx.shape, shape, group, c, r, s, n, oh, j, params, out_w)
+                    if inside:
+                        for i in range(hi - lo):
+                            image[start + i * step] += columns[first + lo + i]
+                    n, oh = next_row(n, oh, out_h)

@@ -65,6 +65,7 @@ AT = {
 #: tiles per block (a compile-time constant, so that the transform loops have a fixed trip count): enough
 #: columns for an efficient GEMM, few enough for a block's U and M to stay in cache
 COLS = 128
+UCOLS = np.uint64(COLS)
 #: extra elements between the alpha^2 planes of U and M, so that the rows one transform touches (a plane apart)
 #: are not all a multiple of 4 KiB apart
 SKEW = 16
@@ -226,64 +227,71 @@ def _split_phases(flat, patch, base, tiles, m):
 def _bt(src, first, step, k, dst, d_first, d_step, kk, m):
     """dst[d_first + i*d_step, kk:kk+COLS] = sum_e BT[i, e] src[first + e*step, k:k+COLS] (alpha -> alpha rows).
 
-    One loop per output row, over the COLS tiles of contiguous rows, with only the non-zero terms: few enough
-    pointers for the compiler to vectorize."""
+    One loop per output row over COLS contiguous columns, with only the non-zero terms, so that the compiler
+    vectorizes it. Indices are unsigned (no negative-index wraparound) and no views are made (each view costs
+    two atomic reference-count updates)."""
+    r0, r1, r2, r3, r4, r5 = _rows(first, step)
+    o0, o1, o2, o3, o4, o5 = _rows(d_first, d_step)
+    k, kk = np.uint64(k), np.uint64(kk)
     if m == 2:
-        d0, d1, d2, d3 = src[first, k:k + COLS], src[first + step, k:k + COLS], src[first + 2 * step, k:k + COLS], src[first + 3 * step, k:k + COLS]
-        o0, o1 = dst[d_first, kk:kk + COLS], dst[d_first + d_step, kk:kk + COLS]
-        o2, o3 = dst[d_first + 2 * d_step, kk:kk + COLS], dst[d_first + 3 * d_step, kk:kk + COLS]
-        for t in range(COLS):
-            o0[t] = d0[t] - d2[t]
-        for t in range(COLS):
-            o1[t] = d1[t] + d2[t]
-        for t in range(COLS):
-            o2[t] = d2[t] - d1[t]
-        for t in range(COLS):
-            o3[t] = d1[t] - d3[t]
+        for t in range(UCOLS):
+            dst[o0, kk + t] = src[r0, k + t] - src[r2, k + t]
+        for t in range(UCOLS):
+            dst[o1, kk + t] = src[r1, k + t] + src[r2, k + t]
+        for t in range(UCOLS):
+            dst[o2, kk + t] = src[r2, k + t] - src[r1, k + t]
+        for t in range(UCOLS):
+            dst[o3, kk + t] = src[r1, k + t] - src[r3, k + t]
         return
     two, four, five = src.dtype.type(2), src.dtype.type(4), src.dtype.type(5)
-    d0, d1, d2, d3 = src[first, k:k + COLS], src[first + step, k:k + COLS], src[first + 2 * step, k:k + COLS], src[first + 3 * step, k:k + COLS]
-    d4, d5 = src[first + 4 * step, k:k + COLS], src[first + 5 * step, k:k + COLS]
-    o0, o1, o2 = dst[d_first, kk:kk + COLS], dst[d_first + d_step, kk:kk + COLS], dst[d_first + 2 * d_step, kk:kk + COLS]
-    o3, o4, o5 = dst[d_first + 3 * d_step, kk:kk + COLS], dst[d_first + 4 * d_step, kk:kk + COLS], dst[d_first + 5 * d_step, kk:kk + COLS]
-    for t in range(COLS):
-        o0[t] = four * d0[t] - five * d2[t] + d4[t]
-    for t in range(COLS):
-        o1[t] = (d3[t] + d4[t]) - four * (d1[t] + d2[t])
-    for t in range(COLS):
-        o2[t] = (d4[t] - d3[t]) + four * (d1[t] - d2[t])
-    for t in range(COLS):
-        o3[t] = (d4[t] - d2[t]) + two * (d3[t] - d1[t])
-    for t in range(COLS):
-        o4[t] = (d4[t] - d2[t]) - two * (d3[t] - d1[t])
-    for t in range(COLS):
-        o5[t] = four * d1[t] - five * d3[t] + d5[t]
+    for t in range(UCOLS):
+        dst[o0, kk + t] = four * src[r0, k + t] - five * src[r2, k + t] + src[r4, k + t]
+    for t in range(UCOLS):
+        dst[o1, kk + t] = (src[r3, k + t] + src[r4, k + t]) - four * (src[r1, k + t] + src[r2, k + t])
+    for t in range(UCOLS):
+        dst[o2, kk + t] = (src[r4, k + t] - src[r3, k + t]) + four * (src[r1, k + t] - src[r2, k + t])
+    for t in range(UCOLS):
+        dst[o3, kk + t] = (src[r4, k + t] - src[r2, k + t]) + two * (src[r3, k + t] - src[r1, k + t])
+    for t in range(UCOLS):
+        dst[o4, kk + t] = (src[r4, k + t] - src[r2, k + t]) - two * (src[r3, k + t] - src[r1, k + t])
+    for t in range(UCOLS):
+        dst[o5, kk + t] = four * src[r1, k + t] - five * src[r3, k + t] + src[r5, k + t]
 
 
 @njit(cache=True)
 def _at(src, first, step, k, dst, d_first, d_step, kk, m):
-    """dst[d_first + i*d_step, kk:kk+COLS] = sum_e AT[i, e] src[first + e*step, k:k+COLS] (alpha -> m rows)."""
+    """dst[d_first + i*d_step, kk:kk+COLS] = sum_e AT[i, e] src[first + e*step, k:k+COLS] (alpha -> m rows),
+    written like _bt."""
+    s0, s1, s2, s3, s4, s5 = _rows(first, step)
+    o0, o1, o2, o3 = _rows(d_first, d_step)[:4]
+    k, kk = np.uint64(k), np.uint64(kk)
     if m == 2:
-        s0, s1, s2, s3 = src[first, k:k + COLS], src[first + step, k:k + COLS], src[first + 2 * step, k:k + COLS], src[first + 3 * step, k:k + COLS]
-        o0, o1 = dst[d_first, kk:kk + COLS], dst[d_first + d_step, kk:kk + COLS]
-        for t in range(COLS):
-            o0[t] = s0[t] + s1[t] + s2[t]
-        for t in range(COLS):
-            o1[t] = s1[t] - s2[t] - s3[t]
+        for t in range(UCOLS):
+            dst[o0, kk + t] = src[s0, k + t] + src[s1, k + t] + src[s2, k + t]
+        for t in range(UCOLS):
+            dst[o1, kk + t] = src[s1, k + t] - src[s2, k + t] - src[s3, k + t]
         return
     two, four, eight = src.dtype.type(2), src.dtype.type(4), src.dtype.type(8)
-    s0, s1, s2, s3 = src[first, k:k + COLS], src[first + step, k:k + COLS], src[first + 2 * step, k:k + COLS], src[first + 3 * step, k:k + COLS]
-    s4, s5 = src[first + 4 * step, k:k + COLS], src[first + 5 * step, k:k + COLS]
-    o0, o1 = dst[d_first, kk:kk + COLS], dst[d_first + d_step, kk:kk + COLS]
-    o2, o3 = dst[d_first + 2 * d_step, kk:kk + COLS], dst[d_first + 3 * d_step, kk:kk + COLS]
-    for t in range(COLS):
-        o0[t] = s0[t] + s1[t] + s2[t] + s3[t] + s4[t]
-    for t in range(COLS):
-        o1[t] = (s1[t] - s2[t]) + two * (s3[t] - s4[t])
-    for t in range(COLS):
-        o2[t] = (s1[t] + s2[t]) + four * (s3[t] + s4[t])
-    for t in range(COLS):
-        o3[t] = (s1[t] - s2[t]) + eight * (s3[t] - s4[t]) + s5[t]
+    for t in range(UCOLS):
+        dst[o0, kk + t] = src[s0, k + t] + src[s1, k + t] + src[s2, k + t] + src[s3, k + t] + src[s4, k + t]
+    for t in range(UCOLS):
+        dst[o1, kk + t] = (src[s1, k + t] - src[s2, k + t]) + two * (src[s3, k + t] - src[s4, k + t])
+    for t in range(UCOLS):
+        dst[o2, kk + t] = (src[s1, k + t] + src[s2, k + t]) + four * (src[s3, k + t] + src[s4, k + t])
+    for t in range(UCOLS):
+        dst[o3, kk + t] = ((src[s1, k + t] - src[s2, k + t]) + eight * (src[s3, k + t] - src[s4, k + t])
+                           + src[s5, k + t])
+
+
+@njit(cache=True)
+def _rows(first, step):
+    """The six row indices first + e*step, unsigned (rows past alpha are never touched)."""
+    r0, d = np.uint64(first), np.uint64(step)
+    r1 = r0 + d
+    r2 = r1 + d
+    r3 = r2 + d
+    r4 = r3 + d
+    return r0, r1, r2, r3, r4, r4 + d
 
 
 @njit(cache=True)
