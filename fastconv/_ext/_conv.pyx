@@ -5,18 +5,18 @@ Shapes (one ConvShape p): x (n, c, h, w), w (k, c/groups, r, s), y and dy (n, k,
 Padding is implicit: a tap outside x reads zero. pad_top/pad_left may be negative (the grad of x at stride 1
 runs as a forward convolution with padding dilation*(r-1) - pad).
 
-Two families:
+Three families:
 - GEMM kernels work on tiles of output rows of one image and one group: im2col of the tile into a per-thread
   workspace (col, (c/groups*r*s) x (rows*out_w)), then one BLAS call whose output is the tile of y in place
   (row stride out_h*out_w). A 1x1, stride-1, unpadded convolution skips im2col: the tile of x is the column
   matrix. Threads own work items (image, group, tile) and call BLAS single-threaded (the caller limits it).
 - Direct kernels for c/groups == 1 (depthwise, and a single input channel): loops over (image, channel)
   planes whose inner loop runs along a row, so that the compiler vectorizes it.
+- Winograd F(2x2, 3x3) for 3x3 stride-1 layers: transforms along rows, 16 GEMMs per block of tiles.
 """
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
-from libc.string cimport memset
 
 from ._blas cimport gemm
 

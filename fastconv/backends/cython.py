@@ -1,12 +1,16 @@
 """The cython backend: compiled kernels (fastconv/_ext) with OpenMP loops and scipy's BLAS.
 
 Methods, by shape family (see fastconv/_ext/_conv.pyx):
-- c/groups == 1 (depthwise, single input channel): direct loops over (image, channel) planes, all three
-  gradients; no workspace.
+- depthwise (one input and one output channel per group): direct loops over (image, channel) planes on a
+  zero-padded copy of the plane; the grad of w also sums db.
+- 3x3, stride 1, undilated, >= 16 channels per group: Winograd F(2x2, 3x3) forward, 16 GEMMs per block.
 - otherwise forward and grad of w: im2col of a tile of output rows into a per-thread workspace and one GEMM per
   (image, group, tile) writing y (or a per-thread dw) in place; 1x1 stride-1 unpadded layers skip im2col.
-- grad of x: at stride 1 a forward convolution of dy with the kernel rotated by 180 degrees (channels swapped
-  within each group); at larger strides GEMM then col2im per (image, group).
+- grad of x: at stride 1 (when groups have no more outputs than inputs) a forward convolution of dy with the
+  kernel rotated by 180 degrees, so through the methods above; otherwise GEMM then col2im per (image, group),
+  or direct loops for depthwise.
+- pooling: one pass per (image, channel) plane writing y and the argmax together; the backward of
+  non-overlapping average pooling writes each dx element once.
 
 This module allocates every output and workspace with numpy (so tracemalloc sees them) and passes the thread
 count to the kernels; while a kernel's own loop runs on several threads, BLAS is limited to one thread.
