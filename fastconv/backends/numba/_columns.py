@@ -70,26 +70,15 @@ def next_row(n, oh, out_h):
 
 
 @njit(cache=True, inline="always")
-def _plane_row(n, channel, ih, channels, height, width):
-    """Flat offset of x[n, channel, ih, 0] in an (N, C, H, W) array."""
-    return uint64(((n * channels + channel) * height + ih) * width)
-
-
-@njit(cache=True, inline="always")
-def _segment(x_shape, col_shape, group, c, r, s, n, oh, j, params, out_w):
-    """Where one row segment of the column matrix meets x: (inside, first, start, lo, hi) with first the
-    flat offset of col[q, j*Wo], start that of the input cell of column lo, and [lo, hi) the columns whose
-    cell lies inside x; inside is False when the whole segment is padding (the input row is outside)."""
+def _tap(x_shape, group, c, r, s, r_size, s_size, cg, params, out_w):
+    """Where tap (c, r, s) reads x: (q, lo, hi, channel_offset, column_offset) with q the row of
+    the column matrix, [lo, hi) the output columns whose cell lies inside x, and x's flat offset of the cell
+    read by output (n, oh, lo) being channel_offset + n*C*H*W + (oh*sh + r*dh - top)*W + column_offset."""
     sh, sw, dh, dw, top, left = params
     channels, height, width = x_shape[1], x_shape[2], x_shape[3]
-    r_size, s_size = col_shape[2], col_shape[3]
-    cg = col_shape[0] // (r_size * s_size)
-    q = (c * r_size + r) * s_size + s
     lo, hi, offset = valid_columns(s, params, width, out_w)
-    ih = oh * sh + r * dh - top
-    first = uint64(q) * uint64(col_shape[1]) + uint64(j * out_w)
-    start = _plane_row(n, group * cg + c, ih, channels, height, width) + uint64(lo * sw + offset)
-    return 0 <= ih < height, first, start, uint64(lo), uint64(hi)
+    channel_offset = (group * cg + c) * height * width
+    return (c * r_size + r) * s_size + s, uint64(lo), uint64(hi), channel_offset, lo * sw + offset
 
 
 @njit(cache=True)
@@ -98,37 +87,48 @@ def fill_columns(x, group, row0, rows, r_size, s_size, params, out_h, out_w, col
 
     Flat unsigned offsets instead of 4-D indexing or row views: numba then neither checks for negative
     indices nor counts references, which makes this 2.5x faster."""
-    image, columns, step = x.ravel(), col.ravel(), uint64(params[1])
-    shape = (col.shape[0], col.shape[1], r_size, s_size)
-    for c in range(col.shape[0] // (r_size * s_size)):
+    sh, sw, dh, dw, top, left = params
+    image, columns, step = x.ravel(), col.ravel(), uint64(sw)
+    plane, height, width = x.shape[1] * x.shape[2] * x.shape[3], x.shape[2], x.shape[3]
+    cg = col.shape[0] // (r_size * s_size)
+    for c in range(cg):
         for r in range(r_size):
             for s in range(s_size):
+                q, lo, hi, channel_offset, column_offset = _tap(x.shape, group, c, r, s, r_size, s_size, cg,
+                                                                params, out_w)
                 n, oh = divmod(row0, out_h)
                 for j in range(rows):
-                    inside, first, start, lo, hi = _segment(x.shape, shape, group, c, r, s, n, oh, j, params, out_w)
-                    if not inside:
-                        lo = hi = uint64(0)
-                    for ow in range(lo):
-                        columns[first + ow] = 0
-                    for i in range(hi - lo):
-                        columns[first + lo + i] = image[start + i * step]
-                    for ow in range(hi, uint64(out_w)):
-                        columns[first + ow] = 0
+                    ih = oh * sh + r * dh - top
+                    first = uint64(q * col.shape[1] + j * out_w)
+                    inside = 0 <= ih < height
+                    start = uint64(n * plane + channel_offset + ih * width + column_offset)
+                    for ow in range(uint64(out_w)):
+                        if not inside or ow < lo or ow >= hi:
+                            columns[first + ow] = 0
+                    if inside:
+                        for i in range(hi - lo):
+                            columns[first + lo + i] = image[start + i * step]
                     n, oh = next_row(n, oh, out_h)
 
 
 @njit(cache=True)
 def add_columns(col, group, row0, rows, r_size, s_size, params, out_h, out_w, dx):
     """The adjoint of fill_columns: dx (N, C, H, W) += col (Cg*R*S, rows*Wo) scattered to its cells."""
-    image, columns, step = dx.ravel(), col.ravel(), uint64(params[1])
-    shape = (col.shape[0], col.shape[1], r_size, s_size)
-    for c in range(col.shape[0] // (r_size * s_size)):
+    sh, sw, dh, dw, top, left = params
+    image, columns, step = dx.ravel(), col.ravel(), uint64(sw)
+    plane, height, width = dx.shape[1] * dx.shape[2] * dx.shape[3], dx.shape[2], dx.shape[3]
+    cg = col.shape[0] // (r_size * s_size)
+    for c in range(cg):
         for r in range(r_size):
             for s in range(s_size):
+                q, lo, hi, channel_offset, column_offset = _tap(dx.shape, group, c, r, s, r_size, s_size, cg,
+                                                                params, out_w)
                 n, oh = divmod(row0, out_h)
                 for j in range(rows):
-                    inside, first, start, lo, hi = _segment(dx.shape, shape, group, c, r, s, n, oh, j, params, out_w)
-                    if inside:
+                    ih = oh * sh + r * dh - top
+                    if 0 <= ih < height:
+                        first = uint64(q * col.shape[1] + j * out_w)
+                        start = uint64(n * plane + channel_offset + ih * width + column_offset)
                         for i in range(hi - lo):
                             image[start + i * step] += columns[first + lo + i]
                     n, oh = next_row(n, oh, out_h)

@@ -65,7 +65,8 @@ AT = {
 #: tiles per block (a compile-time constant, so that the transform loops have a fixed trip count): enough
 #: columns for an efficient GEMM, few enough for a block's U and M to stay in cache
 COLS = 128
-UCOLS = np.uint64(COLS)
+#: unsigned index constants: numba wraps negative signed indices, a check that blocks vectorization
+UCOLS, ONE, TWO, THREE, FOUR = np.uint64(COLS), np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
 #: extra elements between the alpha^2 planes of U and M, so that the rows one transform touches (a plane apart)
 #: are not all a multiple of 4 KiB apart
 SKEW = 16
@@ -175,52 +176,51 @@ def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, chunks):
 
 @njit(cache=True)
 def _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat, extra, patch, m):
-    """patch[a*alpha + b, 0, t] = x[n, c, ti*m + a - pad_top, j*m + b - pad_left] (zero outside x) for the
-    tiles t = (row - first)*tiles_w + j of tile rows first .. last-1 (row = n*tiles_h + ti).
+    """patch[a*alpha + b, t] = x[n, c, ti*m + a - pad_top, j*m + b - pad_left] (zero outside x) for the tiles
+    t = (row - first)*tiles_w + j of tile rows first .. last-1 (row = n*tiles_h + ti).
 
     Every loop runs over the whole block: for each a, flat holds the block's padded input rows end to end
     (tiles_w*m columns each, their padding cells stay zero) and extra[rr] the two columns past each row's end;
-    patch row (a, b < m) is flat at stride m, and row (a, m + e) is row (a, e) shifted by one tile."""
+    patch row (a, b < m) is flat at stride m, and row (a, m + e) is row (a, e) shifted by one tile.
+    Hot loops index with unsigned integers and make no views (see _bt)."""
     height, width = x.shape[2], x.shape[3]
     alpha, span = m + 2, tiles_w * m
     col0, col1 = max(pad_left, 0), min(pad_left + width, span)  # flat columns holding x's columns
+    count, x_col0, uc = np.uint64(max(col1 - col0, 0)), np.uint64(col0 - pad_left), np.uint64(c)
     tiles = (last - first) * tiles_w
     for a in range(alpha):
         for row in range(first, last):
             rr, n, ti = row - first, row // tiles_h, row % tiles_h
             h = ti * m + a - pad_top
-            seg = flat[rr * span:(rr + 1) * span]
-            if 0 <= h < height:
-                src = x[n, c, h]
-                dst, row_src = seg[col0:col1], src[col0 - pad_left:col1 - pad_left]
-                for i in range(col1 - col0):  # indices from 0: no negative-index wraparound, plain vector copy
-                    dst[i] = row_src[i]
-                for e in range(2):
-                    col = span + e - pad_left
-                    extra[rr, e] = src[col] if 0 <= col < width else 0
-            else:
-                seg[col0:col1] = 0
-                extra[rr, :] = 0
+            seg = np.uint64(rr * span + col0)
+            inside = 0 <= h < height
+            un, uh = np.uint64(n), np.uint64(h if inside else 0)
+            for i in range(count):
+                flat[seg + i] = x[un, uc, uh, x_col0 + i] if inside else 0
+            for e in range(2):
+                col = span + e - pad_left
+                extra[rr, e] = x[n, c, h, col] if inside and 0 <= col < width else 0
         _split_phases(flat, patch, a * alpha, tiles, m)
         for e in range(2):
-            dst, src = patch[a * alpha + m + e], patch[a * alpha + e]
-            for t in range(tiles - 1):
-                dst[t] = src[t + 1]
+            shifted, row_e = np.uint64(a * alpha + m + e), np.uint64(a * alpha + e)
+            for t in range(np.uint64(tiles - 1)):
+                patch[shifted, t] = patch[row_e, t + ONE]
             for rr in range(last - first):
-                dst[(rr + 1) * tiles_w - 1] = extra[rr, e]
+                patch[shifted, (rr + 1) * tiles_w - 1] = extra[rr, e]
 
 
 @njit(cache=True)
 def _split_phases(flat, patch, base, tiles, m):
     """patch[base + r, t] = flat[t*m + r] for r < m, with the stride a literal so that the loads vectorize."""
-    p0, p1 = patch[base], patch[base + 1]
+    b0, n = np.uint64(base), np.uint64(tiles)
+    b1, b2, b3 = b0 + ONE, b0 + TWO, b0 + THREE
     if m == 2:
-        for t in range(tiles):
-            p0[t], p1[t] = flat[2 * t], flat[2 * t + 1]
+        for t in range(n):
+            patch[b0, t], patch[b1, t] = flat[TWO * t], flat[TWO * t + ONE]
     else:
-        p2, p3 = patch[base + 2], patch[base + 3]
-        for t in range(tiles):
-            p0[t], p1[t], p2[t], p3[t] = flat[4 * t], flat[4 * t + 1], flat[4 * t + 2], flat[4 * t + 3]
+        for t in range(n):
+            patch[b0, t], patch[b1, t] = flat[FOUR * t], flat[FOUR * t + ONE]
+            patch[b2, t], patch[b3, t] = flat[FOUR * t + TWO], flat[FOUR * t + THREE]
 
 
 @njit(cache=True)
@@ -296,31 +296,32 @@ def _rows(first, step):
 
 @njit(cache=True)
 def _scatter_tiles(o, bias, y, k, first, last, tiles_h, flat):
-    """y[n, k, ti*m + i, j*m + e] = o[i*m + e, 0, t] + bias for the tiles t = (row - first)*tiles_w + j of tile
+    """y[n, k, ti*m + i, j*m + e] = o[i*m + e, t] + bias for the tiles t = (row - first)*tiles_w + j of tile
     rows first .. last-1, clipped to y; flat interleaves one output row of every tile row of the block."""
     out_h, out_w = y.shape[2], y.shape[3]
     m = int(np.sqrt(o.shape[0]) + 0.5)
     tiles = flat.shape[0] // m
     span = (out_w + m - 1) // m * m
+    uk = np.uint64(k)
     for i in range(m):
         _merge_phases(o, i * m, bias, flat, tiles, m)
         for row in range(first, last):
             n, ti = row // tiles_h, row % tiles_h
             if ti * m + i < out_h:
-                dst, seg = y[n, k, ti * m + i], flat[(row - first) * span:]
-                for col in range(out_w):
-                    dst[col] = seg[col]
+                un, uh, seg = np.uint64(n), np.uint64(ti * m + i), np.uint64((row - first) * span)
+                for col in range(np.uint64(out_w)):
+                    y[un, uk, uh, col] = flat[seg + col]
 
 
 @njit(cache=True)
 def _merge_phases(o, base, bias, flat, tiles, m):
     """flat[t*m + e] = o[base + e, t] + bias, the inverse of _split_phases."""
-    p0, p1 = o[base], o[base + 1]
+    b0, n = np.uint64(base), np.uint64(tiles)
+    b1, b2, b3 = b0 + ONE, b0 + TWO, b0 + THREE
     if m == 2:
-        for t in range(tiles):
-            flat[2 * t], flat[2 * t + 1] = p0[t] + bias, p1[t] + bias
+        for t in range(n):
+            flat[TWO * t], flat[TWO * t + ONE] = o[b0, t] + bias, o[b1, t] + bias
     else:
-        p2, p3 = o[base + 2], o[base + 3]
-        for t in range(tiles):
-            flat[4 * t], flat[4 * t + 1] = p0[t] + bias, p1[t] + bias
-            flat[4 * t + 2], flat[4 * t + 3] = p2[t] + bias, p3[t] + bias
+        for t in range(n):
+            flat[FOUR * t], flat[FOUR * t + ONE] = o[b0, t] + bias, o[b1, t] + bias
+            flat[FOUR * t + TWO], flat[FOUR * t + THREE] = o[b2, t] + bias, o[b3, t] + bias
