@@ -573,6 +573,92 @@ def forward_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
                                  yp + (n * p.k + gi * kg) * p.out_h * p.out_w, m + m_size, &p, kg, ta0, ta1, tw)
 
 
+cdef void winograd_grad_rows(const floating *dyg, floating *dt, floating *buf, const ConvShape *p,
+                             Py_ssize_t kg, Py_ssize_t ta0, Py_ssize_t ta1, Py_ssize_t tw) noexcept nogil:
+    """dt (16, kg, tiles)[4*i + j, k, t] = (A g A^T)[i, j], g the 2x2 tile t of dyg[k] (0 past the output).
+
+    With (B^T d B) of the same tile, sum_t G^T [(A g A^T) * (B^T d B)] G is the tile's share of the grad of the
+    3x3 kernel (Winograd F(3x3, 2x2), the transpose of the forward F(2x2, 3x3)). buf: 4 rows of 2*tw.
+    """
+    cdef Py_ssize_t width = 2 * tw, tiles = (ta1 - ta0) * tw, k, a, q, e, oh, t0
+    cdef floating *r0 = buf
+    cdef floating *r1 = buf + width
+    cdef floating *r2 = buf + 2 * width
+    cdef floating *r3 = buf + 3 * width
+    cdef floating *row
+    cdef floating *dst
+    cdef const floating *src
+    for k in range(kg):
+        for a in range(ta0, ta1):
+            for e in range(2):  # the two dy rows of the tile row, zero past the output
+                row = r0 if e == 0 else r1
+                oh = 2 * a + e
+                fill(row, width, 0)
+                if oh < p.out_h:
+                    src = dyg + (k * p.out_h + oh) * p.out_w
+                    for q in range(p.out_w):
+                        row[q] = src[q]
+            for q in range(width):  # A g along rows: g0, g0 + g1, g0 - g1, -g1
+                r2[q] = r0[q] - r1[q]
+                r3[q] = -r1[q]
+                r1[q] = r0[q] + r1[q]
+            t0 = (a - ta0) * tw
+            for e in range(4):  # (A g) A^T along columns, tile by tile
+                row = buf + e * width
+                dst = dt + (4 * e * kg + k) * tiles + t0
+                for q in range(tw):
+                    dst[q] = row[2 * q]
+                dst += kg * tiles
+                for q in range(tw):
+                    dst[q] = row[2 * q] + row[2 * q + 1]
+                dst += kg * tiles
+                for q in range(tw):
+                    dst[q] = row[2 * q] - row[2 * q + 1]
+                dst += kg * tiles
+                for q in range(tw):
+                    dst[q] = -row[2 * q + 1]
+
+
+def backward_weight_winograd(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                             floating[:, :, :, :, ::1] m_partial, floating[:, ::1] workspace, ConvShape p,
+                             Py_ssize_t block_rows, int num_threads):
+    """m_partial[thread] (groups, 16, k/groups, c/groups) += (A g A^T) @ (B^T d B)^T over tiles, per thread;
+    the caller sums threads and applies G^T . G to get dw. Must hold zeros on entry; workspace as in
+    forward_winograd."""
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
+    cdef Py_ssize_t th = (p.out_h + 1) // 2, tw = (p.out_w + 1) // 2
+    cdef Py_ssize_t blocks = (th + block_rows - 1) // block_rows, items = p.n * p.groups * blocks
+    cdef Py_ssize_t item, blk, rest, n, gi, ta0, ta1, tiles, xi, tid
+    cdef Py_ssize_t v_size = 16 * cg * block_rows * tw, d_size = 16 * kg * block_rows * tw
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef floating *mp = &m_partial[0, 0, 0, 0, 0]
+    cdef floating *ws = &workspace[0, 0]
+    cdef floating *v
+    cdef floating *d
+    cdef floating *m
+    cdef Py_ssize_t ws_stride = workspace.shape[1], m_stride = p.groups * 16 * kg * cg
+    tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
+    with nogil, parallel(num_threads=num_threads):
+        tid = threadid()
+        for item in prange(items, schedule="static"):
+            blk = item % blocks
+            rest = item // blocks
+            n = rest // p.groups
+            gi = rest % p.groups
+            ta0 = blk * block_rows
+            ta1 = min(ta0 + block_rows, th)
+            tiles = (ta1 - ta0) * tw
+            v = ws + tid * ws_stride
+            d = v + v_size
+            winograd_input_rows(xp + (n * p.c + gi * cg) * p.h * p.w, v, d + d_size, &p, cg, ta0, ta1, tw)
+            winograd_grad_rows(dyp + (n * p.k + gi * kg) * p.out_h * p.out_w, d, d + d_size, &p, kg, ta0, ta1, tw)
+            m = mp + tid * m_stride + gi * 16 * kg * cg
+            for xi in range(16):
+                gemm(False, True, <int>kg, <int>cg, <int>tiles, 1, d + xi * kg * tiles, <int>tiles,
+                     v + xi * cg * tiles, <int>tiles, 1, m + xi * kg * cg, <int>cg)
+
+
 def bias_grad(const floating[:, :, ::1] dy, floating[::1] db, int num_threads):
     """db (k,) = dy (n, k, out_h*out_w) summed over images and pixels."""
     cdef Py_ssize_t n, k

@@ -3,7 +3,8 @@
 Methods, by shape family (see fastconv/_ext/_conv.pyx):
 - depthwise (one input and one output channel per group): direct loops over (image, channel) planes on a
   zero-padded copy of the plane; the grad of w also sums db.
-- 3x3, stride 1, undilated, >= 16 channels per group: Winograd F(2x2, 3x3) forward, 16 GEMMs per block.
+- 3x3, stride 1, undilated, >= 16 channels per group: Winograd F(2x2, 3x3) forward and F(3x3, 2x2) grad of w,
+  16 GEMMs per block of tiles.
 - otherwise forward and grad of w: im2col of a tile of output rows into a per-thread workspace and one GEMM per
   (image, group, tile) writing y (or a per-thread dw) in place; 1x1 stride-1 unpadded layers skip im2col.
 - grad of x: at stride 1 (when groups have no more outputs than inputs) a forward convolution of dy with the
@@ -169,6 +170,19 @@ def _winograd_kernel(w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return grouped.reshape(g.groups, 16, g.k_per_group, g.c_per_group)
 
 
+def _winograd_grad_w(dy, x, g: ConvGeometry, threads: int) -> np.ndarray:
+    """dw (k, c/groups, 3, 3) = G^T M G, M summed over tiles of (A dy A^T) * (B^T x B) by 16 GEMMs."""
+    block_rows, elements = _winograd_plan(g)
+    partial = np.zeros((threads, g.groups, 16, g.k_per_group, g.c_per_group), g.dtype)
+    with _kernel_owns_threads(threads):
+        _conv.backward_weight_winograd(dy, x, partial, _workspace(threads, elements, g.dtype), _shape(g),
+                                       block_rows, threads)
+    m = partial[0] if threads == 1 else partial.sum(axis=0)
+    left = np.tensordot(WINOGRAD_G, m.reshape(g.groups, 4, 4, g.k_per_group, g.c_per_group), axes=([0], [1]))
+    both = np.tensordot(left, WINOGRAD_G, axes=([2], [0]))  # [i, group, k, c, j]
+    return np.ascontiguousarray(both.transpose(1, 2, 3, 0, 4)).reshape(g.w_shape).astype(g.dtype, copy=False)
+
+
 def _forward_winograd(x, w, b, g: ConvGeometry) -> np.ndarray:
     threads = get_num_threads()
     u = np.ascontiguousarray(_winograd_kernel(w, g).astype(g.dtype, copy=False))
@@ -227,13 +241,15 @@ def _grad_w(dy, x, g: ConvGeometry, db: np.ndarray | None) -> np.ndarray:
         workspace = _workspace(threads, _depthwise_workspace_elements(g), g.dtype)
         _conv.backward_weight_direct(dy, x, dw, db, workspace, _shape(g), threads)
         return dw
+    if db is not None:
+        _conv.bias_grad(dy.reshape(g.n, g.k, -1), db, threads)
+    if _forward_method(g) == "winograd":
+        return _winograd_grad_w(dy, x, g, threads)
     _check_blas_sizes(g)
     partial = np.zeros((threads, g.k, g.c_per_group * g.r * g.s), g.dtype)
     workspace = _workspace(threads, _col_elements(g), g.dtype)
     with _kernel_owns_threads(threads):
         _conv.backward_weight_gemm(dy, x, partial, workspace, _shape(g), _tile_rows(g), threads)
-    if db is not None:
-        _conv.bias_grad(dy.reshape(g.n, g.k, -1), db, threads)
     dw = partial[0] if threads == 1 else partial.sum(axis=0)
     return dw.reshape(g.w_shape)
 
@@ -249,8 +265,8 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
 
 def workspace_bytes(op: str, g) -> int:
     """Bytes of scratch this backend allocates beyond the outputs, for the front end's MemoryError check."""
-    if not isinstance(g, ConvGeometry):
-        return 0
+    if op not in ("conv2d_forward", "conv2d_backward"):
+        return 0  # pooling allocates only its outputs
     threads = get_num_threads()
     if op == "conv2d_forward":
         method = _forward_method(g)
@@ -265,8 +281,12 @@ def workspace_bytes(op: str, g) -> int:
         grad_x = workspace_bytes("conv2d_forward", _rotated_geometry(g)) + nbytes(g.w_shape, g.dtype)
     else:
         grad_x = nbytes((threads, g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w), g.dtype)
-    grad_w = nbytes((threads, _col_elements(g)), g.dtype) + nbytes((threads, g.k, g.c_per_group * g.r * g.s),
-                                                                   g.dtype)
+    if _forward_method(g) == "winograd":
+        grad_w = nbytes((threads, _winograd_plan(g)[1]), g.dtype) + nbytes((threads, 16, g.k, g.c_per_group),
+                                                                           g.dtype)
+    else:
+        grad_w = nbytes((threads, _col_elements(g)), g.dtype) + nbytes(
+            (threads, g.k, g.c_per_group * g.r * g.s), g.dtype)
     return max(grad_x, grad_w)
 
 
