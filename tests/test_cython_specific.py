@@ -95,16 +95,18 @@ def test_every_forward_method_agrees_with_naive(cython_backend, rng, dtype, shap
         assert_close(method(x, w, b, g), expected, dtype)
 
 
-def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rng, dtype):
-    """Enough channels for Winograd by default; the stride-1 grad of x runs through it too."""
-    x = random_array(rng, (2, 16, 7, 6), dtype)
-    w = random_array(rng, (16, 16, 3, 3), dtype)
-    g = conv_geometry(x, w, padding=1)
+@pytest.mark.parametrize("groups, padding", [(1, 1), (2, ((0, 2), (1, 0)))])
+def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rng, dtype, groups, padding):
+    """Enough channels for Winograd by default: forward, grad of w, and grad of x (through the forward)."""
+    x = random_array(rng, (2, 16 * groups, 7, 6), dtype)
+    w = random_array(rng, (16 * groups, 16, 3, 3), dtype)
+    kw = dict(padding=padding, groups=groups)
+    g = conv_geometry(x, w, **kw)
     assert cython_backend._forward_method(g) == "winograd"
     dy = random_array(rng, g.y_shape, dtype)
-    assert_close(fc.conv2d(x, w, padding=1, backend="cython"), fc.conv2d(x, w, padding=1, backend="naive"), dtype)
-    for got, want in zip(fc.conv2d_backward(dy, x, w, padding=1, backend="cython"),
-                         fc.conv2d_backward(dy, x, w, padding=1, backend="naive")):
+    assert_close(fc.conv2d(x, w, backend="cython", **kw), fc.conv2d(x, w, backend="naive", **kw), dtype)
+    for got, want in zip(fc.conv2d_backward(dy, x, w, backend="cython", **kw),
+                         fc.conv2d_backward(dy, x, w, backend="naive", **kw)):
         assert_close(got, want, dtype)
 
 
