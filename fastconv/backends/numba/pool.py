@@ -57,17 +57,27 @@ def _max_forward(x, y, indices, rows, cols, width, inner, first_col, sw, kw):
             for i in range(rows[oh, 0], rows[oh, 1]):
                 for j in range(kw):
                     start = i * width + first_col + j
-                    if i == rows[oh, 0] and j == 0:
-                        for ow in range(lo, hi):
-                            q = start + (ow - lo) * sw
-                            best_of[row + ow] = plane[q]
-                            index_of[row + ow] = int64(q)
-                        continue
-                    for ow in range(lo, hi):
-                        q = start + (ow - lo) * sw
-                        take = _takes(plane[q], best_of[row + ow])
-                        best_of[row + ow] = plane[q] if take else best_of[row + ow]
-                        index_of[row + ow] = int64(q) if take else index_of[row + ow]
+                    first_cell = i == rows[oh, 0] and j == 0
+                    if sw == 2:  # the usual 2x2 / 3x3 stride-2 pools: a constant stride vectorizes
+                        _max_row(plane, best_of, index_of, start, uint64(2), row + lo, hi - lo, first_cell)
+                    else:
+                        _max_row(plane, best_of, index_of, start, sw, row + lo, hi - lo, first_cell)
+
+
+@njit(cache=True, inline="always")
+def _max_row(plane, best_of, index_of, start, step, first_out, count, first_cell):
+    """One window cell for count consecutive windows: cell start + o*step of window first_out + o either
+    starts the window (first_cell) or replaces its maximum when it _takes it."""
+    if first_cell:
+        for o in range(count):
+            best_of[first_out + o] = plane[start + o * step]
+            index_of[first_out + o] = int64(start + o * step)
+        return
+    for o in range(count):
+        v = plane[start + o * step]
+        take = _takes(v, best_of[first_out + o])
+        best_of[first_out + o] = v if take else best_of[first_out + o]
+        index_of[first_out + o] = int64(start + o * step) if take else index_of[first_out + o]
 
 
 @njit(cache=True)
