@@ -88,28 +88,58 @@ def _scatter_max_plane(dy, indices, dx):
         dx[indices[o]] += dy[o]
 
 
+@njit(cache=True, inline="always")
+def _route_row(grad, index_of, out, start, step, first_out, count):
+    """One window cell for count consecutive windows: out[start + o*step] gets the window's gradient when
+    the window's index names it, else 0. Returns how many did."""
+    hits = 0
+    for o in range(count):
+        q = start + o * step
+        hit = index_of[first_out + o] == int64(q)
+        out[q] = grad[first_out + o] if hit else 0
+        hits += hit
+    return hits
+
+
 @njit(cache=True, parallel=True)
-def _max_backward_disjoint(dy, indices, dx, row_window, col_window):
-    """dy, indices (P, Ho, Wo) -> dx (P, H, W) when windows do not overlap: row_window[ih] (col_window[iw]) is
-    the window row (column) holding input row ih (column iw), or -1. Each dx cell is written once.
-    (Measured: this 3-D indexing runs faster here than the flat unsigned form of the other kernels.)
+def _max_backward_disjoint(dy, indices, dx, rows, cols, width, inner, first_col, sw, kw, row_window, col_window):
+    """dy, indices (P, Ho*Wo) -> dx (P, H*W) when windows do not overlap; arguments as _max_forward's, plus
+    row_window[ih] (col_window[iw]): the window row (column) holding input row ih (column iw), or -1.
+    Each dx cell is written once: cells in no window get 0, window cells get their window's gradient or 0,
+    interior windows a whole output row at a time as in the forward pass.
 
     An index outside its own window (possible only for user-given indices) sends the plane to the scatter."""
-    planes, h, w = dx.shape
-    out_h, out_w = dy.shape[1], dy.shape[2]
-    for p in prange(planes):
+    out_h, out_w = uint64(rows.shape[0]), uint64(cols.shape[0])
+    lo, hi = inner[0], inner[1]
+    for p in prange(dx.shape[0]):
+        grad, index_of, out = dy[p], indices[p], dx[p]
         matched = 0
-        for ih in range(h):
-            oh = row_window[ih]
-            for iw in range(w):
-                ow = col_window[iw]
-                if oh >= 0 and ow >= 0 and indices[p, oh, ow] == ih * w + iw:
-                    dx[p, ih, iw] = dy[p, oh, ow]
-                    matched += 1
-                else:
-                    dx[p, ih, iw] = 0
-        if matched != out_h * out_w:
-            _scatter_max_plane(dy[p].ravel(), indices[p].ravel(), dx[p].ravel())
+        for ih in range(uint64(row_window.shape[0])):
+            if row_window[ih] < 0:
+                for iw in range(width):
+                    out[ih * width + iw] = 0
+                continue
+            for iw in range(width):
+                if col_window[iw] < 0:
+                    out[ih * width + iw] = 0
+        for oh in range(out_h):
+            row = oh * out_w
+            for ow in range(out_w):
+                if ow < lo or ow >= hi:
+                    for i in range(rows[oh, 0], rows[oh, 1]):
+                        for q in range(i * width + cols[ow, 0], i * width + cols[ow, 1]):
+                            hit = index_of[row + ow] == int64(q)
+                            out[q] = grad[row + ow] if hit else 0
+                            matched += hit
+            for i in range(rows[oh, 0], rows[oh, 1]):
+                for j in range(kw):
+                    start = i * width + first_col + j
+                    if sw == 2:  # constant stride: vectorizes, as in _max_forward
+                        matched += _route_row(grad, index_of, out, start, uint64(2), row + lo, hi - lo)
+                    else:
+                        matched += _route_row(grad, index_of, out, start, sw, row + lo, hi - lo)
+        if matched != grad.shape[0]:
+            _scatter_max_plane(grad, index_of, out)
 
 
 @njit(cache=True, parallel=True)
@@ -211,11 +241,6 @@ def _planes(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0] * a.shape[1], -1)
 
 
-def _planes3(a: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (N*C, H, W) view."""
-    return a.reshape(-1, a.shape[2], a.shape[3])
-
-
 def _divisor(g: PoolGeometry) -> np.ndarray:
     return g.avg_divisor().astype(g.dtype).ravel()
 
@@ -236,7 +261,8 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
     if g.overlapping:
         _max_backward_scatter(_planes(dy), _planes(indices), _planes(dx))
     else:
-        _max_backward_disjoint(_planes3(dy), _planes3(indices), _planes3(dx), *_window_maps(g))
+        _max_backward_disjoint(_planes(dy), _planes(indices), _planes(dx), *_window_args(g), *_inner_columns(g),
+                               *_window_maps(g))
     return dx
 
 
