@@ -146,8 +146,9 @@ def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, chunks):
     blocks = (tile_rows + rows_per_block - 1) // rows_per_block
     block_tiles = rows_per_block * tiles_w
     for t in prange(chunks):
-        u = np.zeros((alpha * alpha, c_in * block_tiles + COLS + SKEW), x.dtype)
-        mm = np.zeros((alpha * alpha, k_out * block_tiles + COLS + SKEW), x.dtype)
+        u = np.empty((alpha * alpha, c_in * block_tiles + COLS + SKEW), x.dtype)  # written before read
+        mm = np.empty((alpha * alpha, k_out * block_tiles + COLS + SKEW), x.dtype)
+        mm[:, k_out * block_tiles:] = 0  # junk columns the last channel's transform reads past the GEMM's
         flat = np.zeros(COLS * m, x.dtype)  # input rows; its padding cells must stay zero
         out_flat = np.empty(COLS * m, x.dtype)
         extra = np.zeros((rows_per_block, 2), x.dtype)
