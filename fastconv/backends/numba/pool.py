@@ -149,19 +149,41 @@ def _max_backward_scatter(dy, indices, dx):
         _scatter_max_plane(dy[p], indices[p], dx[p])
 
 
+@njit(cache=True, inline="always")
+def _sum_row(plane, total_of, start, step, first_out, count, first_cell):
+    """One window cell for count consecutive windows: starts (first_cell) or adds to each window's sum."""
+    for o in range(count):
+        v = plane[start + o * step]
+        total_of[first_out + o] = v if first_cell else total_of[first_out + o] + v
+
+
 @njit(cache=True, parallel=True)
-def _avg_forward(x, y, divisor, rows, cols, width):
-    """x (P, H*W) -> y (P, Ho*Wo): window sum over input cells / divisor (Ho*Wo,)."""
+def _avg_forward(x, y, divisor, rows, cols, width, inner, first_col, sw, kw):
+    """x (P, H*W) -> y (P, Ho*Wo): window sum over input cells / divisor (Ho*Wo,); arguments as
+    _max_forward's, with the interior windows summed a whole output row at a time."""
     out_h, out_w = uint64(rows.shape[0]), uint64(cols.shape[0])
+    lo, hi = inner[0], inner[1]
     for p in prange(x.shape[0]):
         plane, mean_of = x[p], y[p]
         for oh in range(out_h):
+            row = oh * out_w
             for ow in range(out_w):
-                total = x.dtype.type(0)
-                for i in range(rows[oh, 0], rows[oh, 1]):
-                    for q in range(i * width + cols[ow, 0], i * width + cols[ow, 1]):
-                        total += plane[q]
-                mean_of[oh * out_w + ow] = total / divisor[oh * out_w + ow]
+                if ow < lo or ow >= hi:
+                    total = x.dtype.type(0)
+                    for i in range(rows[oh, 0], rows[oh, 1]):
+                        for q in range(i * width + cols[ow, 0], i * width + cols[ow, 1]):
+                            total += plane[q]
+                    mean_of[row + ow] = total
+            for i in range(rows[oh, 0], rows[oh, 1]):
+                for j in range(kw):
+                    start = i * width + first_col + j
+                    first_cell = i == rows[oh, 0] and j == 0
+                    if sw == 2:  # constant stride: vectorizes, as in _max_forward
+                        _sum_row(plane, mean_of, start, uint64(2), row + lo, hi - lo, first_cell)
+                    else:
+                        _sum_row(plane, mean_of, start, sw, row + lo, hi - lo, first_cell)
+            for ow in range(out_w):
+                mean_of[row + ow] /= divisor[row + ow]
 
 
 @njit(cache=True, parallel=True)
@@ -214,7 +236,7 @@ def _window_args(g: PoolGeometry) -> tuple:
 
 def _inner_columns(g: PoolGeometry) -> tuple:
     """(inner, first_col, sw, kw): the output columns [inner[0], inner[1]) whose windows lie inside the input
-    horizontally, the input column the first of them starts at, stride and width, as _max_forward takes them."""
+    horizontally, the input column the first of them starts at, stride and width, as the kernels take them."""
     starts = np.arange(g.out_w) * g.stride_w - g.pad_left
     inside = np.flatnonzero((starts >= 0) & (starts + g.kw <= g.w))
     lo, hi = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
@@ -270,7 +292,7 @@ def avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
     num_chunks(g.n * g.c)
     y = np.empty(g.y_shape, g.dtype)
-    _avg_forward(_planes(x), _planes(y), _divisor(g), *_window_args(g))
+    _avg_forward(_planes(x), _planes(y), _divisor(g), *_window_args(g), *_inner_columns(g))
     return y
 
 
