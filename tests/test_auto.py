@@ -16,7 +16,8 @@ from fastconv._geometry import conv_geometry
 from fastconv.autotune import cache, timing
 from fastconv.backends import auto
 
-from cases import assert_close, random_array
+from cases import CONV_CASES, POOL_CASES, assert_close, random_array
+from test_agreement import check_conv, check_pools
 
 X_SHAPE, W_SHAPE = (2, 3, 10, 9), (4, 3, 3, 3)
 
@@ -162,3 +163,14 @@ def test_concurrent_writers_keep_every_entry(fresh_cache):
     procs = [subprocess.Popen([sys.executable, "-c", script, str(width)]) for width in (5, 6, 7)]
     assert all(p.wait() == 0 for p in procs)
     assert len(json.loads((fresh_cache / cache.FILE_NAME).read_text())["entries"]) == 15
+
+
+@pytest.mark.parametrize("case", CONV_CASES[::3], ids=str)
+def test_measured_choices_agree_with_naive(case, dtype, rng):
+    """With measuring on, whatever auto picks (any backend's method) agrees with naive."""
+    check_conv(case, "auto", dtype, rng)
+
+
+@pytest.mark.parametrize("case", POOL_CASES[::4], ids=str)
+def test_measured_pool_choices_agree_with_naive(case, dtype, rng):
+    check_pools(random_array(rng, case.x, dtype), case.kernel_size, case.kwargs, "auto", dtype, rng, str(case))
