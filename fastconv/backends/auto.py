@@ -23,7 +23,7 @@ CANDIDATE_BACKENDS = ("cython", "numba", "im2col")
 
 #: (op, g, flags, threads, autotuning) -> (candidate name, kernel): the per-call fast path
 _resolved: dict[tuple, tuple[str, Callable]] = {}
-_tuning = threading.Lock()
+_tuning = threading.RLock()  # re-entrant: a kernel may itself call fastconv with the default backend
 
 
 def candidates(op: str, g) -> dict[str, Callable]:
