@@ -1,4 +1,6 @@
-"""im2col and its adjoint for one tile of output rows of one group, with implicit zero padding.
+"""Row-level pieces shared by the convolution kernels: which output columns a kernel tap reads inside the
+input, vectorizable axpy / dot on flat arrays, and im2col and its adjoint (col2im) for one tile of output rows
+of one group, with implicit zero padding.
 
 A tile is ``rows`` consecutive global output rows starting at ``row0``; global row q is image q // Ho,
 output row q % Ho, so a tile may span images. Its column matrix col (Cg*R*S, rows*Wo) holds
