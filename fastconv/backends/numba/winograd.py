@@ -151,9 +151,9 @@ def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, chunks):
         u = np.empty((alpha * alpha, c_in * block_tiles + COLS + SKEW), x.dtype)  # written before read
         mm = np.empty((alpha * alpha, k_out * block_tiles + COLS + SKEW), x.dtype)
         mm[:, k_out * block_tiles:] = 0  # junk columns the last channel's transform reads past the GEMM's
-        flat = np.zeros(COLS * m, x.dtype)  # input rows; its padding cells must stay zero
+        flat = np.zeros((alpha, COLS * m), x.dtype)  # input rows; their padding cells must stay zero
         out_flat = np.empty(COLS * m, x.dtype)
-        extra = np.zeros((rows_per_block, 2), x.dtype)
+        extra = np.zeros((alpha, rows_per_block, 2), x.dtype)
         patch = np.zeros((alpha * alpha, COLS), x.dtype)
         half = np.zeros((alpha * alpha, COLS), x.dtype)
         tile_out = np.zeros((m * m, COLS), x.dtype)
@@ -182,48 +182,50 @@ def _gather_patches(x, c, first, last, tiles_h, tiles_w, pad_top, pad_left, flat
     """patch[a*alpha + b, t] = x[n, c, ti*m + a - pad_top, j*m + b - pad_left] (zero outside x) for the tiles
     t = (row - first)*tiles_w + j of tile rows first .. last-1 (row = n*tiles_h + ti).
 
-    Every loop runs over the whole block: for each a, flat holds the block's padded input rows end to end
-    (tiles_w*m columns each, their padding cells stay zero) and extra[rr] the two columns past each row's end;
-    patch row (a, b < m) is flat at stride m, and row (a, m + e) is row (a, e) shifted by one tile.
-    Hot loops index with unsigned integers and make no views (see _bt)."""
+    Every loop runs over the whole block: flat[a] holds the block's padded input rows a (of each tile row) end
+    to end (tiles_w*m columns each, their padding cells stay zero) and extra[a, rr] the two columns past each
+    row's end; patch row (a, b < m) is flat[a] at stride m, and row (a, m + e) is row (a, e) shifted by one
+    tile. The input rows are read in memory order, and hot loops index with unsigned integers and make no
+    views (see _bt)."""
     height, width = x.shape[2], x.shape[3]
     alpha, span = m + 2, tiles_w * m
     col0, col1 = max(pad_left, 0), min(pad_left + width, span)  # flat columns holding x's columns
     count, x_col0, uc = np.uint64(max(col1 - col0, 0)), np.uint64(col0 - pad_left), np.uint64(c)
     tiles = (last - first) * tiles_w
-    for a in range(alpha):
-        for row in range(first, last):
-            rr, n, ti = row - first, row // tiles_h, row % tiles_h
+    for row in range(first, last):
+        rr, n, ti = row - first, row // tiles_h, row % tiles_h
+        seg = np.uint64(rr * span + col0)
+        for a in range(alpha):
             h = ti * m + a - pad_top
-            seg = np.uint64(rr * span + col0)
             inside = 0 <= h < height
-            un, uh = np.uint64(n), np.uint64(h if inside else 0)
+            ua, un, uh = np.uint64(a), np.uint64(n), np.uint64(h if inside else 0)
             for i in range(count):
-                flat[seg + i] = x[un, uc, uh, x_col0 + i] if inside else 0
+                flat[ua, seg + i] = x[un, uc, uh, x_col0 + i] if inside else 0
             for e in range(2):
                 col = span + e - pad_left
-                extra[rr, e] = x[n, c, h, col] if inside and 0 <= col < width else 0
-        _split_phases(flat, patch, a * alpha, tiles, m)
+                extra[a, rr, e] = x[n, c, h, col] if inside and 0 <= col < width else 0
+    for a in range(alpha):
+        _split_phases(flat, a, patch, a * alpha, tiles, m)
         for e in range(2):
             shifted, row_e = np.uint64(a * alpha + m + e), np.uint64(a * alpha + e)
             for t in range(np.uint64(tiles - 1)):
                 patch[shifted, t] = patch[row_e, t + ONE]
             for rr in range(last - first):
-                patch[shifted, (rr + 1) * tiles_w - 1] = extra[rr, e]
+                patch[shifted, (rr + 1) * tiles_w - 1] = extra[a, rr, e]
 
 
 @njit(cache=True)
-def _split_phases(flat, patch, base, tiles, m):
-    """patch[base + r, t] = flat[t*m + r] for r < m, with the stride a literal so that the loads vectorize."""
-    b0, n = np.uint64(base), np.uint64(tiles)
+def _split_phases(flat, a, patch, base, tiles, m):
+    """patch[base + r, t] = flat[a, t*m + r] for r < m, with the stride a literal so that the loads vectorize."""
+    ua, b0, n = np.uint64(a), np.uint64(base), np.uint64(tiles)
     b1, b2, b3 = b0 + ONE, b0 + TWO, b0 + THREE
     if m == 2:
         for t in range(n):
-            patch[b0, t], patch[b1, t] = flat[TWO * t], flat[TWO * t + ONE]
+            patch[b0, t], patch[b1, t] = flat[ua, TWO * t], flat[ua, TWO * t + ONE]
     else:
         for t in range(n):
-            patch[b0, t], patch[b1, t] = flat[FOUR * t], flat[FOUR * t + ONE]
-            patch[b2, t], patch[b3, t] = flat[FOUR * t + TWO], flat[FOUR * t + THREE]
+            patch[b0, t], patch[b1, t] = flat[ua, FOUR * t], flat[ua, FOUR * t + ONE]
+            patch[b2, t], patch[b3, t] = flat[ua, FOUR * t + TWO], flat[ua, FOUR * t + THREE]
 
 
 @njit(cache=True)
