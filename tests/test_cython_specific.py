@@ -119,3 +119,18 @@ def test_disjoint_avg_pool_backward_on_even_and_odd_widths(cython_backend, rng, 
     dy = random_array(rng, fc.avg_pool2d(x, 2, backend="naive", **kw).shape, np.float64)
     assert_close(fc.avg_pool2d_backward(dy, x, 2, backend="cython", **kw),
                  fc.avg_pool2d_backward(dy, x, 2, backend="naive", **kw), np.float64)
+
+
+@pytest.mark.parametrize("width", [8, 9])
+def test_disjoint_max_pool_backward_with_foreign_indices(cython_backend, rng, width):
+    """Disjoint windows write dx once from their own argmax; an index outside its window (not from max_pool2d)
+    still gets naive's scatter semantics."""
+    x = random_array(rng, (2, 3, 7, width), np.float64)
+    y, indices = fc.max_pool2d(x, 2, return_indices=True, backend="naive")
+    dy = random_array(rng, y.shape, np.float64)
+    foreign = indices.copy()
+    foreign[0, 1, 0, 0] = 7 * width - 1
+    foreign[1, 2, 1, 1] = foreign[1, 2, 1, 0]
+    for idx in (indices, foreign):
+        assert_close(fc.max_pool2d_backward(dy, x, 2, indices=idx, backend="cython"),
+                     fc.max_pool2d_backward(dy, x, 2, indices=idx, backend="naive"), np.float64)

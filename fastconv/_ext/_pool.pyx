@@ -103,22 +103,73 @@ def max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, long l
         max_plane(xp + plane * p.h * p.w, yp + plane * p.out_h * p.out_w, ip + plane * p.out_h * p.out_w, &p)
 
 
+cdef void scatter_plane(const floating *grad, const long long *at, floating *dst, Py_ssize_t outputs,
+                        Py_ssize_t size) noexcept nogil:
+    """dst (size,) = zeros, plus each grad[o] at dst[at[o]] (o < outputs)."""
+    cdef Py_ssize_t o, i
+    for i in range(size):
+        dst[i] = 0
+    for o in range(outputs):
+        dst[at[o]] += grad[o]
+
+
 def max_backward(const floating[:, :, ::1] dy, const long long[:, :, ::1] indices, floating[:, :, ::1] dx,
                  int num_threads):
     """dx (planes, h*w) = zeros, plus each dy (planes, out_h*out_w) at the cell its index names."""
-    cdef Py_ssize_t plane, o, i
-    cdef Py_ssize_t size = dx.shape[2], outputs = dy.shape[2]
-    cdef floating *dst
+    cdef Py_ssize_t plane, size = dx.shape[2], outputs = dy.shape[2]
+    for plane in prange(dx.shape[0] * dx.shape[1], nogil=True, schedule="static", num_threads=num_threads):
+        scatter_plane(&dy[0, 0, 0] + plane * outputs, &indices[0, 0, 0] + plane * outputs,
+                      &dx[0, 0, 0] + plane * size, outputs, size)
+
+
+cdef bint in_pairs(const int[::1] col_window) noexcept nogil:
+    """Whether 2-wide windows tile the columns from the left: column iw belongs to window iw // 2."""
+    cdef Py_ssize_t iw
+    for iw in range(col_window.shape[0]):
+        if col_window[iw] != iw // 2:
+            return False
+    return True
+
+
+def max_backward_disjoint(const floating[:, :, :, ::1] dy, const long long[:, :, :, ::1] indices,
+                          const int[::1] row_window, const int[::1] col_window, floating[:, :, :, ::1] dx,
+                          int num_threads):
+    """dx (n, c, h, w) when windows do not overlap: each element written once, dy where it is its window's
+    argmax, else 0. row_window / col_window as in avg_backward_disjoint. A plane with an index outside its own
+    window (not from max_forward) falls back to scatter_plane."""
+    cdef Py_ssize_t n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], w = dx.shape[3]
+    cdef Py_ssize_t out_h = dy.shape[2], out_w = dy.shape[3], plane, ih, iw, ow, oh, q, hits
+    cdef bint pairs = in_pairs(col_window)
     cdef const floating *grad
     cdef const long long *at
-    for plane in prange(dx.shape[0] * dx.shape[1], nogil=True, schedule="static", num_threads=num_threads):
-        dst = &dx[0, 0, 0] + plane * size
-        grad = &dy[0, 0, 0] + plane * outputs
-        at = &indices[0, 0, 0] + plane * outputs
-        for i in range(size):
-            dst[i] = 0
-        for o in range(outputs):
-            dst[at[o]] += grad[o]
+    cdef floating *row
+    cdef long long base
+    for plane in prange(n * c, nogil=True, schedule="static", num_threads=num_threads):
+        hits = 0
+        for ih in range(h):
+            row = &dx[0, 0, 0, 0] + (plane * h + ih) * w
+            oh = row_window[ih]
+            if oh < 0:
+                for iw in range(w):
+                    row[iw] = 0
+                continue
+            grad = &dy[0, 0, 0, 0] + (plane * out_h + oh) * out_w
+            at = &indices[0, 0, 0, 0] + (plane * out_h + oh) * out_w
+            base = ih * w
+            iw = 0
+            if pairs:
+                for q in range(w // 2):
+                    row[2 * q] = grad[q] if at[q] - base == 2 * q else 0
+                    row[2 * q + 1] = grad[q] if at[q] - base == 2 * q + 1 else 0
+                    hits = hits + (at[q] - base == 2 * q) + (at[q] - base == 2 * q + 1)
+                iw = w - w % 2
+            for iw in range(iw, w):
+                ow = col_window[iw]
+                row[iw] = grad[ow] if ow < out_w and at[ow] - base == iw else 0
+                hits = hits + (ow < out_w and at[ow] - base == iw)
+        if hits != out_h * out_w:
+            scatter_plane(&dy[0, 0, 0, 0] + plane * out_h * out_w, &indices[0, 0, 0, 0] + plane * out_h * out_w,
+                          &dx[0, 0, 0, 0] + plane * h * w, out_h * out_w, h * w)
 
 
 cdef inline floating avg_window(const floating *x, const PoolShape *p, Py_ssize_t h0, Py_ssize_t h1,
@@ -207,14 +258,12 @@ def avg_backward_disjoint(const floating[:, :, :, ::1] dy, const floating[:, ::1
     """
     cdef Py_ssize_t n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], w = dx.shape[3]
     cdef Py_ssize_t out_h = dy.shape[2], out_w = dy.shape[3], plane, ih, iw, ow, oh, tid
-    cdef bint pairs = True  # 2-wide windows tiling w exactly: the expansion is a vectorizable interleave
+    cdef bint pairs = in_pairs(col_window)  # then the expansion is a vectorizable interleave
     cdef const floating *grad
     cdef const int *cols = &col_window[0]
     cdef floating *row
     cdef floating *share
     cdef floating *expanded
-    for iw in range(w):
-        pairs = pairs and cols[iw] == iw // 2
     tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()

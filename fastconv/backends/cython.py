@@ -318,10 +318,14 @@ def max_pool2d_forward(x, g: PoolGeometry):
 
 def max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): each dy added at the element its index names."""
+    threads = get_num_threads()
     dx = np.empty(g.x_shape, g.dtype)
-    planes = (g.n, g.c, -1)
-    _pool.max_backward(dy.reshape(planes), np.ascontiguousarray(indices).reshape(planes), dx.reshape(planes),
-                       get_num_threads())
+    indices = np.ascontiguousarray(indices)
+    if g.overlapping:
+        planes = (g.n, g.c, -1)
+        _pool.max_backward(dy.reshape(planes), indices.reshape(planes), dx.reshape(planes), threads)
+    else:
+        _pool.max_backward_disjoint(dy, indices, *_covering_windows(g), dx, threads)
     return dx
 
 
@@ -341,6 +345,13 @@ def _covering_window(out: int, stride: int, kernel: int, pad_before: int, size: 
     return owner
 
 
+def _covering_windows(g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """For disjoint windows: the window row covering each input row (or -1), the window column covering each
+    input column (or out_w)."""
+    return (_covering_window(g.out_h, g.stride_h, g.kh, g.pad_top, g.h, -1),
+            _covering_window(g.out_w, g.stride_w, g.kw, g.pad_left, g.w, g.out_w))
+
+
 def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
     threads = get_num_threads()
@@ -349,8 +360,6 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     if g.overlapping:
         _pool.avg_backward(dy, divisor, dx, _pool_shape(g), threads)
         return dx
-    rows = _covering_window(g.out_h, g.stride_h, g.kh, g.pad_top, g.h, -1)
-    cols = _covering_window(g.out_w, g.stride_w, g.kw, g.pad_left, g.w, g.out_w)
-    _pool.avg_backward_disjoint(dy, divisor, rows, cols, dx, np.empty((threads, g.out_w + 1 + g.w), g.dtype),
+    _pool.avg_backward_disjoint(dy, divisor, *_covering_windows(g), dx, np.empty((threads, g.out_w + 1 + g.w), g.dtype),
                                 threads)
     return dx
