@@ -120,8 +120,12 @@ cdef void col2im_rows(const floating *col, floating *dxg, const ConvShape *p, Py
                     ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
                     if 0 <= ih < p.h:
                         dst = dxg + (c * p.h + ih) * p.w + iw0
-                        for ow in range(lo, hi):
-                            dst[ow * p.stride_w] += src[ow]
+                        if p.stride_w == 1:
+                            for ow in range(lo, hi):
+                                dst[ow] += src[ow]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow * p.stride_w] += src[ow]
                     src += p.out_w
 
 
