@@ -16,6 +16,9 @@ winograd = pytest.importorskip("fastconv.backends.numba.winograd")
 
 TILES = (2, 4)
 
+#: a kernel that numba cannot cache on disk recompiles in every process: make that warning a failure
+pytestmark = pytest.mark.filterwarnings("error::numba.core.errors.NumbaWarning")
+
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     """max |actual - expected| / max |expected|: the measure of the agreement tests."""
