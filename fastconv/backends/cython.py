@@ -146,7 +146,7 @@ WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 #: below this many channels per group the Winograd transforms cost more than its GEMMs save
 WINOGRAD_MIN_CHANNELS = 16
 #: bytes of one thread's transformed input plus GEMM output in the Winograd kernel
-WINOGRAD_BLOCK_BYTES = 4 << 20
+WINOGRAD_BLOCK_BYTES = 1 << 20
 
 
 def _is_winograd(g: ConvGeometry) -> bool:
