@@ -7,11 +7,11 @@ import time
 import warnings
 from typing import Callable
 
-#: seconds of timed repetitions shared by all candidates of one key (warm-up calls come on top)
+#: seconds of timed calls for one key, all candidates together (the warm-up calls come on top)
 BUDGET_S = 0.4
-#: timed repetitions per candidate at most; the minimum is kept
+#: timed rounds at most; the minimum per candidate is kept
 MAX_REPEATS = 5
-#: a candidate whose first timed call is this much slower than the best so far is not timed further
+#: a candidate this much slower than the best after a round is not timed further
 GIVE_UP_RATIO = 1.5
 
 
@@ -19,7 +19,9 @@ def fastest(calls: dict[str, Callable[[], object]]) -> tuple[str, dict[str, floa
     """Time each zero-argument call and return (name of the fastest, best seconds per name, its result).
 
     A single call just runs once. Otherwise each call runs once untimed first (so numba compilation and
-    first-touch allocations are excluded), then up to MAX_REPEATS timed times within its share of BUDGET_S.
+    first-touch allocations are excluded), then the calls are timed in rounds, one call each per round (so that
+    a burst of load from other processes hits them alike), for up to MAX_REPEATS rounds within BUDGET_S;
+    after a round, a call slower than GIVE_UP_RATIO times the best is not timed again. The minimum counts.
     A call that raises is skipped with a warning; if every call raises, the first error propagates.
     """
     if len(calls) == 1:  # nothing to compare: run it once
@@ -27,32 +29,34 @@ def fastest(calls: dict[str, Callable[[], object]]) -> tuple[str, dict[str, floa
         start = time.perf_counter()
         result = call()
         return name, {name: time.perf_counter() - start}, result
-    share = BUDGET_S / len(calls)
-    best: dict[str, float] = {}
+    errors: list[Exception] = []
+    running = {name: call for name, call in calls.items() if _runs(name, call, errors)}
+    if not running:
+        raise errors[0]
+    best = dict.fromkeys(running, math.inf)
     results: dict[str, object] = {}
-    first_error: Exception | None = None
-    for name, call in calls.items():
-        try:
-            call()
-            best[name], results[name] = _min_time(call, share, min(best.values(), default=math.inf))
-        except Exception as exc:  # one failing candidate must not break auto; the others still run
-            first_error = first_error or exc
-            warnings.warn(f"fastconv auto: candidate {name!r} failed ({type(exc).__name__}: {exc}); skipped",
-                          RuntimeWarning, stacklevel=3)
-    if not best:
-        raise first_error
+    spent = 0.0
+    for _ in range(MAX_REPEATS):
+        for name, call in running.items():
+            start = time.perf_counter()
+            results[name] = call()
+            elapsed = time.perf_counter() - start
+            best[name], spent = min(best[name], elapsed), spent + elapsed
+        fastest_s = min(best.values())
+        running = {name: call for name, call in running.items() if best[name] <= GIVE_UP_RATIO * fastest_s}
+        if spent + sum(best[name] for name in running) > BUDGET_S:
+            break
     winner = min(best, key=best.get)
     return winner, best, results[winner]
 
 
-def _min_time(call: Callable[[], object], share: float, best_so_far: float) -> tuple[float, object]:
-    """Minimum seconds over timed calls: at least one, more while within share and competitive."""
-    fastest_s, spent = math.inf, 0.0
-    for _ in range(MAX_REPEATS):
-        start = time.perf_counter()
-        result = call()
-        elapsed = time.perf_counter() - start
-        fastest_s, spent = min(fastest_s, elapsed), spent + elapsed
-        if spent + fastest_s > share or fastest_s > GIVE_UP_RATIO * best_so_far:
-            break
-    return fastest_s, result
+def _runs(name: str, call: Callable[[], object], errors: list[Exception]) -> bool:
+    """Run call once untimed; False (with a warning, the error kept) when it raises."""
+    try:
+        call()
+        return True
+    except Exception as exc:  # one failing candidate must not break auto; the others still run
+        errors.append(exc)
+        warnings.warn(f"fastconv auto: candidate {name!r} failed ({type(exc).__name__}: {exc}); skipped",
+                      RuntimeWarning, stacklevel=4)
+        return False
