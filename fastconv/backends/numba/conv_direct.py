@@ -33,6 +33,41 @@ def workspace_bytes(g: ConvGeometry) -> int:
     return g.n * g.k * g.r * g.s * g.dtype.itemsize
 
 
+@njit(cache=True)  # not inlined: parfor array analysis fails on its tuple of arrays and ints
+def _interior_3x3(ranges, r_size, s_size, sw, out_w):
+    """(fused, lo, hi, border, columns): whether rows can be fused (3x3, stride 1); the output columns
+    [lo, hi) whose taps all lie inside the input; the other columns (border); and the offsets of the three
+    taps' input columns for output column lo (non-negative), as _row_3x3 takes them."""
+    lo = ranges[:, 0].max()
+    hi = max(ranges[:, 1].min(), lo)
+    border = np.concatenate((np.arange(lo), np.arange(hi, out_w)))
+    last = s_size - 1  # the offsets are used only when fused (s_size == 3)
+    columns = (uint64(lo + ranges[0, 2]), uint64(lo + ranges[min(1, last), 2]), uint64(lo + ranges[min(2, last), 2]))
+    return r_size == 3 and s_size == 3 and sw == 1, lo, hi, border, columns
+
+
+@njit(cache=True, inline="always")
+def _row_dot_3x3(grads, first_out, src, rows_in, columns, count):
+    """The nine sums over i < count of grads[first_out + i] * src[rows_in[r] + columns[s] + i] (r, s < 3):
+    dW's share of one fused row, in one vectorized pass (see _row_3x3)."""
+    r0, r1, r2 = rows_in
+    c0, c1, c2 = columns
+    zero = grads.dtype.type(0)
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
+    for i in range(count):
+        g = grads[first_out + i]
+        s00 += g * src[r0 + c0 + i]
+        s01 += g * src[r0 + c1 + i]
+        s02 += g * src[r0 + c2 + i]
+        s10 += g * src[r1 + c0 + i]
+        s11 += g * src[r1 + c1 + i]
+        s12 += g * src[r1 + c2 + i]
+        s20 += g * src[r2 + c0 + i]
+        s21 += g * src[r2 + c1 + i]
+        s22 += g * src[r2 + c2 + i]
+    return s00, s01, s02, s10, s11, s12, s20, s21, s22
+
+
 @njit(cache=True, inline="always")
 def _row_3x3(dst, first_out, src, rows_in, columns, count, wk, b):
     """dst[first_out + i] = b + sum_{r, s < 3} wk[r, s] * src[rows_in[r] + columns[s] + i] for i < count,
@@ -76,12 +111,7 @@ def _forward(x, w, bias, y, params):
     kg = k // c
     out_h, out_w = y.shape[2], y.shape[3]
     ranges = column_ranges(s_size, params, width, out_w)
-    fused = r_size == 3 and s_size == 3 and sw == 1
-    lo = ranges[:, 0].max()  # output columns [lo, hi) have all taps inside the input
-    hi = max(ranges[:, 1].min(), lo)
-    border = np.concatenate((np.arange(lo), np.arange(hi, out_w)))  # the other output columns
-    last = s_size - 1  # the column offsets are used only when fused (s_size == 3)
-    columns = (uint64(lo + ranges[0, 2]), uint64(lo + ranges[min(1, last), 2]), uint64(lo + ranges[min(2, last), 2]))
+    fused, lo, hi, border, columns = _interior_3x3(ranges, r_size, s_size, sw, out_w)
     src, dst = x.ravel(), y.ravel()
     for plane in prange(n_images * k):
         n, kk = divmod(np.int64(plane), k)
@@ -135,27 +165,44 @@ def _backward_dx(dy, w, dx, params):
 
 @njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
 def _backward_dw(dy, x, dw_parts, params):
-    """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw_parts (N, K, R, S): each image's share of dW."""
+    """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw_parts (N, K, R, S): each image's share of dW. Rows that
+    _forward fuses are fused here too (_row_dot_3x3); the rest goes tap by tap."""
     sh, sw, dh, dw, top, left = params
     n_images, c, height, width = x.shape
     k, r_size, s_size = dw_parts.shape[1], dw_parts.shape[2], dw_parts.shape[3]
     kg = k // c
     out_h, out_w = dy.shape[2], dy.shape[3]
     ranges = column_ranges(s_size, params, width, out_w)
+    fused, lo, hi, border, columns = _interior_3x3(ranges, r_size, s_size, sw, out_w)
     grads, inputs, step = dy.ravel(), x.ravel(), uint64(sw)
     for plane in prange(n_images * k):
         n, kk = divmod(np.int64(plane), k)
-        plane_in = uint64((n * c + kk // kg) * height * width)
-        for r in range(r_size):
-            for s in range(s_size):
-                lo, hi, offset = ranges[s, 0], ranges[s, 1], ranges[s, 2]
-                total = dy.dtype.type(0)
-                for oh in range(out_h):
-                    ih = oh * sh + r * dh - top
-                    if 0 <= ih < height and hi > lo:
-                        total += dot(grads, uint64((plane * out_h + oh) * out_w + lo), inputs,
-                                     plane_in + uint64(ih * width + lo * sw + offset), step, uint64(hi - lo))
-                dw_parts[n, kk, r, s] = total
+        plane_in = (n * c + kk // kg) * height * width
+        totals = dw_parts[n, kk]
+        totals[:] = 0
+        for oh in range(out_h):
+            row_out = (plane * out_h + oh) * out_w
+            ih = oh * sh - top
+            if fused and ih >= 0 and ih + 2 * dh < height:
+                sums = _row_dot_3x3(grads, uint64(row_out + lo), inputs,
+                                    (uint64(plane_in + ih * width), uint64(plane_in + (ih + dh) * width),
+                                     uint64(plane_in + (ih + 2 * dh) * width)), columns, uint64(hi - lo))
+                for t in range(9):
+                    totals[t // 3, t % 3] += sums[t]
+                for ow in border:
+                    for r in range(3):
+                        for s in range(3):
+                            if ranges[s, 0] <= ow < ranges[s, 1]:
+                                totals[r, s] += grads[row_out + ow] * inputs[plane_in + (ih + r * dh) * width + ow
+                                                                             + ranges[s, 2]]
+                continue
+            for r in range(r_size):
+                for s in range(s_size):
+                    lo_s, hi_s, offset = ranges[s, 0], ranges[s, 1], ranges[s, 2]
+                    if 0 <= ih + r * dh < height and hi_s > lo_s:
+                        totals[r, s] += dot(grads, uint64(row_out + lo_s), inputs,
+                                            uint64(plane_in + (ih + r * dh) * width + lo_s * sw + offset), step,
+                                            uint64(hi_s - lo_s))
 
 
 def conv2d_forward(x, w, b, g: ConvGeometry):
