@@ -96,7 +96,8 @@ def _run(op: str, g, flags: tuple, *args):
             return options[entry.choice](*args)
         winner, seconds, result = timing.fastest({name: functools.partial(kernel, *args)
                                                   for name, kernel in options.items()})
-        cache.store(key, cache.Entry(winner, tuple(options),
+        # only the candidates that ran count: after a failure the next process measures again
+        cache.store(key, cache.Entry(winner, tuple(seconds),
                                      tuple((name, round(s * 1e3, 4)) for name, s in seconds.items())))
         _resolved[fast_key] = (winner, options[winner])
         return result
