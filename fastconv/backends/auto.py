@@ -47,7 +47,11 @@ def heuristic(op: str, g) -> str:
     for name in CANDIDATE_BACKENDS:
         if _backend.unavailable_reason(name) is None and hasattr(_backend.load(name), op):
             return name
-    raise _backend.BackendUnavailableError(f"auto: none of {', '.join(CANDIDATE_BACKENDS)} can run here")
+    raise _no_candidate()
+
+
+def _no_candidate() -> _backend.BackendUnavailableError:
+    return _backend.BackendUnavailableError(f"auto: none of {', '.join(CANDIDATE_BACKENDS)} can run here")
 
 
 def chosen(op: str, g, *, need_dx: bool = True, need_dw: bool = True, need_db: bool = True) -> str | None:
@@ -89,6 +93,8 @@ def _run(op: str, g, flags: tuple, *args):
         return _resolved[fast_key][1](*args)
     with _tuning:  # one measurement at a time, so that concurrent threads do not disturb each other's timings
         options = candidates(op, g)
+        if not options:
+            raise _no_candidate()
         key = cache.decision_key(op, g, fast_key[3], flags)
         entry = cache.lookup(key)
         if entry is not None and entry.choice in options and set(entry.candidates) == set(options):
