@@ -102,14 +102,17 @@ def fill_columns(x, group, row0, rows, r_size, s_size, params, out_h, out_w, col
                 for j in range(rows):
                     ih = oh * sh + r * dh - top
                     first = uint64(q * col.shape[1] + j * out_w)
-                    inside = 0 <= ih < height
-                    start = uint64(n * plane + channel_offset + ih * width + column_offset)
-                    for ow in range(uint64(out_w)):
-                        if not inside or ow < lo or ow >= hi:
+                    if 0 <= ih < height:
+                        start = uint64(n * plane + channel_offset + ih * width + column_offset)
+                        for ow in range(lo):
                             columns[first + ow] = 0
-                    if inside:
                         for i in range(hi - lo):
                             columns[first + lo + i] = image[start + i * step]
+                        for ow in range(hi, uint64(out_w)):
+                            columns[first + ow] = 0
+                    else:
+                        for ow in range(uint64(out_w)):
+                            columns[first + ow] = 0
                     n, oh = next_row(n, oh, out_h)
 
 
