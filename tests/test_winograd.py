@@ -70,6 +70,21 @@ def test_float64_matches_naive(x_shape, w_shape, kwargs, m, rng):
     assert relative_error(run(x, w, None, m, **kwargs), expected - b[:, None, None]) < 1e-10
 
 
+def test_random_shapes_and_paddings_match_naive():
+    """Sizes from 1 pixel up and each side padded 0..4 (also wider than the kernel), both tile sizes."""
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        (n, c, k), (h, w) = rng.integers(1, 4, size=3), rng.integers(1, 14, size=2)
+        top, bottom, left, right = (int(p) for p in rng.integers(0, 5, size=4))
+        if h + top + bottom < 3 or w + left + right < 3:
+            continue
+        x, weights, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((k, c, 3, 3)), rng.standard_normal(k)
+        padding = ((top, bottom), (left, right))
+        expected = fc.conv2d(x, weights, b, padding=padding, backend="naive")
+        for m in TILES:
+            assert relative_error(run(x, weights, b, m, padding=padding), expected) < 1e-10, (x.shape, padding, m)
+
+
 # reduced versions of resnet_3x3 (8,64,56,56)x(64,64,3,3) p1 and vgg_3x3 (8,128,28,28)x(128,128,3,3) p1
 BENCH_LIKE = [((1, 64, 18, 18), (64, 64, 3, 3)), ((1, 128, 10, 10), (128, 128, 3, 3))]
 
