@@ -10,8 +10,8 @@ Methods, by shape family (see fastconv/_ext/_conv.pyx):
 - grad of x: at stride 1 (when groups have no more outputs than inputs) a forward convolution of dy with the
   kernel rotated by 180 degrees, so through the methods above; otherwise GEMM then col2im per (image, group),
   or direct loops for depthwise.
-- pooling: one pass per (image, channel) plane writing y and the argmax together; the backward of
-  non-overlapping average pooling writes each dx element once.
+- pooling: one pass per (image, channel) plane writing y and the argmax together; for non-overlapping windows
+  the backward writes each dx element once.
 
 This module allocates every output and workspace with numpy (so tracemalloc sees them) and passes the thread
 count to the kernels; while a kernel's own loop runs on several threads, BLAS is limited to one thread.
@@ -47,13 +47,11 @@ def _kernel_owns_threads(threads: int):
 # convolution plans
 
 
-def _shape(g: ConvGeometry, **changes) -> dict:
-    """The kernels' ConvShape (as a dict) of g, with some fields replaced."""
-    shape = {name: getattr(g, name) for name in (
+def _shape(g: ConvGeometry) -> dict:
+    """The kernels' ConvShape of g, as a dict (Cython converts it to the struct)."""
+    return {name: getattr(g, name) for name in (
         "n", "c", "h", "w", "k", "r", "s", "stride_h", "stride_w", "dilation_h", "dilation_w", "pad_top",
         "pad_left", "groups", "out_h", "out_w")}
-    shape.update(changes)
-    return shape
 
 
 def _is_channelwise(g: ConvGeometry) -> bool:
@@ -82,15 +80,18 @@ def _tile_rows(g: ConvGeometry) -> int:
     return max(1, min(g.out_h, COL_TILE_BYTES // (column_bytes * g.out_w)))
 
 
-def _col_elements(g: ConvGeometry) -> int:
-    """Elements of one thread's im2col tile (1 when the layer needs no im2col)."""
-    if _is_pointwise(g):
-        return 1
+def _tile_elements(g: ConvGeometry) -> int:
+    """Elements of one im2col (or col2im) tile: c/groups*r*s rows of _tile_rows(g)*out_w columns."""
     return g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w
 
 
+def _col_elements(g: ConvGeometry) -> int:
+    """Elements of one thread's im2col workspace for forward / grad of w (1 when the layer needs no im2col)."""
+    return 1 if _is_pointwise(g) else _tile_elements(g)
+
+
 def _check_blas_sizes(g: ConvGeometry) -> None:
-    largest = max(g.h * g.w, g.out_h * g.out_w, g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w)
+    largest = max(g.h * g.w, g.out_h * g.out_w, _tile_elements(g))
     if largest > BLAS_INT_MAX:
         raise ValueError(f"cython backend: an image plane or tile of {largest:,} elements exceeds BLAS's 32-bit "
                          f"sizes; use backend='numba' or split the image")
@@ -118,10 +119,10 @@ def _workspace(threads: int, elements: int, dtype) -> np.ndarray:
 # convolution methods
 
 
-def _forward_gemm(x, w, b, g: ConvGeometry, y: np.ndarray | None = None) -> np.ndarray:
+def _forward_gemm(x, w, b, g: ConvGeometry) -> np.ndarray:
     _check_blas_sizes(g)
     threads = get_num_threads()
-    y = np.empty(g.y_shape, g.dtype) if y is None else y
+    y = np.empty(g.y_shape, g.dtype)
     workspace = _workspace(threads, _col_elements(g), g.dtype)
     with _kernel_owns_threads(threads):
         _conv.forward_gemm(x, w, b, y, workspace, _shape(g), _tile_rows(g), threads)
@@ -222,7 +223,7 @@ def _grad_x(dy, w, g: ConvGeometry) -> np.ndarray:
         return dx
     _check_blas_sizes(g)
     dx = np.empty(g.x_shape, g.dtype)
-    workspace = _workspace(threads, g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w, g.dtype)
+    workspace = _workspace(threads, _tile_elements(g), g.dtype)
     with _kernel_owns_threads(threads):
         _conv.backward_data_gemm(dy, w, dx, workspace, _shape(g), _tile_rows(g), threads)
     return dx
@@ -234,7 +235,7 @@ def _depthwise_workspace_elements(g: ConvGeometry) -> int:
 
 
 def _grad_w(dy, x, g: ConvGeometry, db: np.ndarray | None) -> np.ndarray:
-    """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw (K, C/groups, R, S); fills db (K,) too when depthwise."""
+    """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw (K, C/groups, R, S); fills db (K,) too unless it is None."""
     threads = get_num_threads()
     if _is_depthwise(g):
         dw = np.empty(g.w_shape, g.dtype)
@@ -280,7 +281,7 @@ def workspace_bytes(op: str, g) -> int:
     if _grad_x_by_rotation(g):
         grad_x = workspace_bytes("conv2d_forward", _rotated_geometry(g)) + nbytes(g.w_shape, g.dtype)
     else:
-        grad_x = nbytes((threads, g.c_per_group * g.r * g.s * _tile_rows(g) * g.out_w), g.dtype)
+        grad_x = nbytes((threads, _tile_elements(g)), g.dtype)
     if _forward_method(g) == "winograd":
         grad_w = nbytes((threads, _winograd_plan(g)[1]), g.dtype) + nbytes((threads, 16, g.k, g.c_per_group),
                                                                            g.dtype)
@@ -360,6 +361,6 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     if g.overlapping:
         _pool.avg_backward(dy, divisor, dx, _pool_shape(g), threads)
         return dx
-    _pool.avg_backward_disjoint(dy, divisor, *_covering_windows(g), dx, np.empty((threads, g.out_w + 1 + g.w), g.dtype),
-                                threads)
+    workspace = np.empty((threads, g.out_w + 1 + g.w), g.dtype)
+    _pool.avg_backward_disjoint(dy, divisor, *_covering_windows(g), dx, workspace, threads)
     return dx
