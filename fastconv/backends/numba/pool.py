@@ -89,38 +89,43 @@ def _scatter_max_plane(dy, indices, dx):
 
 
 @njit(cache=True, inline="always")
-def _route_row(grad, index_of, out, start, step, first_out, count):
-    """One window cell for count consecutive windows: out[start + o*step] gets the window's gradient when
-    the window's index names it, else 0. Returns how many did."""
+def _cell_grad(grad, index_of, inverse, o, q, is_max):
+    """The gradient window o sends to cell q: all of it if q is its argmax (max), else 0; its mean share
+    grad * (1 / divisor) (avg: a multiplication, as a division per cell would bound the whole pass)."""
+    if is_max:
+        return grad[o] if index_of[o] == int64(q) else grad.dtype.type(0)
+    return grad[o] * inverse[o]
+
+
+@njit(cache=True, inline="always")
+def _route_row(grad, index_of, inverse, out, start, step, first_out, count, is_max):
+    """One window cell for count consecutive windows: out[start + o*step] = _cell_grad of window first_out + o.
+    Returns how many were argmax hits (max pooling)."""
     hits = 0
     for o in range(count):
         q = start + o * step
-        hit = index_of[first_out + o] == int64(q)
-        out[q] = grad[first_out + o] if hit else 0
-        hits += hit
+        out[q] = _cell_grad(grad, index_of, inverse, first_out + o, q, is_max)
+        hits += is_max and index_of[first_out + o] == int64(q)
     return hits
 
 
 @njit(cache=True, parallel=True)
-def _max_backward_disjoint(dy, indices, dx, rows, cols, width, inner, first_col, sw, kw, row_window, col_window):
-    """dy, indices (P, Ho*Wo) -> dx (P, H*W) when windows do not overlap; arguments as _max_forward's, plus
-    row_window[ih] (col_window[iw]): the window row (column) holding input row ih (column iw), or -1.
-    Each dx cell is written once: cells in no window get 0, window cells get their window's gradient or 0,
-    interior windows a whole output row at a time as in the forward pass.
+def _backward_disjoint(dy, indices, inverse, dx, rows, cols, width, inner, first_col, sw, kw, row_window,
+                       col_window, is_max):
+    """dy (P, Ho*Wo) -> dx (P, H*W) when windows do not overlap, for max pooling (indices (P, Ho*Wo)) or avg
+    pooling (inverse (Ho*Wo,) = 1 / divisor); arguments as _max_forward's, plus row_window[ih] (col_window[iw]):
+    the window row (column) holding input row ih (column iw), or -1. Each dx cell is written once: cells in no
+    window get 0, the others _cell_grad, interior windows a whole output row at a time as in the forward pass.
 
-    An index outside its own window (possible only for user-given indices) sends the plane to the scatter."""
+    A max index outside its own window (possible only for user-given indices) sends the plane to the scatter."""
     out_h, out_w = uint64(rows.shape[0]), uint64(cols.shape[0])
     lo, hi = inner[0], inner[1]
     for p in prange(dx.shape[0]):
-        grad, index_of, out = dy[p], indices[p], dx[p]
+        grad, index_of, out = dy[p], indices[p] if is_max else indices[0], dx[p]
         matched = 0
         for ih in range(uint64(row_window.shape[0])):
-            if row_window[ih] < 0:
-                for iw in range(width):
-                    out[ih * width + iw] = 0
-                continue
-            for iw in range(width):
-                if col_window[iw] < 0:
+            for iw in range(width):  # first touch in memory order (measured faster than zeroing gaps only)
+                if row_window[ih] < 0 or col_window[iw] < 0:
                     out[ih * width + iw] = 0
         for oh in range(out_h):
             row = oh * out_w
@@ -128,17 +133,17 @@ def _max_backward_disjoint(dy, indices, dx, rows, cols, width, inner, first_col,
                 if ow < lo or ow >= hi:
                     for i in range(rows[oh, 0], rows[oh, 1]):
                         for q in range(i * width + cols[ow, 0], i * width + cols[ow, 1]):
-                            hit = index_of[row + ow] == int64(q)
-                            out[q] = grad[row + ow] if hit else 0
-                            matched += hit
+                            out[q] = _cell_grad(grad, index_of, inverse, row + ow, q, is_max)
+                            matched += is_max and index_of[row + ow] == int64(q)
             for i in range(rows[oh, 0], rows[oh, 1]):
                 for j in range(kw):
                     start = i * width + first_col + j
                     if sw == 2:  # constant stride: vectorizes, as in _max_forward
-                        matched += _route_row(grad, index_of, out, start, uint64(2), row + lo, hi - lo)
+                        matched += _route_row(grad, index_of, inverse, out, start, uint64(2), row + lo, hi - lo,
+                                              is_max)
                     else:
-                        matched += _route_row(grad, index_of, out, start, sw, row + lo, hi - lo)
-        if matched != grad.shape[0]:
+                        matched += _route_row(grad, index_of, inverse, out, start, sw, row + lo, hi - lo, is_max)
+        if is_max and matched != grad.shape[0]:
             _scatter_max_plane(grad, index_of, out)
 
 
@@ -187,27 +192,6 @@ def _avg_forward(x, y, divisor, rows, cols, width, inner, first_col, sw, kw):
 
 
 @njit(cache=True, parallel=True)
-def _avg_backward_disjoint(dy, divisor, dx, row_window, col_window, width, out_w):
-    """dy (P, Ho*Wo) -> dx (P, H*W) for non-overlapping windows, each cell written once (see
-    _max_backward_disjoint for row_window / col_window)."""
-    for p in prange(dx.shape[0]):
-        grad, out = dy[p], dx[p]
-        for ih in range(uint64(row_window.shape[0])):
-            oh = row_window[ih]
-            base = ih * width
-            if oh < 0:
-                out[base:base + width] = 0
-                continue
-            first = uint64(oh) * out_w
-            for iw in range(width):
-                ow = col_window[iw]
-                if ow >= 0:
-                    out[base + iw] = grad[first + uint64(ow)] / divisor[first + uint64(ow)]
-                else:
-                    out[base + iw] = 0
-
-
-@njit(cache=True, parallel=True)
 def _avg_backward_scatter(dy, divisor, dx, rows, cols, width):
     """dy (P, Ho*Wo) -> dx (P, H*W) for overlapping windows: zero, then add dy / divisor over each window."""
     out_h, out_w = uint64(rows.shape[0]), uint64(cols.shape[0])
@@ -253,7 +237,7 @@ def _window_of(size: int, out: int, stride: int, kernel: int, pad_before: int) -
 
 
 def _window_maps(g: PoolGeometry) -> tuple:
-    """row_window (H,), col_window (W,) as the disjoint backward kernels take them."""
+    """row_window (H,), col_window (W,) as _backward_disjoint takes them."""
     return (_window_of(g.h, g.out_h, g.stride_h, g.kh, g.pad_top),
             _window_of(g.w, g.out_w, g.stride_w, g.kw, g.pad_left))
 
@@ -283,8 +267,8 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
     if g.overlapping:
         _max_backward_scatter(_planes(dy), _planes(indices), _planes(dx))
     else:
-        _max_backward_disjoint(_planes(dy), _planes(indices), _planes(dx), *_window_args(g), *_inner_columns(g),
-                               *_window_maps(g))
+        _backward_disjoint(_planes(dy), _planes(indices), np.ones(1, g.dtype), _planes(dx), *_window_args(g),
+                           *_inner_columns(g), *_window_maps(g), True)
     return dx
 
 
@@ -303,8 +287,8 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     if g.overlapping:
         _avg_backward_scatter(_planes(dy), _divisor(g), _planes(dx), *_window_args(g))
     else:
-        _avg_backward_disjoint(_planes(dy), _divisor(g), _planes(dx), *_window_maps(g), np.uint64(g.w),
-                               np.uint64(g.out_w))
+        _backward_disjoint(_planes(dy), np.zeros((1, 1), np.int64), 1 / _divisor(g), _planes(dx), *_window_args(g),
+                           *_inner_columns(g), *_window_maps(g), False)
     return dx
 
 
