@@ -157,9 +157,12 @@ def _max_backward_scatter(dy, indices, dx):
 @njit(cache=True, inline="always")
 def _sum_row(plane, total_of, start, step, first_out, count, first_cell):
     """One window cell for count consecutive windows: starts (first_cell) or adds to each window's sum."""
+    if first_cell:
+        for o in range(count):
+            total_of[first_out + o] = plane[start + o * step]
+        return
     for o in range(count):
-        v = plane[start + o * step]
-        total_of[first_out + o] = v if first_cell else total_of[first_out + o] + v
+        total_of[first_out + o] += plane[start + o * step]
 
 
 @njit(cache=True, parallel=True)
