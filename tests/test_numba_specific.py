@@ -12,7 +12,7 @@ import pytest
 import fastconv as fc
 from fastconv._geometry import conv_geometry, pool_geometry
 
-from cases import CONV_CASES, assert_close, random_array
+from cases import CONV_CASES, ConvCase, assert_close, random_array
 from conftest import require_backend
 
 
@@ -24,7 +24,17 @@ def numba_backend():
     return _backend.load("numba")
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+#: shapes that reach the numba backend's special paths (fused 3x3 depthwise rows, their borders, 2x2 stride-2
+#: pooling rows) in ways the shared table does not
+NUMBA_CASES = [
+    ConvCase("depthwise_dilated", (2, 3, 9, 10), (3, 1, 3, 3), dict(groups=3, dilation=2, padding=2)),
+    ConvCase("depthwise_asym_pad", (2, 3, 7, 8), (3, 1, 3, 3), dict(groups=3, padding=((0, 2), (2, 0)))),
+    ConvCase("depthwise_narrow", (2, 2, 5, 2), (4, 1, 3, 3), dict(groups=2, padding=1)),
+    ConvCase("depthwise_no_pad", (1, 4, 6, 6), (4, 1, 3, 3), dict(groups=4)),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES + NUMBA_CASES, ids=str)
 def test_every_conv_method_matches_naive(case, numba_backend, dtype, rng):
     x, w, b = (random_array(rng, shape, dtype) for shape in (case.x, case.w, case.w[0]))
     g = conv_geometry(x, w, b, **case.kwargs)
@@ -63,6 +73,24 @@ def test_max_pool_backward_scatters_indices_outside_their_window(numba_backend):
     expected = np.zeros(16)
     expected[15] = 4
     np.testing.assert_array_equal(dx.ravel(), expected)
+
+
+@pytest.mark.parametrize("shape, kwargs", [((2, 3, 9, 11), dict(stride=2, padding=1, ceil_mode=True)),
+                                           ((1, 2, 8, 7), dict(stride=2)), ((2, 2, 10, 9), dict(stride=(2, 3)))])
+def test_pool_rows_match_naive(shape, kwargs, numba_backend, rng):
+    x = random_array(rng, shape, np.float64)
+    x[0, 0, :4, :4] = 1.0  # ties
+    y_ref, idx_ref = fc.max_pool2d(x, 2, return_indices=True, backend="naive", **kwargs)
+    y, idx = fc.max_pool2d(x, 2, return_indices=True, backend="numba", **kwargs)
+    np.testing.assert_array_equal(idx, idx_ref)
+    assert_close(y, y_ref, np.float64)
+    dy = random_array(rng, y.shape, np.float64)
+    assert_close(fc.max_pool2d_backward(dy, x, 2, indices=idx, backend="numba", **kwargs),
+                 fc.max_pool2d_backward(dy, x, 2, backend="naive", **kwargs), np.float64)
+    assert_close(fc.avg_pool2d(x, 2, backend="numba", **kwargs), fc.avg_pool2d(x, 2, backend="naive", **kwargs),
+                 np.float64)
+    assert_close(fc.avg_pool2d_backward(dy, x, 2, backend="numba", **kwargs),
+                 fc.avg_pool2d_backward(dy, x, 2, backend="naive", **kwargs), np.float64)
 
 
 def test_import_fastconv_neither_imports_numba_backend_nor_compiles():
