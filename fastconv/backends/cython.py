@@ -175,21 +175,23 @@ def _winograd_grad_w(dy, x, g: ConvGeometry, threads: int) -> np.ndarray:
     """dw (k, c/groups, 3, 3) = G^T M G, M summed over tiles of (A dy A^T) * (B^T x B) by 16 GEMMs."""
     block_rows, elements = _winograd_plan(g)
     partial = np.zeros((threads, g.groups, 16, g.k_per_group, g.c_per_group), g.dtype)
+    # numpy's small GEMMs below stay single-threaded too: woken OpenBLAS threads spin and steal the cores
     with _kernel_owns_threads(threads):
         _conv.backward_weight_winograd(dy, x, partial, _workspace(threads, elements, g.dtype), _shape(g),
                                        block_rows, threads)
-    m = partial[0] if threads == 1 else partial.sum(axis=0)
-    left = np.tensordot(WINOGRAD_G, m.reshape(g.groups, 4, 4, g.k_per_group, g.c_per_group), axes=([0], [1]))
-    both = np.tensordot(left, WINOGRAD_G, axes=([2], [0]))  # [i, group, k, c, j]
+        m = partial[0] if threads == 1 else partial.sum(axis=0)
+        left = np.tensordot(WINOGRAD_G, m.reshape(g.groups, 4, 4, g.k_per_group, g.c_per_group), axes=([0], [1]))
+        both = np.tensordot(left, WINOGRAD_G, axes=([2], [0]))  # [i, group, k, c, j]
     return np.ascontiguousarray(both.transpose(1, 2, 3, 0, 4)).reshape(g.w_shape).astype(g.dtype, copy=False)
 
 
 def _forward_winograd(x, w, b, g: ConvGeometry) -> np.ndarray:
     threads = get_num_threads()
-    u = np.ascontiguousarray(_winograd_kernel(w, g).astype(g.dtype, copy=False))
     block_rows, elements = _winograd_plan(g)
     y = np.empty(g.y_shape, g.dtype)
+    # the kernel transform's numpy GEMMs stay single-threaded too: woken OpenBLAS threads spin and steal the cores
     with _kernel_owns_threads(threads):
+        u = np.ascontiguousarray(_winograd_kernel(w, g).astype(g.dtype, copy=False))
         _conv.forward_winograd(x, u, b, y, _workspace(threads, elements, g.dtype), _shape(g), block_rows, threads)
     return y
 
