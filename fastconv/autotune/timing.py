@@ -34,20 +34,21 @@ def fastest(calls: dict[str, Callable[[], object]]) -> tuple[str, dict[str, floa
     if not running:
         raise errors[0]
     best = dict.fromkeys(running, math.inf)
-    results: dict[str, object] = {}
+    winner, result = next(iter(running)), None  # only the fastest call's result is kept, the others' freed at once
     spent = 0.0
     for _ in range(MAX_REPEATS):
         for name, call in running.items():
             start = time.perf_counter()
-            results[name] = call()
+            output = call()
             elapsed = time.perf_counter() - start
+            if elapsed < best[winner]:
+                winner, result = name, output
             best[name], spent = min(best[name], elapsed), spent + elapsed
-        fastest_s = min(best.values())
-        running = {name: call for name, call in running.items() if best[name] <= GIVE_UP_RATIO * fastest_s}
+            del output
+        running = {name: call for name, call in running.items() if best[name] <= GIVE_UP_RATIO * best[winner]}
         if spent + sum(best[name] for name in running) > BUDGET_S:
             break
-    winner = min(best, key=best.get)
-    return winner, best, results[winner]
+    return winner, best, result
 
 
 def _runs(name: str, call: Callable[[], object], errors: list[Exception]) -> bool:
