@@ -103,15 +103,24 @@ def test_pooling_rejects_an_unknown_mode():
 
 
 def test_layers_follow_use_backend(rng, monkeypatch):
-    W, x = rng.standard_normal((2, 1, 3, 3)), rng.standard_normal((1, 1, 5, 5))
-    used = []
-    real = fc._api._backend.resolve
-    monkeypatch.setattr(fc._api._backend, "resolve", lambda name: used.append(name or fc.get_backend())
-                        or real(name))
+    """backend=None runs the kernels of the use_backend default, forward and backward; an explicit backend wins."""
+    calls = []
+    for name in ("naive", "im2col"):
+        module = fc._backend.load(name)
+        for op in fc._backend.KERNELS:
+            def spy(*args, _name=name, _op=op, _kernel=getattr(module, op)):
+                calls.append(f"{_name}.{_op}")
+                return _kernel(*args)
+            monkeypatch.setattr(module, op, spy)
+    W, x = rng.standard_normal((2, 1, 3, 3)), rng.standard_normal((1, 1, 6, 6))
+    conv, pool = Convolution(W, np.zeros(2)), Pooling(2, 2, 2)
+    explicit = Convolution(W, np.zeros(2), backend="im2col")
     with fc.use_backend("naive"):
-        Pooling(2, 2, 2).forward(Convolution(W, np.zeros(2)).forward(x))
-    Convolution(W, np.zeros(2), backend="im2col").forward(x)
-    assert used == ["naive", "naive", "im2col"]
+        out = pool.forward(conv.forward(x))
+        conv.backward(pool.backward(np.ones_like(out)))
+        explicit.forward(x)
+    assert calls == ["naive.conv2d_forward", "naive.max_pool2d_forward", "naive.max_pool2d_backward",
+                     "naive.conv2d_backward", "im2col.conv2d_forward"]
 
 
 def test_affine_flattens_4d_input_and_restores_its_shape(rng):
