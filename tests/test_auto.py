@@ -44,17 +44,20 @@ def geometry(x, w):
 
 
 #: two names for the im2col kernels: candidates that always run, whatever state the compiled backends are in
-#: (a decision taken while a candidate failed is measured again, which the round-trip tests must not see)
+#: (a decision taken while a candidate failed is measured again, which the round-trip tests must not see);
+#: with im2col the only candidate backend, a subprocess imports neither numba nor the Cython extension
 STABLE_CANDIDATES = ("from fastconv._backend import load\n"
                      "from fastconv.backends import auto\n"
+                     "auto.CANDIDATE_BACKENDS = ('im2col',)\n"
                      "auto.candidates = lambda op, g: {name: getattr(load('im2col'), op) for name in ('a', 'b')}\n")
 
 
 @pytest.fixture
 def stable_candidates(monkeypatch):
-    namespace = {}
-    exec(STABLE_CANDIDATES, namespace)
-    monkeypatch.setattr(auto, "candidates", namespace["auto"].candidates)
+    """STABLE_CANDIDATES in this process too, undone after the test."""
+    for name in ("CANDIDATE_BACKENDS", "candidates"):
+        monkeypatch.setattr(auto, name, getattr(auto, name))  # remembers the original, which the script replaces
+    exec(STABLE_CANDIDATES, {})
 
 
 def forbid_timing(monkeypatch):
@@ -173,13 +176,20 @@ def test_failing_candidate_is_skipped_with_a_warning(operands, monkeypatch):
         fc.conv2d(x, w, padding=1, backend="auto")
 
 
-def test_concurrent_writers_keep_every_entry(fresh_cache):
-    script = ("import sys, numpy as np, fastconv as fc\n"
-              "for n in range(1, 6):\n"
-              "    fc.conv2d(np.ones((n, 2, 5, int(sys.argv[1]))), np.ones((3, 2, 3, 3)))\n")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(width)]) for width in (5, 6, 7)]
-    assert all(p.wait() == 0 for p in procs)
-    assert len(json.loads((fresh_cache / cache.FILE_NAME).read_text())["entries"]) == 15
+def test_concurrent_writers_keep_every_entry(fresh_cache, tmp_path_factory):
+    """Three processes, started together once imported, each store 10 decisions into the one file."""
+    ready = tmp_path_factory.mktemp("ready")
+    script = (STABLE_CANDIDATES + "import pathlib, sys, time, numpy as np, fastconv as fc\n"
+              "ready, width = pathlib.Path(sys.argv[1]), int(sys.argv[2])\n"
+              "(ready / str(width)).touch()\n"
+              "deadline = time.monotonic() + 60\n"
+              "while len(list(ready.iterdir())) < 3 and time.monotonic() < deadline:\n"
+              "    time.sleep(0.001)\n"
+              "for n in range(1, 11):\n"
+              "    fc.conv2d(np.ones((n, 2, 5, width)), np.ones((3, 2, 3, 3)), backend='auto')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(ready), str(width)]) for width in (5, 6, 7)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert len(json.loads((fresh_cache / cache.FILE_NAME).read_text())["entries"]) == 30
 
 
 @pytest.mark.parametrize("case", CONV_CASES[::3], ids=str)
