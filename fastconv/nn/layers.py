@@ -15,11 +15,15 @@ import numpy as np
 import fastconv as fc
 
 
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """x (N, classes) -> log-probabilities (N, classes), computed without overflow (max subtracted first)."""
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     """x (N, classes) -> probabilities (N, classes), each row summing to 1."""
-    shifted = x - x.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    return np.exp(log_softmax(x))
 
 
 class Relu:
@@ -69,10 +73,9 @@ class SoftmaxWithLoss:
 
     def forward(self, x, t):
         self.t = t
-        self.y = softmax(x)
+        log_probs = log_softmax(x)
+        self.y = np.exp(log_probs)
         labels = t.argmax(axis=1) if t.size == self.y.size else t
-        shifted = x - x.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         self.loss = float(-log_probs[np.arange(x.shape[0]), labels].mean())
         return self.loss
 
@@ -148,18 +151,19 @@ class Pooling:
         self.x = None
         self.arg_max = None  # (N, C, Ho, Wo) flat h * W + w of each maximum, as fastconv.max_pool2d returns
 
-    def _geometry(self) -> dict:
+    def _pool_args(self) -> dict:
+        """The keyword arguments every fastconv pooling call of this layer takes."""
         return dict(kernel_size=(self.pool_h, self.pool_w), stride=self.stride, padding=self.pad,
                     backend=self.backend)
 
     def forward(self, x):
         self.x = x
         if self.mode == "avg":
-            return fc.avg_pool2d(x, **self._geometry())
-        out, self.arg_max = fc.max_pool2d(x, return_indices=True, **self._geometry())
+            return fc.avg_pool2d(x, **self._pool_args())
+        out, self.arg_max = fc.max_pool2d(x, return_indices=True, **self._pool_args())
         return out
 
     def backward(self, dout):
         if self.mode == "avg":
-            return fc.avg_pool2d_backward(dout, self.x, **self._geometry())
-        return fc.max_pool2d_backward(dout, self.x, indices=self.arg_max, **self._geometry())
+            return fc.avg_pool2d_backward(dout, self.x, **self._pool_args())
+        return fc.max_pool2d_backward(dout, self.x, indices=self.arg_max, **self._pool_args())
