@@ -36,16 +36,20 @@ class LayerNet:
     """What every network here shares: params {W1, b1, ...} held by the layers named in ``self.layers``,
     prediction, loss, accuracy, backprop and numerical gradients, saving and loading.
 
-    Subclasses fill ``self.params``, ``self.layers`` (an OrderedDict) and ``self.param_layers`` (the layer that owns
-    W{i} and b{i} for i = 1, 2, ...).
+    Subclasses fill ``self.params`` and ``self.layers`` (an OrderedDict, input first); the i-th layer with
+    parameters (i = 1, 2, ...) holds W{i} and b{i}.
     """
 
     params: dict[str, np.ndarray]
     layers: OrderedDict
-    param_layers: list
 
     def __init__(self):
         self.last_layer = SoftmaxWithLoss()
+
+    @property
+    def param_layers(self) -> list:
+        """The layers that hold parameters, in order: the i-th holds W{i} and b{i}."""
+        return [layer for layer in self.layers.values() if hasattr(layer, "W")]
 
     def predict(self, x, train_flg=False):
         """x (N, C, H, W) -> class scores (N, output_size). train_flg turns dropout on."""
@@ -158,7 +162,6 @@ class SimpleConvNet(LayerNet):
         self.layers['Affine1'] = Affine(p['W2'], p['b2'])
         self.layers['Relu2'] = Relu()
         self.layers['Affine2'] = Affine(p['W3'], p['b3'])
-        self.param_layers = [self.layers['Conv1'], self.layers['Affine1'], self.layers['Affine2']]
 
 
 class DeepConvNetLite(LayerNet):
@@ -175,30 +178,25 @@ class DeepConvNetLite(LayerNet):
         rng = _generator(rng)
         channels, height, width = input_dim
         self.params = {}
-        self.layers = OrderedDict()
-        self.param_layers = []
+        self.layers = layers = OrderedDict()
 
-        def add(name, layer):
-            self.layers[name] = layer
-            if hasattr(layer, "W"):
-                self.param_layers.append(layer)
-
-        def new_params(w_shape, fan_in):
-            i = len(self.param_layers) + 1
+        def new_params(w_shape, outputs, fan_in):
+            """W{i} (He-initialised) and b{i} (zeros, (outputs,)) for the next layer with parameters."""
+            i = len(self.params) // 2 + 1
             self.params[f"W{i}"] = _normal(rng, w_shape, np.sqrt(2.0 / fan_in), dtype)
-            self.params[f"b{i}"] = np.zeros(w_shape[0] if len(w_shape) == 4 else w_shape[1], dtype)
+            self.params[f"b{i}"] = np.zeros(outputs, dtype)
             return self.params[f"W{i}"], self.params[f"b{i}"]
 
         for i, filters in enumerate(filter_nums, start=1):
-            W, b = new_params((filters, channels, 3, 3), channels * 9)
-            add(f"Conv{i}", Convolution(W, b, 1, 1, backend=backend, input_grad=i > 1))
-            add(f"Relu{i}", Relu())
+            W, b = new_params((filters, channels, 3, 3), filters, channels * 9)
+            layers[f"Conv{i}"] = Convolution(W, b, 1, 1, backend=backend, input_grad=i > 1)
+            layers[f"Relu{i}"] = Relu()
             channels = filters
             if i % 2 == 0:
-                add(f"Pool{i // 2}", Pooling(2, 2, stride=2, backend=backend))
+                layers[f"Pool{i // 2}"] = Pooling(2, 2, stride=2, backend=backend)
                 height, width = height // 2, width // 2
         flat = channels * height * width
-        add("Affine1", Affine(*new_params((flat, hidden_size), flat)))
-        add("ReluAffine1", Relu())
-        add("Dropout1", Dropout(dropout_ratio, rng=rng))
-        add("Affine2", Affine(*new_params((hidden_size, output_size), hidden_size)))
+        layers["Affine1"] = Affine(*new_params((flat, hidden_size), hidden_size, flat))
+        layers["ReluAffine1"] = Relu()
+        layers["Dropout1"] = Dropout(dropout_ratio, rng=rng)
+        layers["Affine2"] = Affine(*new_params((hidden_size, output_size), output_size, hidden_size))
