@@ -34,11 +34,13 @@ class Momentum:
         if self.v is None:
             self.v = _zeros_like(params)
         for key in params:
-            self._step(params[key], self.v[key], grads[key])
+            v = self.v[key]
+            v *= self.momentum
+            v -= self.lr * grads[key]
+            self._step(params[key], v, grads[key])
 
     def _step(self, param, v, grad):
-        v *= self.momentum
-        v -= self.lr * grad
+        """The parameter's move, given the updated velocity v."""
         param += v
 
 
@@ -47,8 +49,6 @@ class Nesterov(Momentum):
     v = momentum * v - lr * g; p += momentum**2 * v - (1 + momentum) * lr * g"""
 
     def _step(self, param, v, grad):
-        v *= self.momentum
-        v -= self.lr * grad
         param += self.momentum * self.momentum * v
         param -= (1 + self.momentum) * self.lr * grad
 
