@@ -243,6 +243,36 @@ def test_optimizers_descend_a_quadratic_in_place(name):
     assert sum(np.sum(value ** 2) for value in params.values()) < 0.8 * (3.0 ** 2 + 2.0 ** 2 + 1.5 ** 2)
 
 
+def book_update(name: str, p, g, state: dict, lr: float):
+    """The book's update rule (common/optimizer.py, default hyper-parameters) for one array; state carries the
+    optimizer's memory from call to call."""
+    if name == "sgd":
+        return p - lr * g
+    if name in ("momentum", "nesterov"):
+        v = state["v"] = 0.9 * state.get("v", 0.0) - lr * g
+        return p + v if name == "momentum" else p + 0.9 * 0.9 * v - (1 + 0.9) * lr * g
+    if name in ("adagrad", "rmsprop"):
+        h = state.get("h", 0.0)
+        h = state["h"] = h + g * g if name == "adagrad" else 0.99 * h + 0.01 * g * g
+        return p - lr * g / (np.sqrt(h) + 1e-7)
+    t = state["t"] = state.get("t", 0) + 1
+    m = state["m"] = state.get("m", 0.0) + 0.1 * (g - state.get("m", 0.0))
+    v = state["v"] = state.get("v", 0.0) + 0.001 * (g * g - state.get("v", 0.0))
+    return p - lr * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(v) + 1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizers_follow_the_books_update_rules(name, rng):
+    optimizer, state = OPTIMIZERS[name](lr=0.05), {}
+    params = {"W": rng.standard_normal((3, 2))}
+    expected = params["W"].copy()
+    for _ in range(3):
+        grad = rng.standard_normal((3, 2))
+        optimizer.update(params, {"W": grad})
+        expected = book_update(name, expected, grad, state, lr=0.05)
+    np.testing.assert_allclose(params["W"], expected, rtol=1e-12)
+
+
 # --- saving and loading -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("suffix", [".npz", ".pkl"])
