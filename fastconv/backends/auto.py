@@ -89,8 +89,9 @@ def _run(op: str, g, flags: tuple, *args):
         return hit[1](*args)
     if not autotune_enabled():
         name = heuristic(op, g)
-        _resolved[fast_key] = (name, getattr(_backend.load(name), op))
-        return _resolved[fast_key][1](*args)
+        kernel = getattr(_backend.load(name), op)
+        _resolved[fast_key] = (name, kernel)
+        return kernel(*args)
     with _tuning:  # one measurement at a time, so that concurrent threads do not disturb each other's timings
         options = candidates(op, g)
         if not options:
