@@ -31,6 +31,14 @@ def one_thread():
     fc.set_num_threads(before)
 
 
+@pytest.fixture
+def two_threads():
+    before = fc.get_num_threads()
+    fc.set_num_threads(2)
+    yield
+    fc.set_num_threads(before)
+
+
 def test_kernels_release_the_gil(cython_backend, rng, one_thread):
     """While one thread runs a long convolution, another keeps running Python code."""
     x = random_array(rng, (48, 64, 48, 48), np.float32)
@@ -96,9 +104,11 @@ def test_every_forward_method_agrees_with_naive(cython_backend, rng, dtype, shap
 
 
 @pytest.mark.parametrize("groups, padding", [(1, 1), (2, ((0, 2), (1, 0)))])
-def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rng, dtype, groups, padding):
-    """Enough channels for Winograd by default: forward, grad of w, and grad of x (through the forward)."""
-    x = random_array(rng, (2, 16 * groups, 7, 6), dtype)
+def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rng, dtype, groups, padding,
+                                                              two_threads):
+    """Enough channels for Winograd by default: forward, grad of w, and grad of x (through the forward); several
+    work items per thread."""
+    x = random_array(rng, (6, 16 * groups, 7, 6), dtype)
     w = random_array(rng, (16 * groups, 16, 3, 3), dtype)
     kw = dict(padding=padding, groups=groups)
     g = conv_geometry(x, w, **kw)

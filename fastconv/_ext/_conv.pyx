@@ -446,6 +446,22 @@ def backward_weight_direct(const floating[:, :, :, ::1] dy, const floating[:, :,
 # A work item is a block of tile rows of one image and one group. Transforms run along whole rows (vectorized).
 
 
+cdef struct Block:
+    Py_ssize_t n, group, ta0, ta1  # image, group, tile rows ta0:ta1
+
+
+cdef inline Block block_of(Py_ssize_t item, const ConvShape *p, Py_ssize_t blocks, Py_ssize_t block_rows,
+                           Py_ssize_t tile_rows) noexcept nogil:
+    """Work item -> block; items run over (image, group, block of tile rows), blocks fastest. Returned by
+    value, so that prange makes the caller's copy private."""
+    cdef Block b
+    b.n = item // blocks // p.groups
+    b.group = item // blocks % p.groups
+    b.ta0 = (item % blocks) * block_rows
+    b.ta1 = min(b.ta0 + block_rows, tile_rows)
+    return b
+
+
 cdef void winograd_input_rows(const floating *xg, floating *v, floating *buf, const ConvShape *p,
                               Py_ssize_t cg, Py_ssize_t ta0, Py_ssize_t ta1, Py_ssize_t tw) noexcept nogil:
     """v (16, cg, tiles)[4*i + j, c, t] = (B^T d B)[i, j] for the tiles in tile rows ta0:ta1 (tw per row).
@@ -546,7 +562,8 @@ def forward_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
     cdef Py_ssize_t th = (p.out_h + 1) // 2, tw = (p.out_w + 1) // 2
     cdef Py_ssize_t blocks = (th + block_rows - 1) // block_rows, items = p.n * p.groups * blocks
-    cdef Py_ssize_t item, blk, rest, n, gi, ta0, ta1, tiles, xi, tid
+    cdef Py_ssize_t item, n, gi, ta0, ta1, tiles, xi, tid
+    cdef Block blk
     cdef Py_ssize_t v_size = 16 * cg * block_rows * tw, m_size = 16 * kg * block_rows * tw
     cdef const floating *bias = &b[0] if b is not None else NULL
     cdef const floating *xp = &x[0, 0, 0, 0]
@@ -560,12 +577,8 @@ def forward_winograd(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
         for item in prange(items, schedule="static"):
-            blk = item % blocks
-            rest = item // blocks
-            n = rest // p.groups
-            gi = rest % p.groups
-            ta0 = blk * block_rows
-            ta1 = min(ta0 + block_rows, th)
+            blk = block_of(item, &p, blocks, block_rows, th)
+            n, gi, ta0, ta1 = blk.n, blk.group, blk.ta0, blk.ta1
             tiles = (ta1 - ta0) * tw
             v = ws + tid * ws_stride
             m = v + v_size
@@ -632,7 +645,8 @@ def backward_weight_winograd(const floating[:, :, :, ::1] dy, const floating[:, 
     cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
     cdef Py_ssize_t th = (p.out_h + 1) // 2, tw = (p.out_w + 1) // 2
     cdef Py_ssize_t blocks = (th + block_rows - 1) // block_rows, items = p.n * p.groups * blocks
-    cdef Py_ssize_t item, blk, rest, n, gi, ta0, ta1, tiles, xi, tid
+    cdef Py_ssize_t item, n, gi, ta0, ta1, tiles, xi, tid
+    cdef Block blk
     cdef Py_ssize_t v_size = 16 * cg * block_rows * tw, d_size = 16 * kg * block_rows * tw
     cdef const floating *dyp = &dy[0, 0, 0, 0]
     cdef const floating *xp = &x[0, 0, 0, 0]
@@ -646,12 +660,8 @@ def backward_weight_winograd(const floating[:, :, :, ::1] dy, const floating[:, 
     with nogil, parallel(num_threads=num_threads):
         tid = threadid()
         for item in prange(items, schedule="static"):
-            blk = item % blocks
-            rest = item // blocks
-            n = rest // p.groups
-            gi = rest % p.groups
-            ta0 = blk * block_rows
-            ta1 = min(ta0 + block_rows, th)
+            blk = block_of(item, &p, blocks, block_rows, th)
+            n, gi, ta0, ta1 = blk.n, blk.group, blk.ta0, blk.ta1
             tiles = (ta1 - ta0) * tw
             v = ws + tid * ws_stride
             d = v + v_size
