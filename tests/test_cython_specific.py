@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -23,20 +24,26 @@ def cython_backend():
     return cython
 
 
+@contextlib.contextmanager
+def num_threads(n: int):
+    before = fc.get_num_threads()
+    fc.set_num_threads(n)
+    try:
+        yield
+    finally:
+        fc.set_num_threads(before)
+
+
 @pytest.fixture
 def one_thread():
-    before = fc.get_num_threads()
-    fc.set_num_threads(1)
-    yield
-    fc.set_num_threads(before)
+    with num_threads(1):
+        yield
 
 
 @pytest.fixture
 def two_threads():
-    before = fc.get_num_threads()
-    fc.set_num_threads(2)
-    yield
-    fc.set_num_threads(before)
+    with num_threads(2):
+        yield
 
 
 def test_kernels_release_the_gil(cython_backend, rng, one_thread):
@@ -70,16 +77,12 @@ def test_one_and_two_threads_agree(cython_backend, rng):
     w = random_array(rng, (8, 3, 3, 3), np.float32)
     kw = dict(stride=(1, 2), padding=1, groups=2)
     dy = random_array(rng, fc.conv2d(x, w, backend="naive", **kw).shape, np.float32)
-    before = fc.get_num_threads()
     results = []
-    try:
-        for threads in (1, 2):
-            fc.set_num_threads(threads)
+    for threads in (1, 2):
+        with num_threads(threads):
             results.append((fc.conv2d(x, w, backend="cython", **kw),
                             *fc.conv2d_backward(dy, x, w, backend="cython", **kw),
                             *fc.max_pool2d(x, 3, stride=2, return_indices=True, backend="cython")))
-    finally:
-        fc.set_num_threads(before)
     for one, two in zip(*results):
         assert_close(two, one, np.float32)
 
