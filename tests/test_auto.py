@@ -192,6 +192,16 @@ def test_concurrent_writers_keep_every_entry(fresh_cache, tmp_path_factory):
     assert len(json.loads((fresh_cache / cache.FILE_NAME).read_text())["entries"]) == 30
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_workspace_is_the_smallest_among_the_candidate_backends(operands, threads):
+    """Remembered per geometry, and asked again when the thread count (which sizes per-thread scratch) changes."""
+    g = geometry(*operands)
+    fc.set_num_threads(threads)
+    needs = [getattr(fc._backend.load(name), "workspace_bytes", lambda op, g: 0)("conv2d_backward", g)
+             for name in auto.CANDIDATE_BACKENDS if name in fc.available_backends()]
+    assert auto.workspace_bytes("conv2d_backward", g) == min(needs)
+
+
 @pytest.mark.parametrize("case", CONV_CASES[::3], ids=str)
 def test_measured_choices_agree_with_naive(case, dtype, rng):
     """With measuring on, whatever auto picks (any backend's method) agrees with naive."""
