@@ -29,10 +29,12 @@ class Trainer:
     ceil(N / mini_batch_size) mini-batches. seed (keyword-only) makes the order reproducible: an int or a numpy
     Generator; None uses numpy's global random state, as the book does (so np.random.seed applies).
 
-    Histories: train_loss_list (loss of every mini-batch, before its update), epoch_loss_list (their mean per
-    epoch), train_acc_list and test_acc_list (per epoch, on the first evaluate_sample_num_per_epoch samples, or
-    all), epoch_seconds (time of each epoch's training pass, evaluation excluded) and, after train(), test_acc on
-    the whole test set. verbose: a tqdm bar per epoch (stderr) and one line of figures per epoch (stdout).
+    Histories: train_loss_list (loss of every mini-batch before its update, as network.last_layer computed it in
+    the gradient's forward pass: a term that network.loss adds, such as weight decay, is left out),
+    epoch_loss_list (their mean per epoch), train_acc_list and test_acc_list (per epoch, on the first
+    evaluate_sample_num_per_epoch samples, or all), epoch_seconds (time of each epoch's training pass, evaluation
+    excluded) and, after train(), test_acc on the whole test set. verbose: a tqdm bar per epoch (stderr) and one
+    line of figures per epoch (stdout).
     """
 
     def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
