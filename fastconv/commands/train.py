@@ -42,7 +42,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--network", choices=("simple", "deep"), default="simple",
                         help="simple: conv-relu-pool-affine-relu-affine (default); deep: two conv-conv-pool "
                              "blocks, affine-relu-dropout-affine")
-    parser.add_argument("--epochs", type=_positive_int, default=10, metavar="N", help="passes over the training set (10)")
+    parser.add_argument("--epochs", type=_positive_int, default=10, metavar="N",
+                        help="passes over the training set (10)")
     parser.add_argument("--batch-size", type=_positive_int, default=50, metavar="N", help="mini-batch size (50)")
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", type=str.lower,
                         help="optimizer (adam)")
