@@ -143,6 +143,7 @@ def test_stale_decision_is_measured_again(operands, monkeypatch):
     key = cache.decision_key("conv2d_forward", g, fc.get_num_threads())
     cache.store(key, cache.Entry("vanished", ("vanished",)))
     auto.clear_memory()
+    assert auto.chosen("conv2d_forward", g) is None  # not what auto would run
     fc.conv2d(x, w, padding=1, backend="auto")
     assert auto.chosen("conv2d_forward", g) in auto.candidates("conv2d_forward", g)
 

@@ -56,15 +56,14 @@ def _no_candidate() -> _backend.BackendUnavailableError:
 
 def chosen(op: str, g, *, need_dx: bool = True, need_dw: bool = True, need_db: bool = True) -> str | None:
     """The candidate auto runs for op on geometry g ("numba:winograd", "cython", ...), or None when autotuning
-    is on and this key has not been measured yet (in this process or a cached one)."""
+    is on and this key has not been measured yet among today's candidates (in this process or a cached one)."""
     flags = _flags(op, need_dx, need_dw, need_db)
     hit = _resolved.get(_fast_key(op, g, flags))
     if hit is not None:
         return hit[0]
     if not autotune_enabled():
         return heuristic(op, g)
-    entry = cache.lookup(cache.decision_key(op, g, get_num_threads(), flags))
-    return entry.choice if entry is not None else None
+    return _cached_choice(cache.decision_key(op, g, get_num_threads(), flags), candidates(op, g))
 
 
 def clear_memory() -> None:
@@ -79,6 +78,15 @@ def _flags(op: str, need_dx: bool, need_dw: bool, need_db: bool) -> tuple:
 
 def _fast_key(op: str, g, flags: tuple) -> tuple:
     return op, g, flags, get_num_threads(), autotune_enabled()
+
+
+def _cached_choice(key: str, options: dict[str, Callable]) -> str | None:
+    """The cached decision for key when it was taken among exactly these candidates (a decision taken among
+    others, say before the Cython extension was built, is stale), else None."""
+    entry = cache.lookup(key)
+    if entry is not None and entry.choice in options and set(entry.candidates) == set(options):
+        return entry.choice
+    return None
 
 
 def _run(op: str, g, flags: tuple, *args):
@@ -97,10 +105,10 @@ def _run(op: str, g, flags: tuple, *args):
         if not options:
             raise _no_candidate()
         key = cache.decision_key(op, g, fast_key[3], flags)
-        entry = cache.lookup(key)
-        if entry is not None and entry.choice in options and set(entry.candidates) == set(options):
-            _resolved[fast_key] = (entry.choice, options[entry.choice])
-            return options[entry.choice](*args)
+        choice = _cached_choice(key, options)
+        if choice is not None:
+            _resolved[fast_key] = (choice, options[choice])
+            return options[choice](*args)
         winner, seconds, result = timing.fastest({name: functools.partial(kernel, *args)
                                                   for name, kernel in options.items()})
         # only the candidates that ran count: after a failure the next process measures again
