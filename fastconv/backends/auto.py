@@ -56,7 +56,7 @@ def _no_candidate() -> _backend.BackendUnavailableError:
 
 def chosen(op: str, g, *, need_dx: bool = True, need_dw: bool = True, need_db: bool = True) -> str | None:
     """The candidate auto runs for op on geometry g ("numba:winograd", "cython", ...), or None when autotuning
-    is on and this key has not been measured yet among today's candidates (in this process or a cached one)."""
+    is on and this key has not been measured yet among the current candidates (in this process or a cached one)."""
     flags = _flags(op, need_dx, need_dw, need_db)
     hit = _resolved.get(_fast_key(op, g, flags))
     if hit is not None:
