@@ -151,13 +151,13 @@ def avg_pool2d_backward(dy, g):
 
 def workspace_bytes(op: str, g) -> int:
     """The smallest scratch need among the candidate backends (auto skips a candidate that runs out of memory)."""
-    return _smallest_workspace(op, g, get_num_threads())
+    return _smallest_workspace(op, g, get_num_threads(), CANDIDATE_BACKENDS)
 
 
 @functools.lru_cache(maxsize=1024)
-def _smallest_workspace(op: str, g, threads: int) -> int:
+def _smallest_workspace(op: str, g, threads: int, backends: tuple[str, ...]) -> int:
     """workspace_bytes, remembered: the front end asks on every call, and asking each backend costs ~9 us.
     threads is part of the key because the backends' scratch grows with it."""
     needs = [getattr(_backend.load(name), "workspace_bytes", lambda op, g: 0)(op, g)
-             for name in CANDIDATE_BACKENDS if _backend.unavailable_reason(name) is None]
+             for name in backends if _backend.unavailable_reason(name) is None]
     return min(needs, default=0)
