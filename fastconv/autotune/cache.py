@@ -53,7 +53,7 @@ _memory: dict[str, Entry] = {}
 def cache_dir() -> Path:
     """$FASTCONV_CACHE_DIR, else the per-user cache directory of fastconv."""
     override = os.environ.get("FASTCONV_CACHE_DIR")
-    return Path(override) if override else Path(platformdirs.user_cache_dir("fastconv"))
+    return Path(override).expanduser() if override else Path(platformdirs.user_cache_dir("fastconv"))
 
 
 def cache_path() -> Path:
