@@ -27,7 +27,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 class Relu:
-    """max(x, 0); backward passes dout where x > 0."""
+    """max(x, 0) elementwise, any shape (NaN stays NaN); backward zeroes dout where x <= 0, as the book."""
 
     def __init__(self):
         self.mask = None
@@ -62,7 +62,8 @@ class Affine:
 
 
 class SoftmaxWithLoss:
-    """Softmax followed by the mean cross-entropy; t holds labels (N,) or one-hot rows (N, classes).
+    """Softmax followed by the mean cross-entropy: scores x (N, classes) -> a float; t holds labels (N,) or
+    one-hot rows (N, classes). backward returns d loss / dx (N, classes); y keeps the probabilities.
 
     The loss is computed from log-softmax, so it is exact and consistent with backward (the book adds 1e-7 inside
     the log, which changes values by at most ~1e-7 per sample).
