@@ -104,6 +104,11 @@ class PoolGeometry:
         return (self.n, self.c, self.out_h, self.out_w)
 
     @property
+    def window_reads(self) -> int:
+        """Input cells read by one forward pass (the work of a pooling call)."""
+        return self.n * self.c * self.out_h * self.out_w * self.kh * self.kw
+
+    @property
     def overlapping(self) -> bool:
         """True when neighbouring windows share input cells (stride smaller than the window)."""
         return self.stride_h < self.kh or self.stride_w < self.kw

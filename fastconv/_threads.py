@@ -36,9 +36,20 @@ def _controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
+#: work (flops, or window reads for pooling) below which waking one more thread does not pay: a parallel region
+#: costs microseconds on an idle machine, and milliseconds while another pool's threads (numpy's OpenBLAS spins
+#: for a while after every threaded matmul) still hold the other core
+MIN_WORK_PER_THREAD = 1_000_000
+
+
 def get_num_threads() -> int:
     """Threads fastconv's kernels may use (default: the cores this process may run on)."""
     return _num_threads
+
+
+def threads_for(work: int) -> int:
+    """Threads a kernel call with this much work should run: the budget, or fewer for small calls."""
+    return max(1, min(_num_threads, work // MIN_WORK_PER_THREAD))
 
 
 def set_num_threads(n: int) -> None:

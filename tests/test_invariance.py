@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
+from fastconv import _threads
 
 from cases import assert_close, random_array
 
@@ -71,7 +72,8 @@ def test_broadcast_inputs_work(backend):
     assert_close(fc.conv2d(x, w, backend=backend), fc.conv2d(x, w, backend="naive"), np.float64)
 
 
-def test_thread_count_does_not_change_results(inputs, backend):
+def test_thread_count_does_not_change_results(inputs, backend, monkeypatch):
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)  # these small calls would otherwise run one thread
     fc.set_num_threads(1)
     single = run_all_ops(*inputs, backend)
     fc.set_num_threads(2)
@@ -104,3 +106,9 @@ def test_need_flags_skip_gradients(inputs, backend):
     dx, dw, db = fc.conv2d_backward(dy, x, w, need_dx=False, need_db=False, backend=backend, **CONV_KW)
     assert dx is None and db is None
     assert_close(dw, fc.conv2d_backward(dy, x, w, backend="naive", **CONV_KW)[1], np.float64)
+
+
+def test_small_calls_run_on_fewer_threads(monkeypatch):
+    fc.set_num_threads(2)
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1000)
+    assert [_threads.threads_for(work) for work in (0, 999, 1999, 2000, 10**9)] == [1, 1, 1, 2, 2]

@@ -24,7 +24,7 @@ import contextlib
 import numpy as np
 
 from fastconv._geometry import ConvGeometry, PoolGeometry, nbytes
-from fastconv._threads import blas_single_threaded, get_num_threads
+from fastconv._threads import blas_single_threaded, threads_for
 
 try:
     from fastconv._ext import _conv, _pool
@@ -36,6 +36,11 @@ except ImportError as exc:  # the registry reports this as BackendUnavailableErr
 COL_TILE_BYTES = 1 << 20
 #: BLAS takes 32-bit ints for sizes and strides
 BLAS_INT_MAX = 2**31 - 1
+
+
+def _threads_for(g: ConvGeometry | PoolGeometry) -> int:
+    """Threads for one call on g: fewer than the budget when the call is too small to share."""
+    return threads_for(g.flops if isinstance(g, ConvGeometry) else g.window_reads)
 
 
 def _kernel_owns_threads(threads: int):
@@ -121,7 +126,7 @@ def _workspace(threads: int, elements: int, dtype) -> np.ndarray:
 
 def _forward_gemm(x, w, b, g: ConvGeometry) -> np.ndarray:
     _check_blas_sizes(g)
-    threads = get_num_threads()
+    threads = _threads_for(g)
     y = np.empty(g.y_shape, g.dtype)
     workspace = _workspace(threads, _col_elements(g), g.dtype)
     with _kernel_owns_threads(threads):
@@ -136,7 +141,7 @@ def _padded_plane_elements(g: ConvGeometry) -> int:
 
 
 def _forward_direct(x, w, b, g: ConvGeometry) -> np.ndarray:
-    threads = get_num_threads()
+    threads = _threads_for(g)
     y = np.empty(g.y_shape, g.dtype)
     _conv.forward_direct(x, w, b, y, _workspace(threads, _padded_plane_elements(g), g.dtype), _shape(g), threads)
     return y
@@ -186,7 +191,7 @@ def _winograd_grad_w(dy, x, g: ConvGeometry, threads: int) -> np.ndarray:
 
 
 def _forward_winograd(x, w, b, g: ConvGeometry) -> np.ndarray:
-    threads = get_num_threads()
+    threads = _threads_for(g)
     block_rows, elements = _winograd_plan(g)
     y = np.empty(g.y_shape, g.dtype)
     # the kernel transform's numpy GEMMs stay single-threaded too: woken OpenBLAS threads spin and steal the cores
@@ -216,7 +221,7 @@ FORWARD_METHODS = {"gemm": _forward_gemm, "direct": _forward_direct, "winograd":
 
 def _grad_x(dy, w, g: ConvGeometry) -> np.ndarray:
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W)."""
-    threads = get_num_threads()
+    threads = _threads_for(g)
     if _grad_x_by_rotation(g):
         return conv2d_forward(dy, _rotated_kernel(w, g), None, _rotated_geometry(g))
     if _is_depthwise(g):
@@ -238,7 +243,7 @@ def _depthwise_workspace_elements(g: ConvGeometry) -> int:
 
 def _grad_w(dy, x, g: ConvGeometry, db: np.ndarray | None) -> np.ndarray:
     """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw (K, C/groups, R, S); fills db (K,) too unless it is None."""
-    threads = get_num_threads()
+    threads = _threads_for(g)
     if _is_depthwise(g):
         dw = np.empty(g.w_shape, g.dtype)
         workspace = _workspace(threads, _depthwise_workspace_elements(g), g.dtype)
@@ -262,7 +267,7 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
     db = np.empty(g.k, g.dtype) if need_db else None
     dw = _grad_w(dy, x, g, db) if need_dw else None
     if need_db and not need_dw:
-        _conv.bias_grad(dy.reshape(g.n, g.k, -1), db, get_num_threads())
+        _conv.bias_grad(dy.reshape(g.n, g.k, -1), db, _threads_for(g))
     return (_grad_x(dy, w, g) if need_dx else None, dw, db)
 
 
@@ -270,7 +275,7 @@ def workspace_bytes(op: str, g) -> int:
     """Bytes of scratch this backend allocates beyond the outputs, for the front end's MemoryError check."""
     if op not in ("conv2d_forward", "conv2d_backward"):
         return 0  # pooling allocates only its outputs
-    threads = get_num_threads()
+    threads = _threads_for(g)
     if op == "conv2d_forward":
         method = _forward_method(g)
         if method == "direct":
@@ -315,13 +320,13 @@ def max_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo), indices (N, C, Ho, Wo) int64 (flat h*W + w in x[n, c])."""
     y = np.empty(g.y_shape, g.dtype)
     indices = np.empty(g.y_shape, np.int64)
-    _pool.max_forward(x, y, indices, _pool_shape(g), get_num_threads())
+    _pool.max_forward(x, y, indices, _pool_shape(g), _threads_for(g))
     return y, indices
 
 
 def max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): each dy added at the element its index names."""
-    threads = get_num_threads()
+    threads = _threads_for(g)
     dx = np.empty(g.x_shape, g.dtype)
     indices = np.ascontiguousarray(indices)
     if g.overlapping:
@@ -335,7 +340,7 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
 def avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
     y = np.empty(g.y_shape, g.dtype)
-    _pool.avg_forward(x, g.avg_divisor().astype(g.dtype), y, _pool_shape(g), get_num_threads())
+    _pool.avg_forward(x, g.avg_divisor().astype(g.dtype), y, _pool_shape(g), _threads_for(g))
     return y
 
 
@@ -357,7 +362,7 @@ def _covering_windows(g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
 
 def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
-    threads = get_num_threads()
+    threads = _threads_for(g)
     dx = np.empty(g.x_shape, g.dtype)
     divisor = g.avg_divisor().astype(g.dtype)
     if g.overlapping:

@@ -7,29 +7,24 @@ BLAS calls inside must be single-threaded; with one chunk the loop is serial and
 from __future__ import annotations
 
 import contextlib
-import functools
 
 import numba
 
-from fastconv._threads import get_num_threads
+from fastconv._geometry import ConvGeometry, PoolGeometry
+from fastconv._threads import blas_single_threaded, threads_for
 
 
-@functools.cache
-def _blas_controller():
-    """threadpoolctl's view of the loaded BLAS libraries, built once (building it costs ~1 ms).
-
-    numba's np.dot calls scipy's OpenBLAS, so scipy's BLAS is imported before looking."""
-    import scipy.linalg.cython_blas  # noqa: F401  (loads the library numba calls)
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
+def call_threads(g: ConvGeometry | PoolGeometry) -> int:
+    """Threads for one call on g: fewer than the budget when the call is too small to share."""
+    return threads_for(g.flops if isinstance(g, ConvGeometry) else g.window_reads)
 
 
-def num_chunks(items: int) -> int:
-    """How many parallel chunks to split ``items`` independent pieces into, and numba's thread count to match
-    (numba's setting is per calling thread, so it is set on every call). With one chunk numba runs on the
-    calling thread alone: idle numba workers would otherwise compete with BLAS's threads (measured 5x slower)."""
-    chunks = max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS, items))
+def num_chunks(items: int, g: ConvGeometry | PoolGeometry) -> int:
+    """How many parallel chunks to split ``items`` independent pieces of a call on g into, and numba's thread
+    count to match (numba's setting is per calling thread, so it is set on every call). With one chunk numba runs
+    on the calling thread alone: idle numba workers would otherwise compete with BLAS's threads (measured 5x
+    slower)."""
+    chunks = max(1, min(call_threads(g), numba.config.NUMBA_NUM_THREADS, items))
     numba.set_num_threads(chunks)
     return chunks
 
@@ -39,7 +34,7 @@ def blas_for(chunks: int):
     chunks run in parallel, the whole budget when there is one."""
     if chunks == 1:
         return contextlib.nullcontext()
-    return _blas_controller().limit(limits=1, user_api="blas")
+    return blas_single_threaded()
 
 
 @numba.njit(cache=True)

@@ -14,10 +14,9 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import get_num_threads
 from fastconv.backends.numba import conv_direct, conv_gemm, conv_pointwise
 from fastconv.backends.numba._columns import FMA_AND_REORDER
-from fastconv.backends.numba._parallel import num_chunks
+from fastconv.backends.numba._parallel import call_threads, num_chunks
 
 #: fewest input and output channels for which Winograd is the preferred forward method
 WINOGRAD_MIN_CHANNELS = 16
@@ -106,7 +105,7 @@ def _backward_with(dx_dw_module, rotated: bool):
             dx = conv2d_forward(dy, rotated_weights(w, g), None, rotated_geometry(g))
         db = None
         if need_db:
-            num_chunks(g.k)
+            num_chunks(g.k, g)
             db = _bias_grad(dy.reshape(g.n, g.k, -1))
         return dx, dw, db
 
@@ -134,7 +133,7 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
 def workspace_bytes(op: str, g: ConvGeometry) -> int:
     """Scratch bytes, bounded by the largest method's: gemm's tile buffers (also for the rotated dx) and the
     direct method's per-image dW sums."""
-    chunks = min(g.n, get_num_threads())
+    chunks = min(g.n, call_threads(g))
     total = conv_gemm.workspace_bytes(g, chunks) + conv_direct.workspace_bytes(g)
     rotated = rotated_geometry(g)
     if op == "conv2d_backward" and rotated is not None:

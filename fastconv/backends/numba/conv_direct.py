@@ -207,7 +207,7 @@ def _backward_dw(dy, x, dw_parts, params):
 
 def conv2d_forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, 1, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
-    num_chunks(g.n * g.k)
+    num_chunks(g.n * g.k, g)
     y = np.empty(g.y_shape, g.dtype)
     _forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, params(g))
     return y
@@ -215,7 +215,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry):
 
 def conv2d_backward_dx_dw(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W), dw (K, 1, R, S); None where not needed."""
-    num_chunks(g.n * g.k)
+    num_chunks(g.n * g.k, g)
     dx = dw = None
     if need_dx:
         dx = np.empty(g.x_shape, g.dtype)

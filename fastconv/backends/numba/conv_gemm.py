@@ -126,7 +126,7 @@ def _backward(dy, x, w, dx, dw_parts, params, rows_per_tile, chunks, need_dx, ne
 
 def conv2d_forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
-    chunks = num_chunks(g.n)
+    chunks = num_chunks(g.n, g)
     y = np.empty(g.y_shape, g.dtype)
     bias = np.zeros(g.k, g.dtype) if b is None else b
     with blas_for(chunks):
@@ -136,7 +136,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry):
 
 def conv2d_backward_dx_dw(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W) by col2im and/or dw (K, C/groups, R, S); None where not needed."""
-    chunks = num_chunks(g.n)
+    chunks = num_chunks(g.n, g)
     dx = np.zeros(g.x_shape, g.dtype) if need_dx else np.zeros((1, 1, 1, 1), g.dtype)
     dw_parts = np.empty((chunks, g.k, g.c_per_group * g.r * g.s), g.dtype)
     with blas_for(chunks):

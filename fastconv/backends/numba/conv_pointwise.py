@@ -67,7 +67,7 @@ def _flat(a: np.ndarray) -> np.ndarray:
 
 def conv2d_forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, C/groups, 1, 1), b (K,) or None -> y (N, K, H, W)."""
-    chunks = num_chunks(g.n)
+    chunks = num_chunks(g.n, g)
     y = np.empty(g.y_shape, g.dtype)
     bias = np.zeros(g.k, g.dtype) if b is None else b
     with blas_for(chunks):
@@ -77,7 +77,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry):
 
 def conv2d_backward_dx_dw(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
     """dy (N, K, H, W) -> dx (N, C, H, W), dw (K, C/groups, 1, 1); None where not needed."""
-    chunks = num_chunks(g.n)
+    chunks = num_chunks(g.n, g)
     dx = np.empty(g.x_shape if need_dx else (1, 1, 1, 1), g.dtype)
     dw_parts = np.empty((chunks, g.k, g.c_per_group), g.dtype)
     with blas_for(chunks):

@@ -256,7 +256,7 @@ def _divisor(g: PoolGeometry) -> np.ndarray:
 
 def max_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo), indices (N, C, Ho, Wo) int64 (flat h*W + w)."""
-    num_chunks(g.n * g.c)
+    num_chunks(g.n * g.c, g)
     y = np.empty(g.y_shape, g.dtype)
     indices = np.empty(g.y_shape, np.int64)
     _max_forward(_planes(x), _planes(y), _planes(indices), *_window_args(g), *_inner_columns(g))
@@ -265,7 +265,7 @@ def max_pool2d_forward(x, g: PoolGeometry):
 
 def max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W)."""
-    num_chunks(g.n * g.c)
+    num_chunks(g.n * g.c, g)
     dx = np.empty(g.x_shape, g.dtype)
     if g.overlapping:
         _max_backward_scatter(_planes(dy), _planes(indices), _planes(dx))
@@ -277,7 +277,7 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
 
 def avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
-    num_chunks(g.n * g.c)
+    num_chunks(g.n * g.c, g)
     y = np.empty(g.y_shape, g.dtype)
     _avg_forward(_planes(x), _planes(y), _divisor(g), *_window_args(g), *_inner_columns(g))
     return y
@@ -285,7 +285,7 @@ def avg_pool2d_forward(x, g: PoolGeometry):
 
 def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
-    num_chunks(g.n * g.c)
+    num_chunks(g.n * g.c, g)
     dx = np.empty(g.x_shape, g.dtype)
     if g.overlapping:
         _avg_backward_scatter(_planes(dy), _divisor(g), _planes(dx), *_window_args(g))
