@@ -28,7 +28,7 @@ BACKENDS: dict[str, str] = {
     "numba": "install numba (pip install numba)",
     "cython": "build the compiled extension: pip install . (needs a C compiler and OpenMP), "
               "or python setup.py build_ext --inplace in a source checkout",
-    "auto": "auto chooses among cython, numba and im2col: fix whichever of them fails to import",
+    "auto": "auto chooses between the compiled backends cython and numba: fix whichever fails to import",
 }
 KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward")

@@ -18,8 +18,9 @@ from fastconv import _backend
 from fastconv._threads import get_num_threads
 from fastconv.autotune import autotune_enabled, cache, timing
 
-#: backends auto chooses from, in the order of the heuristic's preference
-CANDIDATE_BACKENDS = ("cython", "numba", "im2col")
+#: backends auto chooses from, in the order of the heuristic's preference: the compiled ones (API.md); im2col
+#: never won a benchmark row against them, and as a candidate it only gave noisy measurements a way to go wrong
+CANDIDATE_BACKENDS = ("cython", "numba")
 
 #: (op, g, flags, threads, autotuning) -> (candidate name, kernel): the per-call fast path
 _resolved: dict[tuple, tuple[str, Callable]] = {}
