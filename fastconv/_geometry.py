@@ -64,6 +64,11 @@ class ConvGeometry:
         return 2 * self.n * self.k * self.out_h * self.out_w * self.c_per_group * self.r * self.s
 
     @property
+    def work(self) -> int:
+        """The size of one call, for sharing it among threads: its flops."""
+        return self.flops
+
+    @property
     def has_padding(self) -> bool:
         return any((self.pad_top, self.pad_bottom, self.pad_left, self.pad_right))
 
@@ -104,8 +109,8 @@ class PoolGeometry:
         return (self.n, self.c, self.out_h, self.out_w)
 
     @property
-    def window_reads(self) -> int:
-        """Input cells read by one forward pass (the work of a pooling call)."""
+    def work(self) -> int:
+        """The size of one call, for sharing it among threads: the input cells its windows read."""
         return self.n * self.c * self.out_h * self.out_w * self.kh * self.kw
 
     @property

@@ -63,6 +63,12 @@ def set_num_threads(n: int) -> None:
         sys.modules["numba"].set_num_threads(min(n, sys.modules["numba"].config.NUMBA_NUM_THREADS))
 
 
+def blas_for(threads: int):
+    """Context for a kernel whose own loop runs on `threads` threads and calls BLAS inside: BLAS single-threaded
+    when the loop is parallel (no nested parallelism), untouched (the whole budget) when it is serial."""
+    return blas_single_threaded() if threads > 1 else contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def blas_single_threaded():
     """BLAS limited to one thread for the duration, so that a kernel's own parallel loop owns the cores."""

@@ -19,12 +19,10 @@ count to the kernels; while a kernel's own loop runs on several threads, BLAS is
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from fastconv._geometry import ConvGeometry, PoolGeometry, nbytes
-from fastconv._threads import blas_single_threaded, threads_for
+from fastconv._threads import blas_for, threads_for
 
 try:
     from fastconv._ext import _conv, _pool
@@ -36,16 +34,6 @@ except ImportError as exc:  # the registry reports this as BackendUnavailableErr
 COL_TILE_BYTES = 1 << 20
 #: BLAS takes 32-bit ints for sizes and strides
 BLAS_INT_MAX = 2**31 - 1
-
-
-def _threads_for(g: ConvGeometry | PoolGeometry) -> int:
-    """Threads for one call on g: fewer than the budget when the call is too small to share."""
-    return threads_for(g.flops if isinstance(g, ConvGeometry) else g.window_reads)
-
-
-def _kernel_owns_threads(threads: int):
-    """BLAS single-threaded while a kernel's own parallel loop runs several threads (no nested parallelism)."""
-    return blas_single_threaded() if threads > 1 else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,10 +114,10 @@ def _workspace(threads: int, elements: int, dtype) -> np.ndarray:
 
 def _forward_gemm(x, w, b, g: ConvGeometry) -> np.ndarray:
     _check_blas_sizes(g)
-    threads = _threads_for(g)
+    threads = threads_for(g.work)
     y = np.empty(g.y_shape, g.dtype)
     workspace = _workspace(threads, _col_elements(g), g.dtype)
-    with _kernel_owns_threads(threads):
+    with blas_for(threads):
         _conv.forward_gemm(x, w, b, y, workspace, _shape(g), _tile_rows(g), threads)
     return y
 
@@ -141,7 +129,7 @@ def _padded_plane_elements(g: ConvGeometry) -> int:
 
 
 def _forward_direct(x, w, b, g: ConvGeometry) -> np.ndarray:
-    threads = _threads_for(g)
+    threads = threads_for(g.work)
     y = np.empty(g.y_shape, g.dtype)
     _conv.forward_direct(x, w, b, y, _workspace(threads, _padded_plane_elements(g), g.dtype), _shape(g), threads)
     return y
@@ -181,7 +169,7 @@ def _winograd_grad_w(dy, x, g: ConvGeometry, threads: int) -> np.ndarray:
     block_rows, elements = _winograd_plan(g)
     partial = np.zeros((threads, g.groups, 16, g.k_per_group, g.c_per_group), g.dtype)
     # numpy's small GEMMs below stay single-threaded too: woken OpenBLAS threads spin and steal the cores
-    with _kernel_owns_threads(threads):
+    with blas_for(threads):
         _conv.backward_weight_winograd(dy, x, partial, _workspace(threads, elements, g.dtype), _shape(g),
                                        block_rows, threads)
         m = partial[0] if threads == 1 else partial.sum(axis=0)
@@ -191,11 +179,11 @@ def _winograd_grad_w(dy, x, g: ConvGeometry, threads: int) -> np.ndarray:
 
 
 def _forward_winograd(x, w, b, g: ConvGeometry) -> np.ndarray:
-    threads = _threads_for(g)
+    threads = threads_for(g.work)
     block_rows, elements = _winograd_plan(g)
     y = np.empty(g.y_shape, g.dtype)
     # the kernel transform's numpy GEMMs stay single-threaded too: woken OpenBLAS threads spin and steal the cores
-    with _kernel_owns_threads(threads):
+    with blas_for(threads):
         u = np.ascontiguousarray(_winograd_kernel(w, g).astype(g.dtype, copy=False))
         _conv.forward_winograd(x, u, b, y, _workspace(threads, elements, g.dtype), _shape(g), block_rows, threads)
     return y
@@ -221,7 +209,7 @@ FORWARD_METHODS = {"gemm": _forward_gemm, "direct": _forward_direct, "winograd":
 
 def _grad_x(dy, w, g: ConvGeometry) -> np.ndarray:
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W)."""
-    threads = _threads_for(g)
+    threads = threads_for(g.work)
     if _grad_x_by_rotation(g):
         return conv2d_forward(dy, _rotated_kernel(w, g), None, _rotated_geometry(g))
     if _is_depthwise(g):
@@ -231,7 +219,7 @@ def _grad_x(dy, w, g: ConvGeometry) -> np.ndarray:
     _check_blas_sizes(g)
     dx = np.empty(g.x_shape, g.dtype)
     workspace = _workspace(threads, _tile_elements(g), g.dtype)
-    with _kernel_owns_threads(threads):
+    with blas_for(threads):
         _conv.backward_data_gemm(dy, w, dx, workspace, _shape(g), _tile_rows(g), threads)
     return dx
 
@@ -243,7 +231,7 @@ def _depthwise_workspace_elements(g: ConvGeometry) -> int:
 
 def _grad_w(dy, x, g: ConvGeometry, db: np.ndarray | None) -> np.ndarray:
     """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw (K, C/groups, R, S); fills db (K,) too unless it is None."""
-    threads = _threads_for(g)
+    threads = threads_for(g.work)
     if _is_depthwise(g):
         dw = np.empty(g.w_shape, g.dtype)
         workspace = _workspace(threads, _depthwise_workspace_elements(g), g.dtype)
@@ -256,7 +244,7 @@ def _grad_w(dy, x, g: ConvGeometry, db: np.ndarray | None) -> np.ndarray:
     _check_blas_sizes(g)
     partial = np.zeros((threads, g.k, g.c_per_group * g.r * g.s), g.dtype)
     workspace = _workspace(threads, _col_elements(g), g.dtype)
-    with _kernel_owns_threads(threads):
+    with blas_for(threads):
         _conv.backward_weight_gemm(dy, x, partial, workspace, _shape(g), _tile_rows(g), threads)
     dw = partial[0] if threads == 1 else partial.sum(axis=0)
     return dw.reshape(g.w_shape)
@@ -267,7 +255,7 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
     db = np.empty(g.k, g.dtype) if need_db else None
     dw = _grad_w(dy, x, g, db) if need_dw else None
     if need_db and not need_dw:
-        _conv.bias_grad(dy.reshape(g.n, g.k, -1), db, _threads_for(g))
+        _conv.bias_grad(dy.reshape(g.n, g.k, -1), db, threads_for(g.work))
     return (_grad_x(dy, w, g) if need_dx else None, dw, db)
 
 
@@ -275,7 +263,7 @@ def workspace_bytes(op: str, g) -> int:
     """Bytes of scratch this backend allocates beyond the outputs, for the front end's MemoryError check."""
     if op not in ("conv2d_forward", "conv2d_backward"):
         return 0  # pooling allocates only its outputs
-    threads = _threads_for(g)
+    threads = threads_for(g.work)
     if op == "conv2d_forward":
         method = _forward_method(g)
         if method == "direct":
@@ -320,13 +308,13 @@ def max_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo), indices (N, C, Ho, Wo) int64 (flat h*W + w in x[n, c])."""
     y = np.empty(g.y_shape, g.dtype)
     indices = np.empty(g.y_shape, np.int64)
-    _pool.max_forward(x, y, indices, _pool_shape(g), _threads_for(g))
+    _pool.max_forward(x, y, indices, _pool_shape(g), threads_for(g.work))
     return y, indices
 
 
 def max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): each dy added at the element its index names."""
-    threads = _threads_for(g)
+    threads = threads_for(g.work)
     dx = np.empty(g.x_shape, g.dtype)
     indices = np.ascontiguousarray(indices)
     if g.overlapping:
@@ -340,7 +328,7 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
 def avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
     y = np.empty(g.y_shape, g.dtype)
-    _pool.avg_forward(x, g.avg_divisor().astype(g.dtype), y, _pool_shape(g), _threads_for(g))
+    _pool.avg_forward(x, g.avg_divisor().astype(g.dtype), y, _pool_shape(g), threads_for(g.work))
     return y
 
 
@@ -362,7 +350,7 @@ def _covering_windows(g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
 
 def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
-    threads = _threads_for(g)
+    threads = threads_for(g.work)
     dx = np.empty(g.x_shape, g.dtype)
     divisor = g.avg_divisor().astype(g.dtype)
     if g.overlapping:

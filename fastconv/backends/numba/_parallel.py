@@ -1,22 +1,16 @@
 """Who owns the cores during one kernel call: numba's prange or BLAS, never both.
 
 A kernel splits its work into ``chunks`` independent pieces run by ``prange``. With more than one chunk the
-BLAS calls inside must be single-threaded; with one chunk the loop is serial and BLAS gets the whole budget.
+BLAS calls inside must be single-threaded; with one chunk the loop is serial and BLAS gets the whole budget
+(fastconv._threads.blas_for chooses which).
 """
 
 from __future__ import annotations
 
-import contextlib
-
 import numba
 
 from fastconv._geometry import ConvGeometry, PoolGeometry
-from fastconv._threads import blas_single_threaded, threads_for
-
-
-def call_threads(g: ConvGeometry | PoolGeometry) -> int:
-    """Threads for one call on g: fewer than the budget when the call is too small to share."""
-    return threads_for(g.flops if isinstance(g, ConvGeometry) else g.window_reads)
+from fastconv._threads import threads_for
 
 
 def num_chunks(items: int, g: ConvGeometry | PoolGeometry) -> int:
@@ -24,17 +18,9 @@ def num_chunks(items: int, g: ConvGeometry | PoolGeometry) -> int:
     count to match (numba's setting is per calling thread, so it is set on every call). With one chunk numba runs
     on the calling thread alone: idle numba workers would otherwise compete with BLAS's threads (measured 5x
     slower)."""
-    chunks = max(1, min(call_threads(g), numba.config.NUMBA_NUM_THREADS, items))
+    chunks = max(1, min(threads_for(g.work), numba.config.NUMBA_NUM_THREADS, items))
     numba.set_num_threads(chunks)
     return chunks
-
-
-def blas_for(chunks: int):
-    """Context for a kernel running ``chunks`` parallel chunks that call BLAS: single-threaded BLAS when the
-    chunks run in parallel, the whole budget when there is one."""
-    if chunks == 1:
-        return contextlib.nullcontext()
-    return blas_single_threaded()
 
 
 @numba.njit(cache=True)

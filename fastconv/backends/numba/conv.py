@@ -14,9 +14,10 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
+from fastconv._threads import threads_for
 from fastconv.backends.numba import conv_direct, conv_gemm, conv_pointwise
 from fastconv.backends.numba._columns import FMA_AND_REORDER
-from fastconv.backends.numba._parallel import call_threads, num_chunks
+from fastconv.backends.numba._parallel import num_chunks
 
 #: fewest input and output channels for which Winograd is the preferred forward method
 WINOGRAD_MIN_CHANNELS = 16
@@ -133,7 +134,7 @@ def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
 def workspace_bytes(op: str, g: ConvGeometry) -> int:
     """Scratch bytes, bounded by the largest method's: gemm's tile buffers (also for the rotated dx) and the
     direct method's per-image dW sums."""
-    chunks = min(g.n, call_threads(g))
+    chunks = min(g.n, threads_for(g.work))
     total = conv_gemm.workspace_bytes(g, chunks) + conv_direct.workspace_bytes(g)
     rotated = rotated_geometry(g)
     if op == "conv2d_backward" and rotated is not None:

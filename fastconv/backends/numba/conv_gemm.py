@@ -14,8 +14,9 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
+from fastconv._threads import blas_for
 from fastconv.backends.numba._columns import add_columns, fill_columns, next_row
-from fastconv.backends.numba._parallel import blas_for, chunk_bounds, num_chunks
+from fastconv.backends.numba._parallel import chunk_bounds, num_chunks
 
 #: bytes of one tile's column matrix (measured: 0.5-2 MB all run within a few % on resnet, vgg, alexnet)
 TILE_BYTES = 1024 * 1024

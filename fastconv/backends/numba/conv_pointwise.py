@@ -11,7 +11,8 @@ import numpy as np
 from numba import njit, prange
 
 from fastconv._geometry import ConvGeometry
-from fastconv.backends.numba._parallel import blas_for, chunk_bounds, num_chunks
+from fastconv._threads import blas_for
+from fastconv.backends.numba._parallel import chunk_bounds, num_chunks
 
 
 def applies(g: ConvGeometry) -> bool:

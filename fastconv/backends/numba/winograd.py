@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from fastconv.backends.numba._parallel import blas_for, call_threads, num_chunks
+from fastconv._threads import blas_for, threads_for
+from fastconv.backends.numba._parallel import num_chunks
 
 #: the 1-D transforms for each output tile size m (points 0, +-1, +-2, inf), in float64: AT[(G g) * (BT d)] is
 #: the correlation of d (alpha,) with g (3,). _bt and _at apply BT and AT with their coefficients written out.
@@ -90,7 +91,7 @@ def conv2d_forward_winograd(x, w, b, g, m: int | None = None):
     if -(-g.out_w // m) > COLS:
         raise ValueError(f"winograd F({m}x{m}, 3x3): an output row of {g.out_w} pixels is more than the "
                          f"{COLS} tiles of a block; check applicable(g) first")
-    rows_per_block, chunks = _blocking(g, m, call_threads(g))
+    rows_per_block, chunks = _blocking(g, m, threads_for(g.work))
     chunks = num_chunks(chunks, g)  # also sets numba's thread count
     bias = np.zeros(g.k, g.dtype) if b is None else b
     y = np.empty(g.y_shape, g.dtype)
@@ -104,7 +105,7 @@ def workspace_bytes(g) -> int:
     """Scratch bytes of conv2d_forward_winograd: V, and per thread a block's U and M planes and row buffers."""
     m = tile_size(g)
     alpha2 = (m + 2) ** 2
-    rows_per_block, chunks = _blocking(g, m, call_threads(g))
+    rows_per_block, chunks = _blocking(g, m, threads_for(g.work))
     block_tiles = rows_per_block * -(-g.out_w // m)
     per_thread = alpha2 * ((g.c + g.k) * block_tiles + 2 * (COLS + SKEW)) + 2 * alpha2 * COLS + 3 * m * COLS
     return (alpha2 * g.k * g.c + chunks * per_thread) * g.dtype.itemsize
