@@ -64,13 +64,57 @@ class ConvGeometry:
         return 2 * self.n * self.k * self.out_h * self.out_w * self.c_per_group * self.r * self.s
 
     @property
-    def work(self) -> int:
-        """The size of one call, for sharing it among threads: its flops."""
+    def work(self) -> int:  # transitional
         return self.flops
 
     @property
     def has_padding(self) -> bool:
         return any((self.pad_top, self.pad_bottom, self.pad_left, self.pad_right))
+
+    @property
+    def is_pointwise(self) -> bool:
+        """1x1, stride 1, no padding: each image's x (C, H*W) is its own column matrix, y_n = W @ x_n."""
+        return self.r == self.s == self.stride_h == self.stride_w == 1 and not self.has_padding
+
+    @property
+    def is_channelwise(self) -> bool:
+        """One input channel per group (depthwise, or a single-channel image): direct loops apply."""
+        return self.c_per_group == 1
+
+    @property
+    def is_depthwise(self) -> bool:
+        """One input and one output channel per group."""
+        return self.c_per_group == self.k_per_group == 1
+
+    @property
+    def is_3x3_unit_stride(self) -> bool:
+        """3x3, stride 1, undilated: the shape Winograd F(m x m, 3x3) computes."""
+        return self.r == self.s == 3 and self.stride_h == self.stride_w == self.dilation_h == self.dilation_w == 1
+
+    @property
+    def min_group_channels(self) -> int:
+        """The smaller of the input and output channels per group: the inner dimension of the thinner GEMM."""
+        return min(self.c_per_group, self.k_per_group)
+
+    def rotated(self) -> ConvGeometry:
+        """The grad of x at stride 1 as a forward convolution: dy (n, k, out_h, out_w) -> dx (n, c, h, w) with the
+        kernel rotated by 180 degrees (rotate_kernel), padded by dilation*(kernel - 1) - pad on each side (a side
+        may be negative: that many border rows of dy are never read)."""
+        if self.stride_h != 1 or self.stride_w != 1:
+            raise ValueError(f"rotated: the grad of x is a forward convolution only at stride 1, not "
+                             f"({self.stride_h}, {self.stride_w})")
+        extent_h, extent_w = self.dilation_h * (self.r - 1), self.dilation_w * (self.s - 1)
+        return ConvGeometry(self.n, self.k, self.out_h, self.out_w, self.c, self.r, self.s, 1, 1, self.dilation_h,
+                            self.dilation_w, extent_h - self.pad_top, extent_h - self.pad_bottom,
+                            extent_w - self.pad_left, extent_w - self.pad_right, self.groups, self.h, self.w,
+                            self.dtype)
+
+    def rotate_kernel(self, w: np.ndarray) -> np.ndarray:
+        """w (k, c/groups, r, s) -> (c, k/groups, r, s), the weights of rotated():
+        [group*Cg + c, kk, r, s] = w[group*Kg + kk, c, R-1-r, S-1-s]."""
+        per_group = w.reshape(self.groups, self.k_per_group, self.c_per_group, self.r, self.s)[:, :, :, ::-1, ::-1]
+        return np.ascontiguousarray(per_group.transpose(0, 2, 1, 3, 4)).reshape(self.c, self.k_per_group, self.r,
+                                                                                 self.s)
 
 
 @dataclass(frozen=True)
@@ -109,8 +153,12 @@ class PoolGeometry:
         return (self.n, self.c, self.out_h, self.out_w)
 
     @property
-    def work(self) -> int:
-        """The size of one call, for sharing it among threads: the input cells its windows read."""
+    def work(self) -> int:  # transitional
+        return self.reads
+
+    @property
+    def reads(self) -> int:
+        """Input cells its windows read (with repeats): the size of one call, for sharing it among threads."""
         return self.n * self.c * self.out_h * self.out_w * self.kh * self.kw
 
     @property
@@ -125,6 +173,30 @@ class PoolGeometry:
         cols = _window_counts(self.out_w, self.stride_w, self.kw, self.pad_left, self.w, self.pad_right,
                               self.count_include_pad)
         return np.outer(rows, cols).astype(np.float64)
+
+
+    def window_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """rows (out_h, 2), cols (out_w, 2) int64: [start, stop) of each window along each axis, clipped to
+        the input."""
+        return (_window_bounds(self.out_h, self.stride_h, self.kh, self.pad_top, self.h),
+                _window_bounds(self.out_w, self.stride_w, self.kw, self.pad_left, self.w))
+
+    def covering_windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """For non-overlapping windows: row_window (h,), col_window (w,) int64, the window row (column) that
+        holds each input row (column), or -1 for cells in no window."""
+        return (_covering_window(self.h, self.out_h, self.stride_h, self.kh, self.pad_top),
+                _covering_window(self.w, self.out_w, self.stride_w, self.kw, self.pad_left))
+
+
+def _window_bounds(out: int, stride: int, kernel: int, pad_before: int, size: int) -> np.ndarray:
+    start = np.arange(out, dtype=np.int64) * stride - pad_before
+    return np.stack([np.maximum(start, 0), np.minimum(start + kernel, size)], axis=1)
+
+
+def _covering_window(size: int, out: int, stride: int, kernel: int, pad_before: int) -> np.ndarray:
+    shifted = np.arange(size, dtype=np.int64) + pad_before
+    window = shifted // stride
+    return np.where((shifted % stride < kernel) & (window < out), window, -1)
 
 
 def _window_counts(out: int, stride: int, kernel: int, pad_before: int, size: int, pad_after: int,

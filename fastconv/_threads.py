@@ -1,8 +1,10 @@
-"""One thread budget for numba, OpenMP (the Cython extension) and BLAS.
+"""One thread budget for numba, OpenMP (the Cython extension) and BLAS, and the one place that applies it.
 
-Kernels ask ``get_num_threads()`` how wide to run their parallel loops. A kernel that parallelizes its own
-loops calls BLAS single-threaded inside them (``blas_single_threaded``); a kernel that runs serially lets
-BLAS use the whole budget.
+Every kernel call runs inside ``parallel_region(threads)``: its own parallel loop runs on ``threads`` threads
+(numba's count is set to match; Cython loops are given the number) and, while that loop is parallel, BLAS
+calls inside it are single-threaded, so that the two never oversubscribe the cores. A serial loop
+(``threads == 1``) leaves BLAS the whole budget. ``serial_region()`` keeps everything, BLAS included, on the
+calling thread (for small GEMMs outside the kernels).
 """
 
 from __future__ import annotations
@@ -43,39 +45,96 @@ MIN_WORK_PER_THREAD = 1_000_000
 
 
 def get_num_threads() -> int:
-    """Threads fastconv's kernels may use (default: the cores this process may run on)."""
+    """Threads fastconv's kernels may use (default: the cores this process may run on).
+
+    Examples
+    --------
+    >>> import fastconv as fc
+    >>> fc.get_num_threads() >= 1
+    True
+    """
     return _num_threads
 
 
-def threads_for(work: int) -> int:
-    """Threads a kernel call with this much work should run: the budget, or fewer for small calls."""
-    return max(1, min(_num_threads, work // MIN_WORK_PER_THREAD))
+def threads_for(work: int, items: int | None = None) -> int:
+    """Threads for a kernel call with this much work split into ``items`` independent pieces: the budget, or
+    fewer for small calls (at least MIN_WORK_PER_THREAD each) and never more than the pieces."""
+    threads = max(1, min(_num_threads, work // MIN_WORK_PER_THREAD))
+    return threads if items is None else max(1, min(threads, items))
 
 
 def set_num_threads(n: int) -> None:
-    """Use n threads for numba's prange, the Cython extension's OpenMP loops and BLAS."""
+    """Use n threads for numba's parallel loops, the Cython extension's OpenMP loops and BLAS together.
+
+    Parameters
+    ----------
+    n : int
+        Threads, at least 1. The default is the number of cores this process may run on.
+
+    Raises
+    ------
+    ValueError
+        If n is not a positive int.
+
+    Examples
+    --------
+    >>> import fastconv as fc
+    >>> before = fc.get_num_threads()
+    >>> fc.set_num_threads(1)
+    >>> fc.get_num_threads()
+    1
+    >>> fc.set_num_threads(before)
+    """
     global _num_threads
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
     _num_threads = n
     _controller().limit(limits=n, user_api="blas")
-    if "numba" in sys.modules:
-        sys.modules["numba"].set_num_threads(min(n, sys.modules["numba"].config.NUMBA_NUM_THREADS))
 
 
-def blas_for(threads: int):
-    """Context for a kernel whose own loop runs on `threads` threads and calls BLAS inside: BLAS single-threaded
-    when the loop is parallel (no nested parallelism), untouched (the whole budget) when it is serial."""
-    return blas_single_threaded() if threads > 1 else contextlib.nullcontext()
+def _numba():
+    """numba's module when something has imported it (fastconv never imports it just to set threads)."""
+    return sys.modules.get("numba")
 
 
 @contextlib.contextmanager
-def blas_single_threaded():
-    """BLAS limited to one thread for the duration, so that a kernel's own parallel loop owns the cores."""
-    with _controller().limit(limits=1, user_api="blas"):
-        yield
+def _limits(loop_threads: int, blas_threads: int | None):
+    """numba's thread count = loop_threads (per calling thread, as numba keeps it) and BLAS limited to
+    blas_threads (None: untouched) for the duration; both restored on exit."""
+    numba = _numba()
+    before = None
+    if numba is not None:
+        before = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(loop_threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        if blas_threads is None:
+            yield loop_threads
+        else:
+            with _controller().limit(limits=blas_threads, user_api="blas"):
+                yield loop_threads
+    finally:
+        if before is not None:
+            numba.set_num_threads(before)
+
+
+def parallel_region(threads: int):
+    """Context for one kernel call whose own loop runs on ``threads`` threads (yielded): numba's count set to
+    match and, when the loop is parallel, BLAS single-threaded inside it; a serial loop (one thread, also for
+    numba: idle numba workers would compete with BLAS's, measured 5x slower) leaves BLAS the whole budget."""
+    return _limits(threads, 1 if threads > 1 else None)
+
+
+def serial_region():
+    """Context that keeps numba and BLAS on the calling thread: for small GEMMs between kernels, where a woken
+    OpenBLAS thread keeps spinning on the other core and stalls the next kernel's parallel loop."""
+    return _limits(1, 1)
 
 
 def blas_info() -> list[dict]:
     """What threadpoolctl sees: one entry per BLAS/OpenMP library loaded in this process."""
     return _controller().info()
+
+
+# transitional: the old names, until every backend runs in parallel_region
+def blas_for(threads: int):
+    return _limits(threads, 1) if threads > 1 else contextlib.nullcontext()

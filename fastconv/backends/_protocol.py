@@ -1,0 +1,122 @@
+"""What every backend module provides, written once: six kernels, and the methods behind them with their plans.
+
+A backend is a module (or package) with these functions, each taking validated C-contiguous arrays of dtype
+``g.dtype`` (possibly read-only; never written) and a geometry from ``fastconv._geometry``::
+
+    conv2d_forward(x, w, b, g) -> y
+    conv2d_backward(dy, x, w, g, need_dx, need_dw, need_db) -> (dx, dw, db)
+    max_pool2d_forward(x, g) -> (y, indices)
+    max_pool2d_backward(dy, indices, g) -> dx
+    avg_pool2d_forward(x, g) -> y
+    avg_pool2d_backward(dy, g) -> dx
+    methods(op, g) -> Methods
+
+``methods(op, g)`` lists the ways the backend can run ``op`` on ``g`` (only those that apply) and names its
+default, the one the kernel of the same name runs; auto times them all. Each :class:`Method` has a ``plan``:
+the scratch arrays and threads of one call, from which the method allocates and which the front end's
+MemoryError check reads, so that the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, runtime_checkable
+
+import numpy as np
+
+KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
+           "avg_pool2d_forward", "avg_pool2d_backward")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One call's scratch: named arrays (shape, dtype) allocated together, and its parallel loop's threads.
+
+    A method that runs in phases (say grad of w, then grad of x) has the plan of its largest phase: its
+    ``nbytes`` is the peak of the phases, and each phase allocates from its own plan.
+    """
+
+    threads: int
+    buffers: dict[str, tuple[tuple[int, ...], np.dtype]] = field(default_factory=dict)
+    phases: tuple[Plan, ...] = ()
+
+    @property
+    def nbytes(self) -> int:
+        """Scratch bytes at the call's peak, in Python integers (no overflow)."""
+        own = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in self.buffers.values())
+        return max([own, *(phase.nbytes for phase in self.phases)])
+
+    def allocate(self) -> dict[str, np.ndarray]:
+        """The buffers, uninitialized (each method writes before it reads, or zeroes what it accumulates)."""
+        return {name: np.empty(shape, dtype) for name, (shape, dtype) in self.buffers.items()}
+
+    @staticmethod
+    def peak(*phases: Plan) -> Plan:
+        """The plan of phases run one after the other: the most threads of any, the largest scratch."""
+        return Plan(max(phase.threads for phase in phases), phases=phases)
+
+
+#: the plan of a method that needs no scratch and runs serially
+NO_PLAN = Plan(1)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One way to run an op: ``run`` has the op's kernel signature; ``plan(g)`` is what one call allocates."""
+
+    name: str
+    run: Callable
+    plan: Callable[..., Plan] = lambda g: NO_PLAN
+
+
+@dataclass(frozen=True)
+class Methods:
+    """The methods of one op that apply to one geometry, by name, and the backend's default among them."""
+
+    default: str
+    options: dict[str, Method]
+
+    def __post_init__(self):
+        if self.default not in self.options:
+            raise ValueError(f"default method {self.default!r} is not among {list(self.options)}")
+
+    @classmethod
+    def of(cls, default: Method, *others: Method) -> Methods:
+        """The default first, then the other applicable methods."""
+        return cls(default.name, {m.name: m for m in (default, *others)})
+
+    @property
+    def chosen(self) -> Method:
+        return self.options[self.default]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The functions a backend module provides (see the module docstring)."""
+
+    def conv2d_forward(self, x, w, b, g): ...
+    def conv2d_backward(self, dy, x, w, g, need_dx, need_dw, need_db): ...
+    def max_pool2d_forward(self, x, g): ...
+    def max_pool2d_backward(self, dy, indices, g): ...
+    def avg_pool2d_forward(self, x, g): ...
+    def avg_pool2d_backward(self, dy, g): ...
+    def methods(self, op: str, g) -> Methods: ...
+
+
+#: where each kernel's geometry argument sits (conv2d_backward's is followed by the need flags)
+GEOMETRY_ARG = {op: (3 if op == "conv2d_backward" else -1) for op in KERNELS}
+
+
+def default_kernels(methods: Callable[[str, object], Methods]) -> dict[str, Callable]:
+    """The six kernels of a backend described by its ``methods``: each runs its op's default method."""
+
+    def kernel(op: str) -> Callable:
+        def run(*args):
+            return methods(op, args[GEOMETRY_ARG[op]]).chosen.run(*args)
+
+        run.__name__ = run.__qualname__ = op
+        run.__doc__ = f"{op}, by the default method of methods({op!r}, g)."
+        return run
+
+    return {op: kernel(op) for op in KERNELS}
