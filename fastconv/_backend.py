@@ -90,10 +90,10 @@ def get_backend() -> str:
     return check_name(env, "FASTCONV_BACKEND") if env else DEFAULT_BACKEND
 
 
-def set_backend(name: str) -> None:
-    """Set the process-wide default backend."""
+def set_backend(name: str | None) -> None:
+    """Set the process-wide default backend; None resets it, so that $FASTCONV_BACKEND, else 'auto', applies."""
     global _process_default
-    _process_default = check_name(name, "set_backend")
+    _process_default = None if name is None else check_name(name, "set_backend")
 
 
 @contextlib.contextmanager

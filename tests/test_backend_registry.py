@@ -27,6 +27,17 @@ def test_environment_sets_the_default(monkeypatch):
     assert fc.get_backend() == "naive"
 
 
+@pytest.mark.parametrize("env", [None, "im2col"])
+def test_set_backend_none_restores_the_environment_or_auto(monkeypatch, env):
+    if env is None:
+        monkeypatch.delenv("FASTCONV_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("FASTCONV_BACKEND", env)
+    fc.set_backend("naive")
+    fc.set_backend(None)
+    assert fc.get_backend() == (env or "auto")
+
+
 def test_use_backend_is_scoped_and_restored():
     fc.set_backend("im2col")
     with fc.use_backend("naive"):
