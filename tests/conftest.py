@@ -8,28 +8,14 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import _backend
 
-from cases import COMPARED_BACKENDS
+from _helpers import COMPARED_BACKENDS, require_backend
 
 # auto's measurements are tested in test_auto.py; elsewhere it takes its heuristic, and never touches the
 # user's real cache.
 os.environ.setdefault("FASTCONV_AUTOTUNE", "0")
 os.environ.setdefault("FASTCONV_CACHE_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                                          f"fastconv-test-cache-{os.getpid()}"))
-
-#: set in CI, where every backend must be built: an unavailable backend then fails instead of skipping
-REQUIRE_ALL = os.environ.get("FASTCONV_REQUIRE_ALL_BACKENDS") == "1"
-
-
-def require_backend(name: str) -> str:
-    reason = _backend.unavailable_reason(name)
-    if reason is not None:
-        if REQUIRE_ALL:
-            pytest.fail(f"FASTCONV_REQUIRE_ALL_BACKENDS=1 but {reason}")
-        pytest.skip(reason)
-    return name
-
 
 @pytest.fixture(params=COMPARED_BACKENDS)
 def backend(request) -> str:
@@ -52,6 +38,6 @@ def _restore_defaults():
     """Tests that change the default backend or threads do not leak into others."""
     threads = fc.get_num_threads()
     yield
-    _backend._process_default = None
+    fc.set_backend(None)
     if fc.get_num_threads() != threads:
         fc.set_num_threads(threads)

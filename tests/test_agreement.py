@@ -9,45 +9,12 @@ from hypothesis import strategies as st
 
 import fastconv as fc
 
-from cases import CONV_CASES, POOL_CASES, ConvCase, assert_close, random_array
-
-
-def check_conv(case: ConvCase, backend: str, dtype, rng) -> None:
-    x = random_array(rng, case.x, dtype)
-    w = random_array(rng, case.w, dtype)
-    b = random_array(rng, case.w[0], dtype)
-    y_ref = fc.conv2d(x, w, b, backend="naive", **case.kwargs)
-    assert_close(fc.conv2d(x, w, b, backend=backend, **case.kwargs), y_ref, dtype, f"{case} y")
-    dy = random_array(rng, y_ref.shape, dtype)
-    expected = fc.conv2d_backward(dy, x, w, backend="naive", **case.kwargs)
-    actual = fc.conv2d_backward(dy, x, w, backend=backend, **case.kwargs)
-    for name, a, e in zip(("dx", "dw", "db"), actual, expected):
-        assert_close(a, e, dtype, f"{case} {name}")
+from _helpers import CONV_CASES, POOL_CASES, ConvCase, check_conv, check_pools, random_array
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
 def test_conv_matches_naive(case, backend, dtype, rng):
     check_conv(case, backend, dtype, rng)
-
-
-def check_pools(x: np.ndarray, kernel_size, kwargs: dict, backend: str, dtype, rng, what: str) -> None:
-    y_ref, idx_ref = fc.max_pool2d(x, kernel_size, return_indices=True, backend="naive", **kwargs)
-    y, idx = fc.max_pool2d(x, kernel_size, return_indices=True, backend=backend, **kwargs)
-    assert_close(y, y_ref, dtype, f"{what} max y")
-    np.testing.assert_array_equal(idx, idx_ref, err_msg=f"{what} max indices")
-    dy = random_array(rng, y_ref.shape, dtype)
-    dx_ref = fc.max_pool2d_backward(dy, x, kernel_size, backend="naive", **kwargs)
-    assert_close(fc.max_pool2d_backward(dy, x, kernel_size, indices=idx, backend=backend, **kwargs), dx_ref,
-                 dtype, f"{what} max dx (indices given)")
-    assert_close(fc.max_pool2d_backward(dy, x, kernel_size, backend=backend, **kwargs), dx_ref, dtype,
-                 f"{what} max dx (indices recomputed)")
-    for include_pad in (True, False):
-        avg_kwargs = dict(kwargs, count_include_pad=include_pad)
-        assert_close(fc.avg_pool2d(x, kernel_size, backend=backend, **avg_kwargs),
-                     fc.avg_pool2d(x, kernel_size, backend="naive", **avg_kwargs), dtype, f"{what} avg y")
-        assert_close(fc.avg_pool2d_backward(dy, x, kernel_size, backend=backend, **avg_kwargs),
-                     fc.avg_pool2d_backward(dy, x, kernel_size, backend="naive", **avg_kwargs), dtype,
-                     f"{what} avg dx")
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=str)

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +17,7 @@ from fastconv._geometry import conv_geometry
 from fastconv.autotune import cache, timing
 from fastconv.backends import auto
 
-from cases import CONV_CASES, POOL_CASES, assert_close, random_array
-from test_agreement import check_conv, check_pools
+from _helpers import CONV_CASES, POOL_CASES, assert_close, check_conv, check_pools, random_array, use_stable_candidates
 
 X_SHAPE, W_SHAPE = (2, 3, 10, 9), (4, 3, 3, 3)
 
@@ -43,21 +43,15 @@ def geometry(x, w):
     return conv_geometry(x, w, padding=1)
 
 
-#: two names for the im2col kernels: candidates that always run, whatever state the compiled backends are in
-#: (a decision taken while a candidate failed is measured again, which the round-trip tests must not see);
-#: with im2col the only candidate backend, a subprocess imports neither numba nor the Cython extension
-STABLE_CANDIDATES = ("from fastconv._backend import load\n"
-                     "from fastconv.backends import auto\n"
-                     "auto.CANDIDATE_BACKENDS = ('im2col',)\n"
-                     "auto.candidates = lambda op, g: {name: getattr(load('im2col'), op) for name in ('a', 'b')}\n")
+#: the start of a subprocess script: use_stable_candidates from this folder's _helpers
+STABLE_SCRIPT = (f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                 "from _helpers import use_stable_candidates\nuse_stable_candidates()\n")
 
 
 @pytest.fixture
 def stable_candidates(monkeypatch):
-    """STABLE_CANDIDATES in this process too, undone after the test."""
-    for name in ("CANDIDATE_BACKENDS", "candidates"):
-        monkeypatch.setattr(auto, name, getattr(auto, name))  # remembers the original, which the script replaces
-    exec(STABLE_CANDIDATES, {})
+    """use_stable_candidates in this process too, undone after the test."""
+    use_stable_candidates(monkeypatch.setattr)
 
 
 def forbid_timing(monkeypatch):
@@ -115,7 +109,7 @@ def test_decision_round_trips_through_the_file(operands, monkeypatch, fresh_cach
 def test_another_process_reuses_and_extends_the_file(operands, monkeypatch, fresh_cache, stable_candidates):
     x, w = operands
     fc.conv2d(x, w, padding=1, backend="auto")
-    script = (STABLE_CANDIDATES + "import numpy as np, fastconv as fc\n"
+    script = (STABLE_SCRIPT + "import numpy as np, fastconv as fc\n"
               "from fastconv.autotune import timing\n"
               "def fail(calls): raise AssertionError('measured a cached key')\n"
               "timing.fastest, measure = fail, timing.fastest\n"
@@ -180,7 +174,7 @@ def test_failing_candidate_is_skipped_with_a_warning(operands, monkeypatch):
 def test_concurrent_writers_keep_every_entry(fresh_cache, tmp_path_factory):
     """Three processes, started together once imported, each store 10 decisions into the one file."""
     ready = tmp_path_factory.mktemp("ready")
-    script = (STABLE_CANDIDATES + "import pathlib, sys, time, numpy as np, fastconv as fc\n"
+    script = (STABLE_SCRIPT + "import pathlib, sys, time, numpy as np, fastconv as fc\n"
               "ready, width = pathlib.Path(sys.argv[1]), int(sys.argv[2])\n"
               "(ready / str(width)).touch()\n"
               "deadline = time.monotonic() + 60\n"

@@ -12,8 +12,7 @@ import pytest
 import fastconv as fc
 from fastconv._geometry import conv_geometry
 
-from cases import assert_close, random_array
-from conftest import require_backend
+from _helpers import assert_close, random_array, require_backend
 
 
 @pytest.fixture

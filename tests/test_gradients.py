@@ -7,7 +7,7 @@ import pytest
 
 import fastconv as fc
 
-from cases import CONV_CASES, POOL_CASES
+from _helpers import CONV_CASES, POOL_CASES
 
 EPS = 1e-6
 

@@ -8,7 +8,7 @@ import pytest
 import fastconv as fc
 from fastconv import _threads
 
-from cases import assert_close, random_array
+from _helpers import assert_close, random_array
 
 CONV_KW = dict(stride=2, padding=((1, 0), (2, 1)), dilation=(1, 2), groups=2)
 POOL_KW = dict(stride=2, padding=1, ceil_mode=True)

@@ -13,8 +13,7 @@ import fastconv as fc
 from fastconv.nn import (OPTIMIZERS, Affine, Convolution, DeepConvNetLite, Pooling, Relu, SimpleConvNet,
                          SoftmaxWithLoss, Trainer, load_digits, load_mnist, read_idx, write_idx)
 
-from cases import COMPARED_BACKENDS
-from conftest import require_backend
+from _helpers import COMPARED_BACKENDS, require_backend, write_fake_mnist, write_idx_by_hand
 
 DIGITS_CONV = {'filter_num': 16, 'filter_size': 3, 'pad': 1, 'stride': 1}
 
@@ -298,15 +297,6 @@ def test_load_params_rejects_another_architecture(tmp_path):
 
 # --- data -------------------------------------------------------------------------------------------------------
 
-def write_idx_by_hand(path, array: np.ndarray, type_byte: int, gzipped: bool = False) -> None:
-    """An IDX file written independently of fastconv.nn.write_idx: 0, 0, type byte, ndim, big-endian uint32
-    sizes, big-endian data."""
-    payload = (bytes([0, 0, type_byte, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-               + array.astype(array.dtype.newbyteorder(">")).tobytes())
-    with (gzip.open if gzipped else open)(path, "wb") as f:
-        f.write(payload)
-
-
 def unpacked_bytes(path) -> bytes:
     with (gzip.open if str(path).endswith(".gz") else open)(path, "rb") as f:
         return f.read()
@@ -334,16 +324,6 @@ def test_read_idx_rejects_bad_files(tmp_path):
         read_idx(tmp_path / "short")
     with pytest.raises(TypeError, match="IDX holds uint8, int8, int16, int32, float32 or float64, not int64"):
         write_idx(tmp_path / "int64.idx", np.zeros(3, np.int64))
-
-
-def write_fake_mnist(folder, rng, n_train=5, n_test=3) -> None:
-    """Tiny MNIST-format files, the training ones gzipped and the test ones plain."""
-    for prefix, n, gzipped in (("train", n_train, True), ("t10k", n_test, False)):
-        suffix = ".gz" if gzipped else ""
-        write_idx_by_hand(folder / f"{prefix}-images-idx3-ubyte{suffix}",
-                          rng.integers(0, 256, (n, 28, 28), np.uint8), 0x08, gzipped)
-        write_idx_by_hand(folder / f"{prefix}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n, np.uint8), 0x08,
-                          gzipped)
 
 
 def test_load_mnist_reads_idx_files_gzipped_or_not(tmp_path, rng):

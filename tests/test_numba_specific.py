@@ -12,8 +12,7 @@ import pytest
 import fastconv as fc
 from fastconv._geometry import conv_geometry, pool_geometry
 
-from cases import CONV_CASES, ConvCase, assert_close, random_array
-from conftest import require_backend
+from _helpers import CONV_CASES, ConvCase, assert_close, random_array, require_backend
 
 
 @pytest.fixture(scope="module")

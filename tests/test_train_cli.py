@@ -11,7 +11,7 @@ import numpy as np
 from fastconv import cli
 from fastconv.nn import SimpleConvNet, load_digits
 
-from test_nn import write_fake_mnist
+from _helpers import write_fake_mnist
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,7 @@ import pytest
 import fastconv as fc
 from fastconv._geometry import conv_geometry
 
-from cases import random_array
+from _helpers import random_array
 
 pytest.importorskip("numba")
 winograd = pytest.importorskip("fastconv.backends.numba.winograd")

@@ -1,4 +1,5 @@
-"""The shared tables: which backends are tested, which shapes, and the tolerances per dtype.
+"""What the tests share: which backends are tested, which shapes, the tolerances per dtype, and the helpers that
+compare a backend with naive or write test files.
 
 A new backend joins every agreement, gradient and invariance test through fastconv._backend.BACKENDS;
 a new case joins every test by adding one line here.
@@ -6,11 +7,18 @@ a new case joins every test by adding one line here.
 
 from __future__ import annotations
 
+import gzip
+import os
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 
+import fastconv as fc
+from fastconv import _backend
 from fastconv._backend import BACKENDS
+from fastconv.backends import auto
 
 #: every backend except the oracle is compared with naive
 COMPARED_BACKENDS = [name for name in BACKENDS if name != "naive"]
@@ -101,3 +109,78 @@ def assert_close(actual, expected, dtype, what: str = "") -> None:
     scale = max(float(finite.max()) if finite.size else 0.0, 1.0)
     np.testing.assert_allclose(actual, expected, rtol=RTOL[np.dtype(dtype)], atol=RTOL[np.dtype(dtype)] * scale,
                                err_msg=what)
+
+
+#: set in CI, where every backend must be built: an unavailable backend then fails instead of skipping
+REQUIRE_ALL = os.environ.get("FASTCONV_REQUIRE_ALL_BACKENDS") == "1"
+
+
+def require_backend(name: str) -> str:
+    reason = _backend.unavailable_reason(name)
+    if reason is not None:
+        if REQUIRE_ALL:
+            pytest.fail(f"FASTCONV_REQUIRE_ALL_BACKENDS=1 but {reason}")
+        pytest.skip(reason)
+    return name
+
+
+def check_conv(case: ConvCase, backend: str, dtype, rng) -> None:
+    x = random_array(rng, case.x, dtype)
+    w = random_array(rng, case.w, dtype)
+    b = random_array(rng, case.w[0], dtype)
+    y_ref = fc.conv2d(x, w, b, backend="naive", **case.kwargs)
+    assert_close(fc.conv2d(x, w, b, backend=backend, **case.kwargs), y_ref, dtype, f"{case} y")
+    dy = random_array(rng, y_ref.shape, dtype)
+    expected = fc.conv2d_backward(dy, x, w, backend="naive", **case.kwargs)
+    actual = fc.conv2d_backward(dy, x, w, backend=backend, **case.kwargs)
+    for name, a, e in zip(("dx", "dw", "db"), actual, expected):
+        assert_close(a, e, dtype, f"{case} {name}")
+
+
+def check_pools(x: np.ndarray, kernel_size, kwargs: dict, backend: str, dtype, rng, what: str) -> None:
+    y_ref, idx_ref = fc.max_pool2d(x, kernel_size, return_indices=True, backend="naive", **kwargs)
+    y, idx = fc.max_pool2d(x, kernel_size, return_indices=True, backend=backend, **kwargs)
+    assert_close(y, y_ref, dtype, f"{what} max y")
+    np.testing.assert_array_equal(idx, idx_ref, err_msg=f"{what} max indices")
+    dy = random_array(rng, y_ref.shape, dtype)
+    dx_ref = fc.max_pool2d_backward(dy, x, kernel_size, backend="naive", **kwargs)
+    assert_close(fc.max_pool2d_backward(dy, x, kernel_size, indices=idx, backend=backend, **kwargs), dx_ref,
+                 dtype, f"{what} max dx (indices given)")
+    assert_close(fc.max_pool2d_backward(dy, x, kernel_size, backend=backend, **kwargs), dx_ref, dtype,
+                 f"{what} max dx (indices recomputed)")
+    for include_pad in (True, False):
+        avg_kwargs = dict(kwargs, count_include_pad=include_pad)
+        assert_close(fc.avg_pool2d(x, kernel_size, backend=backend, **avg_kwargs),
+                     fc.avg_pool2d(x, kernel_size, backend="naive", **avg_kwargs), dtype, f"{what} avg y")
+        assert_close(fc.avg_pool2d_backward(dy, x, kernel_size, backend=backend, **avg_kwargs),
+                     fc.avg_pool2d_backward(dy, x, kernel_size, backend="naive", **avg_kwargs), dtype,
+                     f"{what} avg dx")
+
+
+def write_idx_by_hand(path, array: np.ndarray, type_byte: int, gzipped: bool = False) -> None:
+    """An IDX file written independently of fastconv.nn.write_idx: 0, 0, type byte, ndim, big-endian uint32
+    sizes, big-endian data."""
+    payload = (bytes([0, 0, type_byte, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+               + array.astype(array.dtype.newbyteorder(">")).tobytes())
+    with (gzip.open if gzipped else open)(path, "wb") as f:
+        f.write(payload)
+
+
+def write_fake_mnist(folder, rng, n_train=5, n_test=3) -> None:
+    """Tiny MNIST-format files, the training ones gzipped and the test ones plain."""
+    for prefix, n, gzipped in (("train", n_train, True), ("t10k", n_test, False)):
+        suffix = ".gz" if gzipped else ""
+        write_idx_by_hand(folder / f"{prefix}-images-idx3-ubyte{suffix}",
+                          rng.integers(0, 256, (n, 28, 28), np.uint8), 0x08, gzipped)
+        write_idx_by_hand(folder / f"{prefix}-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n, np.uint8), 0x08,
+                          gzipped)
+
+
+def use_stable_candidates(set_attribute=setattr) -> None:
+    """auto chooses between two names for the im2col kernels: candidates that always run, whatever state the
+    compiled backends are in (a decision taken while a candidate failed is measured again, which the round-trip
+    tests must not see). With im2col the only candidate backend, a subprocess imports neither numba nor the Cython
+    extension. set_attribute: monkeypatch.setattr, to undo it after a test."""
+    set_attribute(auto, "CANDIDATE_BACKENDS", ("im2col",))
+    set_attribute(auto, "candidates",
+                  lambda op, g: {name: getattr(_backend.load("im2col"), op) for name in ("a", "b")})
