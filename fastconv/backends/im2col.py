@@ -161,13 +161,23 @@ def max_pool2d_forward(x, g: PoolGeometry):
     return y, indices.astype(np.int64, copy=False)
 
 
+def _scatter(dy, indices, g: PoolGeometry):
+    """dx[n, c].flat[indices[n, c, oh, ow]] += dy[n, c, oh, ow] for any indices in [0, H*W), duplicates adding up."""
+    planes, plane_size = g.n * g.c, g.h * g.w
+    flat = indices.reshape(planes, -1) + np.arange(planes)[:, None] * plane_size
+    dx = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=planes * plane_size)
+    return dx.astype(g.dtype, copy=False).reshape(g.x_shape)
+
+
 def max_pool2d_backward(dy, indices, g: PoolGeometry):
-    """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): dy placed at the window tap each index names, then col2im."""
+    """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): dy placed at the window tap each index names, then col2im.
+
+    Indices outside their own window (given by the caller) have no tap: then every dy is scattered directly.
+    """
     rows, cols = _window_origin(g)
     tap_row, tap_col = indices // g.w - rows, indices % g.w - cols
     if (tap_row < 0).any() or (tap_row >= g.kh).any() or (tap_col < 0).any() or (tap_col >= g.kw).any():
-        raise ValueError("max_pool2d_backward: im2col needs indices that lie inside their own window, "
-                         "as max_pool2d(return_indices=True) returns them")
+        return _scatter(dy, indices, g)
     tap = tap_row * g.kw + tap_col
     dcol = np.zeros((g.n, g.c, g.kh * g.kw, g.out_h, g.out_w), g.dtype)
     np.put_along_axis(dcol, tap[:, :, None], dy[:, :, None], axis=2)
