@@ -36,10 +36,60 @@ def _check_fits(op: str, backend, g, outputs: list[tuple]) -> None:
 
 
 def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, backend=None) -> np.ndarray:
-    """2-D cross-correlation, as in every deep-learning library.
+    """2-D cross-correlation of x with the filters w, plus the bias b, as in every deep-learning library.
 
-    x (N, C, H, W), w (K, C // groups, R, S), b (K,) or None -> y (N, K, Ho, Wo).
-    padding: int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same" (TensorFlow's rule).
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        The input, float32 or float64, in any memory layout (it is never modified).
+    w : ndarray, shape (K, C // groups, R, S)
+        The filters, float32 or float64.
+    b : ndarray, shape (K,), optional
+        Added to each output channel; None adds nothing.
+    stride : int or (int, int)
+        Step between output pixels, as (height, width); each >= 1.
+    padding : int, (int, int), ((int, int), (int, int)), "valid" or "same"
+        Zeros around x: on every side, per (height, width), or ((top, bottom), (left, right)); "valid" is none;
+        "same" follows TensorFlow: Ho = ceil(H / stride_h), the odd padding pixel at the bottom (right).
+    dilation : int or (int, int)
+        Step between kernel taps, as (height, width); each >= 1.
+    groups : int
+        Divides C and K: filter k sees only the channels of its group. groups == C is depthwise.
+    backend : str, optional
+        "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
+
+    Returns
+    -------
+    y : ndarray, shape (N, K, Ho, Wo)
+        Of dtype ``np.result_type(x, w, b)`` (b left out when None), with
+        Ho = (H + top + bottom - dilation_h * (R - 1) - 1) // stride_h + 1, and Wo likewise.
+
+    Raises
+    ------
+    ValueError
+        Before any work, naming the argument and the shapes: x or w not 4-D, C != w.shape[1] * groups, groups
+        not dividing C or K, a non-positive stride, dilation or kernel size, negative padding, an unknown padding
+        string, b not of shape (K,), Ho or Wo < 1; or an unknown backend name.
+    TypeError
+        x, w or b not float32 or float64 (integer, bool, complex and float16 are refused), or not an array;
+        stride, dilation or padding not ints.
+    MemoryError
+        y or the backend's workspace would not fit in memory (checked before allocating).
+    BackendUnavailableError
+        The backend cannot run here (for example the Cython extension was not built).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastconv as fc
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> fc.conv2d(x, w, backend="naive")
+    array([[[[10., 14., 18.],
+             [26., 30., 34.],
+             [42., 46., 50.]]]])
+    >>> fc.conv2d(np.ones((2, 3, 9, 9)), np.ones((4, 3, 3, 3)), stride=2, padding="same", backend="im2col").shape
+    (2, 4, 5, 5)
     """
     x, w = as_array("conv2d", "x", x), as_array("conv2d", "w", w)
     b = None if b is None else as_array("conv2d", "b", b)
@@ -53,9 +103,68 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, backend=N
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True, need_dw=True,
                     need_db=True, backend=None):
-    """Gradients of conv2d: dy (N, K, Ho, Wo) -> (dx (N, C, H, W), dw (K, C // groups, R, S), db (K,)).
+    """Compute the gradients of conv2d with respect to x, w and b from dy (y is not needed).
 
-    An entry is None when its need_* flag is False. y is not needed.
+    Parameters
+    ----------
+    dy : ndarray, shape (N, K, Ho, Wo)
+        Gradient of the loss with respect to conv2d's output, float32 or float64.
+    x : ndarray, shape (N, C, H, W)
+        The input of the forward call.
+    w : ndarray, shape (K, C // groups, R, S)
+        The filters of the forward call.
+    stride : int or (int, int)
+        As for `conv2d`.
+    padding : int, (int, int), ((int, int), (int, int)), "valid" or "same"
+        As for `conv2d`.
+    dilation : int or (int, int)
+        As for `conv2d`.
+    groups : int
+        As for `conv2d`.
+    need_dx, need_dw, need_db : bool
+        Which gradients to compute; a gradient not needed is returned as None and costs nothing.
+    backend : str, optional
+        "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W), or None
+        Gradient with respect to x; None unless need_dx. All three are of dtype ``np.result_type(dy, x, w)``.
+    dw : ndarray, shape (K, C // groups, R, S), or None
+        Gradient with respect to w; None unless need_dw.
+    db : ndarray, shape (K,), or None
+        Gradient with respect to b (the sum of dy over N, Ho and Wo); None unless need_db.
+
+    Raises
+    ------
+    ValueError
+        As for `conv2d`, and dy not of the output's shape (N, K, Ho, Wo).
+    TypeError
+        dy, x or w not float32 or float64, or not an array; stride, dilation or padding not ints.
+    MemoryError
+        The gradients asked for or the backend's workspace would not fit in memory (checked before allocating).
+    BackendUnavailableError
+        The backend cannot run here (for example the Cython extension was not built).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastconv as fc
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> dx, dw, db = fc.conv2d_backward(np.ones((1, 1, 3, 3)), x, w, backend="naive")
+    >>> dx[0, 0]
+    array([[1., 2., 2., 1.],
+           [2., 4., 4., 2.],
+           [2., 4., 4., 2.],
+           [1., 2., 2., 1.]])
+    >>> dw[0, 0]
+    array([[45., 54.],
+           [81., 90.]])
+    >>> db
+    array([9.])
+    >>> fc.conv2d_backward(np.ones((1, 1, 3, 3)), x, w, need_dx=False, need_db=False, backend="naive")[::2]
+    (None, None)
     """
     dy, x, w = (as_array("conv2d_backward", name, a) for name, a in (("dy", dy), ("x", x), ("w", w)))
     g = conv_geometry(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -83,9 +192,59 @@ def _pool(op: str, x, kernel_size, stride, padding, ceil_mode, count_include_pad
 
 
 def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, return_indices=False, backend=None):
-    """Max pooling: x (N, C, H, W) -> y (N, C, Ho, Wo), and with return_indices also indices (N, C, Ho, Wo)
-    int64 holding the flat index h * W + w of each chosen element. Ties go to the first maximum in row-major
-    window order; NaN wins."""
+    """Max pooling: the maximum of each window, padding never chosen.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        The input, float32 or float64, in any memory layout (it is never modified).
+    kernel_size : int or (int, int)
+        Window height and width, each >= 1.
+    stride : int or (int, int), optional
+        Step between windows, each >= 1; None is kernel_size.
+    padding : int, (int, int), "valid" or "same"
+        On every side or per (height, width), at most kernel_size // 2; "same" as for `conv2d`.
+    ceil_mode : bool
+        Round the output size up instead of down; each window still starts inside the input or its left/top
+        padding.
+    return_indices : bool
+        Also return where each maximum is.
+    backend : str, optional
+        "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, Ho, Wo)
+        Of x's dtype. Ties go to the first maximum in row-major window order; a NaN in a window wins.
+    indices : ndarray of int64, shape (N, C, Ho, Wo)
+        Only with return_indices: the flat index h * W + w in x[n, c] of each chosen element, as in PyTorch.
+
+    Raises
+    ------
+    ValueError
+        Before any work, naming the argument and the shapes: x not 4-D, a non-positive kernel_size or stride,
+        padding negative or over kernel_size // 2, an unknown padding string, Ho or Wo < 1; or an unknown
+        backend name.
+    TypeError
+        x not float32 or float64, or not an array; kernel_size, stride or padding not ints.
+    MemoryError
+        y and the indices, or the backend's workspace, would not fit in memory (checked before allocating).
+    BackendUnavailableError
+        The backend cannot run here (for example the Cython extension was not built).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastconv as fc
+    >>> x = np.arange(16.0)[::-1].reshape(1, 1, 4, 4)
+    >>> y, indices = fc.max_pool2d(x, 2, return_indices=True, backend="naive")
+    >>> y
+    array([[[[15., 13.],
+             [ 7.,  5.]]]])
+    >>> indices
+    array([[[[ 0,  2],
+             [ 8, 10]]]])
+    """
     x, _, g = _pool("max_pool2d", x, kernel_size, stride, padding, ceil_mode)
     impl = _backend.resolve(backend)
     _check_fits("max_pool2d", impl, g, [g.y_shape, g.y_shape])
@@ -98,8 +257,69 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, retur
 
 def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode=False, indices=None,
                         backend=None) -> np.ndarray:
-    """Gradient of max_pool2d: dy (N, C, Ho, Wo) -> dx (N, C, H, W). Uses indices when given, else recomputes
-    them from x."""
+    """Gradient of max_pool2d with respect to x: each dy goes to the element its index names.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, C, Ho, Wo)
+        Gradient of the loss with respect to max_pool2d's output, float32 or float64.
+    x : ndarray, shape (N, C, H, W)
+        The input of the forward call.
+    kernel_size : int or (int, int)
+        Window height and width, each >= 1.
+    stride : int or (int, int), optional
+        Step between windows, each >= 1; None is kernel_size.
+    padding : int, (int, int), "valid" or "same"
+        On every side or per (height, width), at most kernel_size // 2; "same" as for `conv2d`.
+    ceil_mode : bool
+        Round the output size up instead of down; each window still starts inside the input or its left/top
+        padding.
+    indices : ndarray of int64, shape (N, C, Ho, Wo), optional
+        Flat indices h * W + w into each plane x[n, c], as max_pool2d(return_indices=True) returns them; None
+        recomputes them from x. Any index in [0, H * W) is accepted, inside its own window or not: dy[n, c, oh, ow]
+        is added to dx[n, c] at that flat index, and indices named more than once receive the sum.
+    backend : str, optional
+        "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+        Of dtype ``np.result_type(x, dy)``; zero wherever no index points.
+
+    Raises
+    ------
+    ValueError
+        As for `max_pool2d`; dy not of the output's shape; indices not of the output's shape, or outside
+        [0, H * W).
+    TypeError
+        dy or x not float32 or float64, or not an array; indices not int64; kernel_size, stride or padding not
+        ints.
+    MemoryError
+        dx or the backend's workspace would not fit in memory (checked before allocating).
+    BackendUnavailableError
+        The backend cannot run here (for example the Cython extension was not built).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastconv as fc
+    >>> x = np.arange(16.0)[::-1].reshape(1, 1, 4, 4)
+    >>> dy = np.ones((1, 1, 2, 2))
+    >>> fc.max_pool2d_backward(dy, x, 2, backend="naive")[0, 0]
+    array([[1., 0., 1., 0.],
+           [0., 0., 0., 0.],
+           [1., 0., 1., 0.],
+           [0., 0., 0., 0.]])
+
+    Indices of your own, here three outputs sending their gradient to element 5:
+
+    >>> indices = np.array([[[[5, 5], [5, 15]]]], dtype=np.int64)
+    >>> fc.max_pool2d_backward(dy, x, 2, indices=indices, backend="im2col")[0, 0]
+    array([[0., 0., 0., 0.],
+           [0., 3., 0., 0.],
+           [0., 0., 0., 0.],
+           [0., 0., 0., 1.]])
+    """
     x, dy, g = _pool("max_pool2d_backward", x, kernel_size, stride, padding, ceil_mode, dy=dy)
     if indices is not None:
         indices = as_array("max_pool2d_backward", "indices", indices)
@@ -115,7 +335,56 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
 
 def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                backend=None) -> np.ndarray:
-    """Average pooling: x (N, C, H, W) -> y (N, C, Ho, Wo). count_include_pad: padded zeros count in the divisor."""
+    """Average pooling: the mean of each window, padding counted as zeros.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        The input, float32 or float64, in any memory layout (it is never modified).
+    kernel_size : int or (int, int)
+        Window height and width, each >= 1.
+    stride : int or (int, int), optional
+        Step between windows, each >= 1; None is kernel_size.
+    padding : int, (int, int), "valid" or "same"
+        On every side or per (height, width), at most kernel_size // 2; "same" as for `conv2d`.
+    ceil_mode : bool
+        Round the output size up instead of down; each window still starts inside the input or its left/top
+        padding.
+    count_include_pad : bool
+        Whether the padded zeros count in the divisor (True, PyTorch's default) or only the input cells do.
+    backend : str, optional
+        "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, Ho, Wo)
+        Of x's dtype.
+
+    Raises
+    ------
+    ValueError
+        Before any work, naming the argument and the shapes: x not 4-D, a non-positive kernel_size or stride,
+        padding negative or over kernel_size // 2, an unknown padding string, Ho or Wo < 1; or an unknown
+        backend name.
+    TypeError
+        x not float32 or float64, or not an array; kernel_size, stride or padding not ints.
+    MemoryError
+        y or the backend's workspace would not fit in memory (checked before allocating).
+    BackendUnavailableError
+        The backend cannot run here (for example the Cython extension was not built).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastconv as fc
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> fc.avg_pool2d(x, 2, backend="naive")
+    array([[[[ 2.5,  4.5],
+             [10.5, 12.5]]]])
+    >>> fc.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False, backend="naive")
+    array([[[[ 2.5,  4. ],
+             [ 8.5, 10. ]]]])
+    """
     x, _, g = _pool("avg_pool2d", x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     impl = _backend.resolve(backend)
     _check_fits("avg_pool2d", impl, g, [g.y_shape])
@@ -126,7 +395,54 @@ def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count
 
 def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                         backend=None) -> np.ndarray:
-    """Gradient of avg_pool2d: dy (N, C, Ho, Wo) -> dx (N, C, H, W). x gives the shapes only."""
+    """Gradient of avg_pool2d with respect to x: each dy, over its window's divisor, goes to every cell of the window.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, C, Ho, Wo)
+        Gradient of the loss with respect to avg_pool2d's output, float32 or float64.
+    x : ndarray, shape (N, C, H, W)
+        The input of the forward call; only its shape and dtype are used.
+    kernel_size : int or (int, int)
+        Window height and width, each >= 1.
+    stride : int or (int, int), optional
+        Step between windows, each >= 1; None is kernel_size.
+    padding : int, (int, int), "valid" or "same"
+        On every side or per (height, width), at most kernel_size // 2; "same" as for `conv2d`.
+    ceil_mode : bool
+        Round the output size up instead of down; each window still starts inside the input or its left/top
+        padding.
+    count_include_pad : bool
+        As for `avg_pool2d`.
+    backend : str, optional
+        "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+        Of dtype ``np.result_type(x, dy)``.
+
+    Raises
+    ------
+    ValueError
+        As for `avg_pool2d`, and dy not of the output's shape.
+    TypeError
+        dy or x not float32 or float64, or not an array; kernel_size, stride or padding not ints.
+    MemoryError
+        dx or the backend's workspace would not fit in memory (checked before allocating).
+    BackendUnavailableError
+        The backend cannot run here (for example the Cython extension was not built).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastconv as fc
+    >>> x = np.zeros((1, 1, 3, 3))
+    >>> fc.avg_pool2d_backward(np.ones((1, 1, 2, 2)), x, 2, stride=1, backend="naive")
+    array([[[[0.25, 0.5 , 0.25],
+             [0.5 , 1.  , 0.5 ],
+             [0.25, 0.5 , 0.25]]]])
+    """
     x, dy, g = _pool("avg_pool2d_backward", x, kernel_size, stride, padding, ceil_mode, count_include_pad, dy=dy)
     impl = _backend.resolve(backend)
     _check_fits("avg_pool2d_backward", impl, g, [g.x_shape])

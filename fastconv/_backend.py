@@ -75,12 +75,47 @@ def unavailable_reason(name: str) -> str | None:
 
 
 def available_backends() -> list[str]:
-    """Names of the backends that can run here, in registry order."""
+    """List the backends that can run here, in registry order.
+
+    Returns
+    -------
+    list of str
+        Each name of "naive", "im2col", "numba", "cython" and "auto" whose module imports here. A name left out
+        cannot run here; ``fastconv info`` says why.
+
+    Examples
+    --------
+    >>> import fastconv as fc
+    >>> names = fc.available_backends()
+    >>> names[:2]
+    ['naive', 'im2col']
+    """
     return [name for name in BACKENDS if unavailable_reason(name) is None]
 
 
 def get_backend() -> str:
-    """The current default: the innermost use_backend, else set_backend, else $FASTCONV_BACKEND, else 'auto'."""
+    """The current default backend: what ``backend=None`` means.
+
+    The innermost ``use_backend`` of this thread or task, else ``set_backend``'s, else ``$FASTCONV_BACKEND``,
+    else "auto".
+
+    Returns
+    -------
+    str
+        A backend name (not necessarily available here: running a kernel says so).
+
+    Raises
+    ------
+    ValueError
+        If ``$FASTCONV_BACKEND`` decides and is not a backend name; the message lists the valid names.
+
+    Examples
+    --------
+    >>> import fastconv as fc
+    >>> with fc.use_backend("im2col"):
+    ...     fc.get_backend()
+    'im2col'
+    """
     scoped = _scoped_default.get()
     if scoped is not None:
         return scoped
@@ -91,14 +126,64 @@ def get_backend() -> str:
 
 
 def set_backend(name: str | None) -> None:
-    """Set the process-wide default backend; None resets it, so that $FASTCONV_BACKEND, else 'auto', applies."""
+    """Set the process-wide default backend, or reset it with None.
+
+    ``use_backend`` still overrides it within its scope.
+
+    Parameters
+    ----------
+    name : str or None
+        A backend name ("naive", "im2col", "numba", "cython" or "auto"). None forgets the name set before, so that
+        ``$FASTCONV_BACKEND``, else "auto", is the default again.
+
+    Raises
+    ------
+    ValueError
+        If `name` is neither None nor a backend name; the message lists the valid names. Whether the backend can
+        run here is checked when it runs (``BackendUnavailableError``).
+
+    Examples
+    --------
+    >>> import fastconv as fc
+    >>> fc.set_backend("naive")
+    >>> fc.get_backend()
+    'naive'
+    >>> fc.set_backend(None)
+    """
     global _process_default
     _process_default = None if name is None else check_name(name, "set_backend")
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Scoped default backend (per thread and per asyncio task, through contextvars)."""
+    """Set the default backend within a ``with`` block, per thread and per asyncio task (contextvars).
+
+    Blocks nest; leaving one restores the default that held before it.
+
+    Parameters
+    ----------
+    name : str
+        A backend name ("naive", "im2col", "numba", "cython" or "auto").
+
+    Yields
+    ------
+    str
+        `name`.
+
+    Raises
+    ------
+    ValueError
+        If `name` is not a backend name; the message lists the valid names.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastconv as fc
+    >>> with fc.use_backend("naive") as name:
+    ...     y = fc.avg_pool2d(np.arange(16.0).reshape(1, 1, 4, 4), 2)   # runs on naive
+    >>> name, y.shape
+    ('naive', (1, 1, 2, 2))
+    """
     token = _scoped_default.set(check_name(name, "use_backend"))
     try:
         yield name
