@@ -5,16 +5,14 @@ Environment switches:
 """
 
 import os
-import sys
 import tempfile
 import warnings
 
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
-from setuptools._distutils.ccompiler import new_compiler
-from setuptools._distutils.errors import CompileError, LinkError
-from setuptools._distutils.sysconfig import customize_compiler
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError, LinkError
 
 OPENMP_PROBE = """
 #include <omp.h>
@@ -27,69 +25,64 @@ int main(void) {
 """
 PLAIN_PROBE = "int main(void) { return 0; }\n"
 
-
-def _compiles(source: str, compile_args: list[str], link_args: list[str]) -> bool:
-    """Whether the platform's C compiler builds and links this program with these flags."""
-    compiler = new_compiler()
-    customize_compiler(compiler)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "probe.c")
-        with open(path, "w") as f:
-            f.write(source)
-        try:
-            objects = compiler.compile([path], output_dir=tmp, extra_postargs=compile_args)
-            compiler.link_executable(objects, os.path.join(tmp, "probe"), extra_postargs=link_args)
-        except (CompileError, LinkError):
-            return False
-    return True
+#: Cython directives for every .pyx (the one place they are set)
+COMPILER_DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": False,
+    "wraparound": False,
+    "initializedcheck": False,
+    "cdivision": True,  # C integer division: all divisions in the kernels have positive operands
+}
 
 
-def _openmp_flags() -> tuple[list[str], list[str]]:
-    """(compile, link) flags that enable OpenMP here, or empty lists (serial kernels) with a warning."""
-    for flag in ("-fopenmp", "-Xpreprocessor -fopenmp", "/openmp"):
-        args = flag.split()
-        if _compiles(OPENMP_PROBE, args, args if not flag.startswith("/") else []):
-            return args, (args if not flag.startswith("/") else [])
-    warnings.warn("fastconv: the C compiler does not support OpenMP; the cython backend is built "
-                  "single-threaded (its parallel loops run serially)")
-    return [], []
+class BuildExt(build_ext):
+    """build_ext that adds the optimization, -march=native and OpenMP flags this compiler accepts."""
+
+    def build_extensions(self):
+        compile_args, link_args = self._flags()
+        for ext in self.extensions:
+            ext.extra_compile_args += compile_args
+            ext.extra_link_args += link_args
+        super().build_extensions()
+
+    def _flags(self) -> tuple[list[str], list[str]]:
+        """(compile, link) flags; OpenMP left out, with a warning, when the compiler lacks it."""
+        msvc = self.compiler.compiler_type == "msvc"
+        # -O3 auto-vectorizes the direct-convolution and pooling loops; never -ffast-math: NaN must propagate
+        # through max pooling
+        compile_args = ["/O2"] if msvc else ["-O3"]
+        portable = os.environ.get("FASTCONV_PORTABLE", "0") not in ("", "0")
+        if not msvc and not portable and self._compiles(PLAIN_PROBE, ["-march=native"], []):
+            compile_args.append("-march=native")  # AVX2/FMA here: a source build runs where it was built
+        # MSVC links OpenMP by itself; Apple's clang takes the flag through its preprocessor
+        candidates = [(["/openmp"], [])] if msvc else [(["-fopenmp"],) * 2, (["-Xpreprocessor", "-fopenmp"],) * 2]
+        for openmp_compile, openmp_link in candidates:
+            if self._compiles(OPENMP_PROBE, openmp_compile, openmp_link):
+                return compile_args + openmp_compile, openmp_link
+        warnings.warn("fastconv: the C compiler does not support OpenMP; the cython backend is built "
+                      "single-threaded (its parallel loops run serially)")
+        return compile_args, []
+
+    def _compiles(self, source: str, compile_args: list[str], link_args: list[str]) -> bool:
+        """Whether this compiler builds and links the program with these flags."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "probe.c")
+            with open(path, "w") as f:
+                f.write(source)
+            try:
+                objects = self.compiler.compile([path], output_dir=tmp, extra_postargs=compile_args)
+                self.compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=link_args)
+            except (CompileError, LinkError):
+                return False
+        return True
 
 
-def _arch_flags() -> list[str]:
-    """-march=native unless FASTCONV_PORTABLE=1 or the compiler does not know it."""
-    if os.environ.get("FASTCONV_PORTABLE", "0") not in ("", "0"):
-        return []
-    if _compiles(PLAIN_PROBE, ["-march=native"], []):
-        return ["-march=native"]  # AVX2/FMA on this machine; source builds run where they were built
-    return []
-
-
-def _extensions() -> list[Extension]:
-    omp_compile, omp_link = _openmp_flags()
-    compile_args = [
-        "-O3",  # auto-vectorizes the direct-convolution and pooling loops (no -ffast-math: NaN must propagate)
-        *_arch_flags(),
-        *omp_compile,
-    ]
-    if sys.platform == "win32":
-        compile_args = [a for a in compile_args if not a.startswith("-")] + ["/O2"]
-    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]  # silence numpy's deprecated-API warning
-    return [
-        Extension(f"fastconv._ext.{name}", [f"fastconv/_ext/{name}.pyx"], include_dirs=[numpy.get_include()],
-                  define_macros=macros, extra_compile_args=compile_args, extra_link_args=omp_link)
-        for name in ("_conv", "_pool")
-    ]
+def _extension(name: str) -> Extension:
+    return Extension(f"fastconv._ext.{name}", [f"fastconv/_ext/{name}.pyx"], include_dirs=[numpy.get_include()],
+                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])  # no deprecated-API warning
 
 
 setup(
-    ext_modules=cythonize(
-        _extensions(),
-        compiler_directives={
-            "language_level": 3,
-            "boundscheck": False,
-            "wraparound": False,
-            "initializedcheck": False,
-            "cdivision": True,  # C integer division: all divisions in the kernels have positive operands
-        },
-    ),
+    ext_modules=cythonize([_extension(name) for name in ("_conv", "_pool")], compiler_directives=COMPILER_DIRECTIVES),
+    cmdclass={"build_ext": BuildExt},
 )
