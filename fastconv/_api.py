@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from fastconv import _backend
 from fastconv._geometry import (ConvGeometry, PoolGeometry, as_array, check_indices, conv_geometry, nbytes,
                                 pool_geometry)
+from fastconv._memory import ensure_fits
 
 
 def _operand(a: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
@@ -16,23 +15,10 @@ def _operand(a: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
     return None if a is None else np.ascontiguousarray(a, dtype=dtype)
 
 
-def _physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _check_fits(op: str, backend, g, outputs: list[tuple]) -> None:
-    """MemoryError before allocating when outputs plus the backend's workspace exceed physical memory."""
-    needed = sum(nbytes(shape, g.dtype) for shape in outputs)
-    workspace = getattr(backend, "workspace_bytes", None)
-    if workspace is not None:
-        needed += workspace(op, g)
-    limit = _physical_memory()
-    if limit is not None and needed > limit:
-        raise MemoryError(f"{op}: needs {needed:,} bytes but the machine has {limit:,}; "
-                          f"use a smaller batch or a backend with a smaller workspace")
+def _check_fits(op: str, g, outputs: list[tuple]) -> None:
+    """MemoryError before allocating outputs that exceed physical memory (each method's plan checks its own
+    scratch before allocating it)."""
+    ensure_fits(sum(nbytes(shape, g.dtype) for shape in outputs), op)
 
 
 def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, backend=None) -> np.ndarray:
@@ -95,7 +81,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, backend=N
     b = None if b is None else as_array("conv2d", "b", b)
     g = conv_geometry(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
     impl = _backend.resolve(backend)
-    _check_fits("conv2d", impl, g, [g.y_shape])
+    _check_fits("conv2d", g, [g.y_shape])
     if g.n == 0:
         return np.zeros(g.y_shape, g.dtype)
     return impl.conv2d_forward(_operand(x, g.dtype), _operand(w, g.dtype), _operand(b, g.dtype), g)
@@ -171,7 +157,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
                       op="conv2d_backward", dy=dy)
     impl = _backend.resolve(backend)
     wanted = [shape for need, shape in ((need_dx, g.x_shape), (need_dw, g.w_shape), (need_db, (g.k,))) if need]
-    _check_fits("conv2d_backward", impl, g, wanted)
+    _check_fits("conv2d_backward", g, wanted)
     if g.n == 0:
         return (np.zeros(g.x_shape, g.dtype) if need_dx else None,
                 np.zeros(g.w_shape, g.dtype) if need_dw else None,
@@ -247,7 +233,7 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, retur
     """
     x, _, g = _pool("max_pool2d", x, kernel_size, stride, padding, ceil_mode)
     impl = _backend.resolve(backend)
-    _check_fits("max_pool2d", impl, g, [g.y_shape, g.y_shape])
+    _check_fits("max_pool2d", g, [g.y_shape, g.y_shape])
     if g.n == 0:
         y, indices = np.zeros(g.y_shape, g.dtype), np.zeros(g.y_shape, np.int64)
     else:
@@ -325,7 +311,7 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
         indices = as_array("max_pool2d_backward", "indices", indices)
         check_indices("max_pool2d_backward", indices, g)
     impl = _backend.resolve(backend)
-    _check_fits("max_pool2d_backward", impl, g, [g.x_shape, g.y_shape])
+    _check_fits("max_pool2d_backward", g, [g.x_shape, g.y_shape])
     if g.n == 0:
         return np.zeros(g.x_shape, g.dtype)
     if indices is None:
@@ -387,7 +373,7 @@ def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count
     """
     x, _, g = _pool("avg_pool2d", x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     impl = _backend.resolve(backend)
-    _check_fits("avg_pool2d", impl, g, [g.y_shape])
+    _check_fits("avg_pool2d", g, [g.y_shape])
     if g.n == 0:
         return np.zeros(g.y_shape, g.dtype)
     return impl.avg_pool2d_forward(_operand(x, g.dtype), g)
@@ -445,7 +431,7 @@ def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
     """
     x, dy, g = _pool("avg_pool2d_backward", x, kernel_size, stride, padding, ceil_mode, count_include_pad, dy=dy)
     impl = _backend.resolve(backend)
-    _check_fits("avg_pool2d_backward", impl, g, [g.x_shape])
+    _check_fits("avg_pool2d_backward", g, [g.x_shape])
     if g.n == 0:
         return np.zeros(g.x_shape, g.dtype)
     return impl.avg_pool2d_backward(dy, g)

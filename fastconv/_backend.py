@@ -1,16 +1,7 @@
 """Backend registry: names, lazy loading, the current default, and why a backend cannot run here.
 
-A backend is a module in ``fastconv.backends`` with the same six functions::
-
-    conv2d_forward(x, w, b, g) -> y
-    conv2d_backward(dy, x, w, g, need_dx, need_dw, need_db) -> (dx, dw, db)
-    max_pool2d_forward(x, g) -> (y, indices)
-    max_pool2d_backward(dy, indices, g) -> dx
-    avg_pool2d_forward(x, g) -> y
-    avg_pool2d_backward(dy, g) -> dx
-
-Arrays reach a kernel C-contiguous, of dtype ``g.dtype`` (possibly read-only); kernels never write to them.
-Adding a backend means adding one module and one entry in ``BACKENDS``.
+What a backend module provides (six kernels and ``methods(op, g)``) is written down in
+``fastconv.backends._protocol``. Adding a backend means adding one module and one entry in ``BACKENDS``.
 """
 
 from __future__ import annotations
@@ -21,17 +12,18 @@ import importlib
 import os
 from types import ModuleType
 
-#: name -> how to make it available when its module cannot be imported
-BACKENDS: dict[str, str] = {
-    "naive": "it is pure numpy and should always import; reinstall fastconv",
-    "im2col": "it is pure numpy and should always import; reinstall fastconv",
-    "numba": "install numba (pip install numba)",
-    "cython": "build the compiled extension: pip install . (needs a C compiler and OpenMP), "
-              "or python setup.py build_ext --inplace in a source checkout",
-    "auto": "auto chooses between the compiled backends cython and numba: fix whichever fails to import",
+from fastconv.backends._protocol import KERNELS  # noqa: F401  (re-exported: the registry's view of the protocol)
+
+#: name -> (module, how to make it available when the module cannot be imported)
+BACKENDS: dict[str, tuple[str, str]] = {
+    "naive": ("fastconv.backends.naive", "it is pure numpy and should always import; reinstall fastconv"),
+    "im2col": ("fastconv.backends.im2col", "it is pure numpy and should always import; reinstall fastconv"),
+    "numba": ("fastconv.backends.numba_backend", "install numba (pip install numba)"),
+    "cython": ("fastconv.backends.cython", "build the compiled extension: pip install . (needs a C compiler and "
+               "OpenMP), or python setup.py build_ext --inplace in a source checkout"),
+    "auto": ("fastconv.backends.auto", "auto chooses between the compiled backends cython and numba: fix whichever "
+             "fails to import"),
 }
-KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
-           "avg_pool2d_forward", "avg_pool2d_backward")
 DEFAULT_BACKEND = "auto"
 
 _modules: dict[str, ModuleType] = {}
@@ -57,12 +49,12 @@ def load(name: str) -> ModuleType:
         return _modules[name]
     if name not in _failures:
         try:
-            _modules[name] = importlib.import_module(f"fastconv.backends.{name}")
+            _modules[name] = importlib.import_module(BACKENDS[name][0])
             return _modules[name]
         except ImportError as exc:
             _failures[name] = f"{type(exc).__name__}: {exc}"
     raise BackendUnavailableError(f"backend {name!r} is unavailable here ({_failures[name]}); "
-                                  f"to fix: {BACKENDS[name]}")
+                                  f"to fix: {BACKENDS[name][1]}")
 
 
 def unavailable_reason(name: str) -> str | None:

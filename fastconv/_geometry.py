@@ -166,37 +166,44 @@ class PoolGeometry:
         """True when neighbouring windows share input cells (stride smaller than the window)."""
         return self.stride_h < self.kh or self.stride_w < self.kw
 
-    def avg_divisor(self) -> np.ndarray:
-        """(out_h, out_w) float64: the number each window's sum is divided by in avg pooling (PyTorch's rule)."""
+    def avg_divisor(self, out: np.ndarray | None = None) -> np.ndarray:
+        """(out_h, out_w): the number each window's sum is divided by in avg pooling (PyTorch's rule), float64
+        or written into out (any float dtype)."""
+        out = np.empty((self.out_h, self.out_w)) if out is None else out
         rows = _window_counts(self.out_h, self.stride_h, self.kh, self.pad_top, self.h, self.pad_bottom,
                               self.count_include_pad)
         cols = _window_counts(self.out_w, self.stride_w, self.kw, self.pad_left, self.w, self.pad_right,
                               self.count_include_pad)
-        return np.outer(rows, cols).astype(np.float64)
+        # counts in out's dtype first: an outer product that casts as it writes would buffer the whole table
+        return np.multiply.outer(rows.astype(out.dtype), cols.astype(out.dtype), out=out)
+
+    def window_bounds(self, out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """rows (out_h, 2), cols (out_w, 2) int64 (or written into out): [start, stop) of each window along
+        each axis, clipped to the input."""
+        rows, cols = out or (np.empty((self.out_h, 2), np.int64), np.empty((self.out_w, 2), np.int64))
+        _window_bounds(self.stride_h, self.kh, self.pad_top, self.h, rows)
+        _window_bounds(self.stride_w, self.kw, self.pad_left, self.w, cols)
+        return rows, cols
+
+    def covering_windows(self, out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """For non-overlapping windows: row_window (h,), col_window (w,) int64 (or written into out), the
+        window row (column) that holds each input row (column), or -1 for cells in no window."""
+        row_window, col_window = out or (np.empty(self.h, np.int64), np.empty(self.w, np.int64))
+        _covering_window(self.out_h, self.stride_h, self.kh, self.pad_top, row_window)
+        _covering_window(self.out_w, self.stride_w, self.kw, self.pad_left, col_window)
+        return row_window, col_window
 
 
-    def window_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """rows (out_h, 2), cols (out_w, 2) int64: [start, stop) of each window along each axis, clipped to
-        the input."""
-        return (_window_bounds(self.out_h, self.stride_h, self.kh, self.pad_top, self.h),
-                _window_bounds(self.out_w, self.stride_w, self.kw, self.pad_left, self.w))
-
-    def covering_windows(self) -> tuple[np.ndarray, np.ndarray]:
-        """For non-overlapping windows: row_window (h,), col_window (w,) int64, the window row (column) that
-        holds each input row (column), or -1 for cells in no window."""
-        return (_covering_window(self.h, self.out_h, self.stride_h, self.kh, self.pad_top),
-                _covering_window(self.w, self.out_w, self.stride_w, self.kw, self.pad_left))
+def _window_bounds(stride: int, kernel: int, pad_before: int, size: int, out: np.ndarray) -> None:
+    start = np.arange(out.shape[0]) * stride - pad_before
+    np.maximum(start, 0, out=out[:, 0])
+    np.minimum(start + kernel, size, out=out[:, 1])
 
 
-def _window_bounds(out: int, stride: int, kernel: int, pad_before: int, size: int) -> np.ndarray:
-    start = np.arange(out, dtype=np.int64) * stride - pad_before
-    return np.stack([np.maximum(start, 0), np.minimum(start + kernel, size)], axis=1)
-
-
-def _covering_window(size: int, out: int, stride: int, kernel: int, pad_before: int) -> np.ndarray:
-    shifted = np.arange(size, dtype=np.int64) + pad_before
+def _covering_window(out_size: int, stride: int, kernel: int, pad_before: int, out: np.ndarray) -> None:
+    shifted = np.arange(out.shape[0]) + pad_before
     window = shifted // stride
-    return np.where((shifted % stride < kernel) & (window < out), window, -1)
+    np.copyto(out, np.where((shifted % stride < kernel) & (window < out_size), window, -1))
 
 
 def _window_counts(out: int, stride: int, kernel: int, pad_before: int, size: int, pad_after: int,

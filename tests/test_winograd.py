@@ -12,7 +12,7 @@ from fastconv._geometry import conv_geometry
 from _helpers import random_array
 
 pytest.importorskip("numba")
-winograd = pytest.importorskip("fastconv.backends.numba.winograd")
+winograd = pytest.importorskip("fastconv.backends.numba_backend.winograd")
 
 TILES = (2, 4)
 
@@ -26,7 +26,7 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 
 
 def run(x, w, b, m, **kwargs) -> np.ndarray:
-    return winograd.conv2d_forward_winograd(x, w, b, conv_geometry(x, w, b, **kwargs), m)
+    return winograd.forward(x, w, b, conv_geometry(x, w, b, **kwargs), m)
 
 
 @pytest.mark.parametrize("m", TILES)
@@ -122,7 +122,7 @@ def test_threads_and_read_only_inputs_do_not_change_the_result(rng):
 ])
 def test_not_applicable_outside_3x3_stride_1(kwargs, w_shape):
     g = conv_geometry(np.empty((1, 3, 12, 12)), np.empty(w_shape), **kwargs)
-    assert not winograd.applicable(g)
+    assert not winograd.applies(g)
 
 
 def test_too_wide_a_row_is_a_clear_error():
@@ -133,11 +133,11 @@ def test_too_wide_a_row_is_a_clear_error():
 
 def test_applicable_up_to_the_block_width():
     wide = winograd.COLS * 4
-    assert winograd.applicable(conv_geometry(np.empty((1, 1, 3, wide + 2)), np.empty((1, 1, 3, 3))))
-    assert not winograd.applicable(conv_geometry(np.empty((1, 1, 3, wide + 3)), np.empty((1, 1, 3, 3))))
+    assert winograd.applies(conv_geometry(np.empty((1, 1, 3, wide + 2)), np.empty((1, 1, 3, 3))))
+    assert not winograd.applies(conv_geometry(np.empty((1, 1, 3, wide + 3)), np.empty((1, 1, 3, 3))))
 
 
 def test_workspace_counts_the_transformed_weights_and_blocks():
     g = conv_geometry(np.empty((8, 64, 56, 56), np.float32), np.empty((64, 64, 3, 3), np.float32), padding=1)
     weights = 36 * 64 * 64 * 4
-    assert weights < winograd.workspace_bytes(g) < 16 * weights
+    assert weights < winograd.plan(g).nbytes < 16 * weights

@@ -13,8 +13,8 @@ A backend is a module (or package) with these functions, each taking validated C
 
 ``methods(op, g)`` lists the ways the backend can run ``op`` on ``g`` (only those that apply) and names its
 default, the one the kernel of the same name runs; auto times them all. Each :class:`Method` has a ``plan``:
-the scratch arrays and threads of one call, from which the method allocates and which the front end's
-MemoryError check reads, so that the two cannot disagree.
+the scratch arrays and threads of one call, from which the method allocates, after checking that they fit in
+memory (the front end checks the outputs), so that the check and the allocation cannot disagree.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
+
+from fastconv._memory import ensure_fits
 
 KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
            "avg_pool2d_forward", "avg_pool2d_backward")
@@ -47,8 +49,14 @@ class Plan:
         own = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in self.buffers.values())
         return max([own, *(phase.nbytes for phase in self.phases)])
 
+    def check(self) -> None:
+        """MemoryError when the scratch would not fit in this machine's memory (before allocating any)."""
+        ensure_fits(self.nbytes, "the kernel's scratch")
+
     def allocate(self) -> dict[str, np.ndarray]:
-        """The buffers, uninitialized (each method writes before it reads, or zeroes what it accumulates)."""
+        """The buffers, after check(), uninitialized (each method writes before it reads, or zeroes what it
+        accumulates)."""
+        self.check()
         return {name: np.empty(shape, dtype) for name, (shape, dtype) in self.buffers.items()}
 
     @staticmethod

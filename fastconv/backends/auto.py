@@ -1,11 +1,12 @@
 """The "auto" backend: for each (op, geometry, dtype, threads[, need flags]) the fastest compiled kernel.
 
-Candidates are the available backends among CANDIDATE_BACKENDS (never naive) and, for a backend with a
-``methods(op, g)`` hook, each of its methods, named "backend:method". On the first call for a new key every
+Candidates are the methods (``methods(op, g)``, see fastconv.backends._protocol) of the available backends
+among CANDIDATE_BACKENDS (never naive), named "backend:method". On the first call for a new key every
 candidate runs on the real inputs (fastconv.autotune.timing), the fastest is kept and its decision cached in
 memory and on disk (fastconv.autotune.cache). A cached decision is reused while the candidates are the same.
 With autotuning off (fastconv.set_autotune(False) or FASTCONV_AUTOTUNE=0) the first available backend in
-CANDIDATE_BACKENDS' order runs, with its own default method.
+CANDIDATE_BACKENDS' order runs, with its own default method. A candidate whose scratch does not fit in memory
+raises MemoryError from its plan and is skipped.
 """
 
 from __future__ import annotations
@@ -17,38 +18,48 @@ from typing import Callable
 from fastconv import _backend
 from fastconv._threads import get_num_threads
 from fastconv.autotune import autotune_enabled, cache, timing
+from fastconv.backends._protocol import Method, Methods
 
 #: backends auto chooses from, in the order of the heuristic's preference: the compiled ones (API.md); im2col
 #: never won a benchmark row against them, and as a candidate it only gave noisy measurements a way to go wrong
 CANDIDATE_BACKENDS = ("cython", "numba")
 
-#: (op, g, flags, threads, autotuning) -> (candidate name, kernel): the per-call fast path
+#: (op, g, flags, threads, autotuning) -> (candidate name, kernel): the per-call fast path, forgotten whole
+#: when it reaches MEMO_SIZE entries (a workload of ever-new shapes must not grow it without bound)
 _resolved: dict[tuple, tuple[str, Callable]] = {}
+MEMO_SIZE = 4096
 _tuning = threading.RLock()  # re-entrant: a kernel may itself call fastconv with the default backend
 
 
+def _available() -> list[str]:
+    return [name for name in CANDIDATE_BACKENDS if _backend.unavailable_reason(name) is None]
+
+
+def methods(op: str, g) -> Methods:
+    """Every candidate for op on geometry g, named "backend:method"; the default is the heuristic's choice."""
+    found = [Method(f"{name}:{method.name}", method.run, method.plan)
+             for name in _available() for method in _backend.load(name).methods(op, g).options.values()]
+    if not found:
+        raise _no_candidate()
+    return Methods(_qualified(heuristic(op, g), op, g), {method.name: method for method in found})
+
+
 def candidates(op: str, g) -> dict[str, Callable]:
-    """name -> kernel of every candidate for op on geometry g: "backend" or "backend:method"."""
-    found: dict[str, Callable] = {}
-    for name in CANDIDATE_BACKENDS:
-        if _backend.unavailable_reason(name) is not None:
-            continue
-        module = _backend.load(name)
-        methods = getattr(module, "methods", None)
-        variants = methods(op, g) if methods is not None else {}
-        if variants:
-            found.update({f"{name}:{method}": kernel for method, kernel in variants.items()})
-        elif hasattr(module, op):
-            found[name] = getattr(module, op)
-    return found
+    """name -> kernel of every candidate for op on geometry g ("backend:method")."""
+    return {name: method.run for name, method in methods(op, g).options.items()}
 
 
 def heuristic(op: str, g) -> str:
-    """The choice without measuring: the first available backend in CANDIDATE_BACKENDS that has op."""
-    for name in CANDIDATE_BACKENDS:
-        if _backend.unavailable_reason(name) is None and hasattr(_backend.load(name), op):
-            return name
-    raise _no_candidate()
+    """The choice without measuring: the first available backend in CANDIDATE_BACKENDS (its default method)."""
+    available = _available()
+    if not available:
+        raise _no_candidate()
+    return available[0]
+
+
+def _qualified(name: str, op: str, g) -> str:
+    """"backend:method" of a backend's default method for op on g."""
+    return f"{name}:{_backend.load(name).methods(op, g).default}"
 
 
 def _no_candidate() -> _backend.BackendUnavailableError:
@@ -90,6 +101,12 @@ def _cached_choice(key: str, options: dict[str, Callable]) -> str | None:
     return None
 
 
+def _remember(fast_key: tuple, name: str, kernel: Callable) -> None:
+    if len(_resolved) >= MEMO_SIZE:
+        _resolved.clear()
+    _resolved[fast_key] = (name, kernel)
+
+
 def _run(op: str, g, flags: tuple, *args):
     """Run op with the decided kernel, deciding first (by measuring, or the heuristic) on a new key."""
     fast_key = _fast_key(op, g, flags)
@@ -99,23 +116,21 @@ def _run(op: str, g, flags: tuple, *args):
     if not autotune_enabled():
         name = heuristic(op, g)
         kernel = getattr(_backend.load(name), op)
-        _resolved[fast_key] = (name, kernel)
+        _remember(fast_key, name, kernel)
         return kernel(*args)
     with _tuning:  # one measurement at a time, so that concurrent threads do not disturb each other's timings
         options = candidates(op, g)
-        if not options:
-            raise _no_candidate()
         key = cache.decision_key(op, g, fast_key[3], flags)
         choice = _cached_choice(key, options)
         if choice is not None:
-            _resolved[fast_key] = (choice, options[choice])
+            _remember(fast_key, choice, options[choice])
             return options[choice](*args)
         winner, seconds, result = timing.fastest({name: functools.partial(kernel, *args)
                                                   for name, kernel in options.items()})
         # only the candidates that ran count: after a failure the next process measures again
         cache.store(key, cache.Entry(winner, tuple(seconds),
                                      tuple((name, round(s * 1e3, 4)) for name, s in seconds.items())))
-        _resolved[fast_key] = (winner, options[winner])
+        _remember(fast_key, winner, options[winner])
         return result
 
 
@@ -148,17 +163,3 @@ def avg_pool2d_forward(x, g):
 def avg_pool2d_backward(dy, g):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
     return _run("avg_pool2d_backward", g, (), dy, g)
-
-
-def workspace_bytes(op: str, g) -> int:
-    """The smallest scratch need among the candidate backends (auto skips a candidate that runs out of memory)."""
-    return _smallest_workspace(op, g, get_num_threads(), CANDIDATE_BACKENDS)
-
-
-@functools.lru_cache(maxsize=1024)
-def _smallest_workspace(op: str, g, threads: int, backends: tuple[str, ...]) -> int:
-    """workspace_bytes, remembered: the front end asks on every call, and asking each backend costs ~9 us.
-    threads is part of the key because the backends' scratch grows with it."""
-    needs = [getattr(_backend.load(name), "workspace_bytes", lambda op, g: 0)(op, g)
-             for name in backends if _backend.unavailable_reason(name) is None]
-    return min(needs, default=0)

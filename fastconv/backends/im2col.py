@@ -10,9 +10,13 @@ Loops run only over the R*S kernel taps (or the kh*kw pooling taps), never over 
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import numpy as np
 
-from fastconv._geometry import ConvGeometry, PoolGeometry, nbytes
+from fastconv._geometry import ConvGeometry, PoolGeometry
+from fastconv.backends._protocol import GEOMETRY_ARG, KERNELS, Method, Methods, Plan
 
 
 def _tap_slices(g, r: int, s: int, dh: int, dw: int) -> tuple[slice, slice]:
@@ -59,13 +63,23 @@ def _crop(xp: np.ndarray, g) -> np.ndarray:
 # convolution
 
 
-def workspace_bytes(op: str, g) -> int:
-    """Bytes of the column matrix (and its gradient in backward) plus the padded input."""
+def plan(op: str, g) -> Plan:
+    """The scratch numpy allocates as the kernels run: the column matrix (and its gradient in backward) and two
+    copies of the input's size (the padded input, and its gradient or a transposed result)."""
     if isinstance(g, ConvGeometry):
-        col = nbytes((g.n, g.c, g.r, g.s, g.out_h, g.out_w), g.dtype)
-        padded = nbytes((g.n, g.c, g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right), g.dtype)
-        return (2 * col if op == "conv2d_backward" else col) + 2 * padded
-    return nbytes((g.n, g.c, g.kh, g.kw, g.out_h, g.out_w), g.dtype) + 2 * nbytes(g.x_shape, g.dtype)
+        columns = (g.n, g.c, g.r, g.s, g.out_h, g.out_w)
+        padded = (g.n, g.c, g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right)
+        buffers = {"columns": (columns, g.dtype), "padded": ((2, *padded), g.dtype)}
+        if op == "conv2d_backward":
+            buffers["columns_grad"] = (columns, g.dtype)
+        return Plan(1, buffers)
+    return Plan(1, {"columns": ((g.n, g.c, g.kh, g.kw, g.out_h, g.out_w), g.dtype),
+                    "padded": ((2, *g.x_shape), g.dtype)})
+
+
+def methods(op: str, g) -> Methods:
+    """One method per op; its plan is checked against the machine's memory before numpy allocates."""
+    return Methods.of(Method("im2col", _CHECKED[op], functools.partial(plan, op)))
 
 
 def _conv_pads(g: ConvGeometry) -> tuple[int, int, int, int]:
@@ -78,7 +92,7 @@ def _grouped_col(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return col.reshape(g.n, g.groups, g.c_per_group * g.r * g.s, g.out_h * g.out_w)
 
 
-def conv2d_forward(x, w, b, g: ConvGeometry):
+def _conv2d_forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, Ho, Wo): one batched GEMM per group."""
     col = _grouped_col(x, g)
     w_mat = w.reshape(g.groups, g.k_per_group, -1)
@@ -89,7 +103,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry):
     return y
 
 
-def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
+def _conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W), dw (K, C/groups, R, S), db (K,).
 
     dw[grp] = sum_n dy[n, grp] @ col[n, grp]^T;  dcol = w[grp]^T @ dy[n, grp], folded back by col2im.
@@ -142,7 +156,7 @@ def _pool_col2im(dcol: np.ndarray, g: PoolGeometry) -> np.ndarray:
     return np.ascontiguousarray(_crop(dxp, g))
 
 
-def max_pool2d_forward(x, g: PoolGeometry):
+def _max_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y, indices (N, C, Ho, Wo).
 
     Padding holds -inf, so argmax (first maximum, first NaN) picks a padded cell only when the whole window is
@@ -169,7 +183,7 @@ def _scatter(dy, indices, g: PoolGeometry):
     return dx.astype(g.dtype, copy=False).reshape(g.x_shape)
 
 
-def max_pool2d_backward(dy, indices, g: PoolGeometry):
+def _max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): dy placed at the window tap each index names, then col2im.
 
     Indices outside their own window (given by the caller) have no tap: then every dy is scattered directly.
@@ -184,14 +198,29 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
     return _pool_col2im(dcol, g)
 
 
-def avg_pool2d_forward(x, g: PoolGeometry):
+def _avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo): window sums over zero padding / PyTorch's divisor."""
     col = _pool_col(x, g, 0.0)
     return (col.sum(axis=2) / g.avg_divisor()).astype(g.dtype, copy=False)
 
 
-def avg_pool2d_backward(dy, g: PoolGeometry):
+def _avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W): dy / divisor spread over every tap of its window."""
     share = (dy / g.avg_divisor()).astype(g.dtype, copy=False)
     dcol = np.broadcast_to(share[:, :, None], (g.n, g.c, g.kh * g.kw, g.out_h, g.out_w))
     return _pool_col2im(dcol, g)
+
+
+def _checked(op: str) -> Callable:
+    """op's kernel, after checking that its plan fits in memory."""
+    kernel = globals()[f"_{op}"]
+
+    def run(*args):
+        plan(op, args[GEOMETRY_ARG[op]]).check()
+        return kernel(*args)
+
+    return functools.wraps(kernel)(run)
+
+
+_CHECKED = {op: _checked(op) for op in KERNELS}
+globals().update(_CHECKED)  # conv2d_forward, ...: each checks its plan, then runs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv._geometry import ConvGeometry, PoolGeometry
+from fastconv.backends._protocol import KERNELS, Method, Methods
 
 
 def _padded(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
@@ -109,3 +110,11 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     for (n, c, oh, ow), (h0, h1, w0, w1, divisor) in _pool_outputs(g):
         dx[n, c, h0:h1, w0:w1] += dy[n, c, oh, ow] / divisor
     return dx
+
+
+def methods(op: str, g) -> Methods:
+    """One method per op: the loops above (their only scratch is the padded copy)."""
+    return Methods.of(Method("loops", _KERNELS[op]))
+
+
+_KERNELS = {op: globals()[op] for op in KERNELS}

@@ -15,12 +15,13 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
-from fastconv.backends.numba._columns import FMA_AND_REORDER, axpy, column_ranges, dot
-from fastconv.backends.numba._parallel import num_chunks
-from fastconv.backends.numba.conv_gemm import params
+from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._protocol import Plan
+from fastconv.backends.numba_backend._columns import FMA_AND_REORDER, axpy, column_ranges, dot, params
+
 
 def applies(g: ConvGeometry) -> bool:
-    return g.c_per_group == 1
+    return g.is_channelwise
 
 
 def preferred(g: ConvGeometry) -> bool:
@@ -28,9 +29,15 @@ def preferred(g: ConvGeometry) -> bool:
     return applies(g) and g.groups > 1
 
 
-def workspace_bytes(g: ConvGeometry) -> int:
+def forward_plan(g: ConvGeometry) -> Plan:
+    """Planes (n, k) in parallel; no scratch."""
+    return Plan(threads_for(g.flops, g.n * g.k))
+
+
+def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
     """The per-image dW partial sums."""
-    return g.n * g.k * g.r * g.s * g.dtype.itemsize
+    threads = threads_for(g.flops, g.n * g.k)
+    return Plan(threads, {"dw_parts": ((g.n, g.k, g.r, g.s), g.dtype)} if need_dw else {})
 
 
 @njit(cache=True)  # not inlined: parfor array analysis fails on its tuple of arrays and ints
@@ -205,23 +212,24 @@ def _backward_dw(dy, x, dw_parts, params):
                                             uint64(hi_s - lo_s))
 
 
-def conv2d_forward(x, w, b, g: ConvGeometry):
+def forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, 1, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
-    num_chunks(g.n * g.k, g)
     y = np.empty(g.y_shape, g.dtype)
-    _forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, params(g))
+    with parallel_region(forward_plan(g).threads):
+        _forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, params(g))
     return y
 
 
-def conv2d_backward_dx_dw(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
+def backward(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W), dw (K, 1, R, S); None where not needed."""
-    num_chunks(g.n * g.k, g)
+    plan = backward_plan(g, need_dx, need_dw)
+    scratch = plan.allocate()
     dx = dw = None
-    if need_dx:
-        dx = np.empty(g.x_shape, g.dtype)
-        _backward_dx(dy, w, dx, params(g))
-    if need_dw:
-        dw_parts = np.empty((g.n, g.k, g.r, g.s), g.dtype)
-        _backward_dw(dy, x, dw_parts, params(g))
-        dw = dw_parts.sum(axis=0).reshape(g.w_shape)
+    with parallel_region(plan.threads):
+        if need_dx:
+            dx = np.empty(g.x_shape, g.dtype)
+            _backward_dx(dy, w, dx, params(g))
+        if need_dw:
+            _backward_dw(dy, x, scratch["dw_parts"], params(g))
+            dw = scratch["dw_parts"].sum(axis=0).reshape(g.w_shape)
     return dx, dw

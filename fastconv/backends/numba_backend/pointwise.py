@@ -11,17 +11,25 @@ import numpy as np
 from numba import njit, prange
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import blas_for
-from fastconv.backends.numba._parallel import chunk_bounds, num_chunks
+from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._protocol import Plan
+from fastconv.backends.numba_backend._chunks import add_into, chunk_bounds
 
 
 def applies(g: ConvGeometry) -> bool:
-    return g.r == 1 and g.s == 1 and g.stride_h == 1 and g.stride_w == 1 and not g.has_padding
+    return g.is_pointwise
 
 
-def workspace_bytes(g: ConvGeometry, chunks: int) -> int:
-    """The per-chunk dW accumulators."""
-    return 2 * chunks * g.k * g.c_per_group * g.dtype.itemsize
+def forward_plan(g: ConvGeometry) -> Plan:
+    return Plan(threads_for(g.flops, g.n))
+
+
+def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
+    """Each chunk's dW GEMM result and accumulator."""
+    threads = threads_for(g.flops, g.n)
+    buffers = {"dw_tile": ((threads, g.k_per_group, g.c_per_group), g.dtype),
+               "dw_parts": ((threads, g.k, g.c_per_group), g.dtype)}
+    return Plan(threads, buffers if need_dw else {})
 
 
 @njit(cache=True, parallel=True)
@@ -41,14 +49,15 @@ def _forward(x, w, bias, y, chunks):
 
 
 @njit(cache=True, parallel=True)
-def _backward(dy, x, w, dx, dw_parts, chunks, need_dx, need_dw):
-    """dy (N, K, P) -> dx (N, C, P), dw_parts (chunks, K, Cg)."""
+def _backward(dy, x, w, dx, dw_parts, dw_tiles, need_dx, need_dw):
+    """dy (N, K, P) -> dx (N, C, P), dw_parts (chunks, K, Cg) (dw_tiles: each chunk's GEMM results)."""
     n_images, c = x.shape[0], x.shape[1]
     k, cg = w.shape
     kg = k // (c // cg)
+    chunks = dw_parts.shape[0]
     for t in prange(chunks):
-        dw_tile = np.empty((kg, cg), x.dtype)
-        dw_parts[t] = 0
+        if need_dw:
+            dw_parts[t] = 0
         n0, n1 = chunk_bounds(n_images, chunks, t)
         for n in range(n0, n1):
             for group in range(c // cg):
@@ -57,8 +66,8 @@ def _backward(dy, x, w, dx, dw_parts, chunks, need_dx, need_dw):
                 if need_dx:
                     np.dot(w_g.T, dy_g, dx[n, group * cg:(group + 1) * cg])
                 if need_dw:
-                    np.dot(dy_g, x[n, group * cg:(group + 1) * cg].T, dw_tile)
-                    dw_parts[t, group * kg:(group + 1) * kg] += dw_tile
+                    np.dot(dy_g, x[n, group * cg:(group + 1) * cg].T, dw_tiles[t])
+                    add_into(dw_parts[t, group * kg:(group + 1) * kg], dw_tiles[t])
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -66,23 +75,24 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
-def conv2d_forward(x, w, b, g: ConvGeometry):
+def forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, C/groups, 1, 1), b (K,) or None -> y (N, K, H, W)."""
-    chunks = num_chunks(g.n, g)
+    plan = forward_plan(g)
     y = np.empty(g.y_shape, g.dtype)
     bias = np.zeros(g.k, g.dtype) if b is None else b
-    with blas_for(chunks):
-        _forward(_flat(x), w.reshape(g.k, g.c_per_group), bias, _flat(y), chunks)
+    with parallel_region(plan.threads) as threads:
+        _forward(_flat(x), w.reshape(g.k, g.c_per_group), bias, _flat(y), threads)
     return y
 
 
-def conv2d_backward_dx_dw(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
+def backward(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
     """dy (N, K, H, W) -> dx (N, C, H, W), dw (K, C/groups, 1, 1); None where not needed."""
-    chunks = num_chunks(g.n, g)
+    plan = backward_plan(g, need_dx, need_dw)
+    scratch = plan.allocate()
     dx = np.empty(g.x_shape if need_dx else (1, 1, 1, 1), g.dtype)
-    dw_parts = np.empty((chunks, g.k, g.c_per_group), g.dtype)
-    with blas_for(chunks):
-        _backward(_flat(dy), _flat(x), w.reshape(g.k, g.c_per_group), _flat(dx), dw_parts, chunks, need_dx,
+    unused = np.empty((plan.threads, 1, 1), g.dtype)
+    dw_parts, dw_tiles = (scratch["dw_parts"], scratch["dw_tile"]) if need_dw else (unused, unused)
+    with parallel_region(plan.threads):
+        _backward(_flat(dy), _flat(x), w.reshape(g.k, g.c_per_group), _flat(dx), dw_parts, dw_tiles, need_dx,
                   need_dw)
-    dw = dw_parts.sum(axis=0).reshape(g.w_shape) if need_dw else None
-    return (dx if need_dx else None), dw
+    return (dx if need_dx else None), (dw_parts.sum(axis=0).reshape(g.w_shape) if need_dw else None)

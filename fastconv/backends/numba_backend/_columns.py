@@ -16,6 +16,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from fastconv._geometry import ConvGeometry
+
+
+def params(g: ConvGeometry) -> tuple[int, ...]:
+    """The (sh, sw, dh, dw, top, left) tuple the row helpers take."""
+    return g.stride_h, g.stride_w, g.dilation_h, g.dilation_w, g.pad_top, g.pad_left
+
 
 @njit(cache=True, inline="always")
 def ceil_div(a, b):

@@ -9,11 +9,14 @@ scatter serially within it.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import int64, njit, prange, uint64
 
 from fastconv._geometry import PoolGeometry
-from fastconv.backends.numba._parallel import num_chunks
+from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._protocol import Method, Methods, Plan
 
 
 @njit(cache=True, inline="always")
@@ -209,18 +212,6 @@ def _avg_backward_scatter(dy, divisor, dx, rows, cols, width):
                         out[q] += share
 
 
-def _bounds(out: int, stride: int, kernel: int, pad_before: int, size: int) -> np.ndarray:
-    """(out, 2) uint64: [start, stop) of each window along one axis, clipped to the input."""
-    start = np.arange(out) * stride - pad_before
-    return np.stack([np.maximum(start, 0), np.minimum(start + kernel, size)], axis=1).astype(np.uint64)
-
-
-def _window_args(g: PoolGeometry) -> tuple:
-    """rows (Ho, 2), cols (Wo, 2) window bounds and the row length, as the kernels take them."""
-    return (_bounds(g.out_h, g.stride_h, g.kh, g.pad_top, g.h), _bounds(g.out_w, g.stride_w, g.kw, g.pad_left, g.w),
-            np.uint64(g.w))
-
-
 def _inner_columns(g: PoolGeometry) -> tuple:
     """(inner, first_col, sw, kw): the output columns [inner[0], inner[1]) whose windows lie inside the input
     horizontally, the input column the first of them starts at, stride and width, as the kernels take them."""
@@ -231,70 +222,97 @@ def _inner_columns(g: PoolGeometry) -> tuple:
             np.uint64(g.kw))
 
 
-def _window_of(size: int, out: int, stride: int, kernel: int, pad_before: int) -> np.ndarray:
-    """(size,) int64: the window index holding each input cell along one axis, -1 for cells in no window
-    (valid when windows do not overlap)."""
-    shifted = np.arange(size) + pad_before
-    window = shifted // stride
-    return np.where((shifted % stride < kernel) & (window < out), window, -1).astype(np.int64)
-
-
-def _window_maps(g: PoolGeometry) -> tuple:
-    """row_window (H,), col_window (W,) as _backward_disjoint takes them."""
-    return (_window_of(g.h, g.out_h, g.stride_h, g.kh, g.pad_top),
-            _window_of(g.w, g.out_w, g.stride_w, g.kw, g.pad_left))
-
-
 def _planes(a: np.ndarray) -> np.ndarray:
     """(N, C, H, W) -> (N*C, H*W) view."""
     return a.reshape(a.shape[0] * a.shape[1], -1)
 
 
-def _divisor(g: PoolGeometry) -> np.ndarray:
-    return g.avg_divisor().astype(g.dtype).ravel()
+def plan(op: str, g: PoolGeometry) -> Plan:
+    """Planes in parallel; the tables the kernels read: window bounds (rows, cols), the average's divisors, and
+    for the backward of non-overlapping windows the window covering each input row and column."""
+    tables = {"rows": ((g.out_h, 2), np.int64), "cols": ((g.out_w, 2), np.int64)}
+    if op.startswith("avg"):
+        tables["divisor"] = ((g.out_h, g.out_w), g.dtype)
+    if op.endswith("backward") and not g.overlapping:
+        tables |= {"row_window": ((g.h,), np.int64), "col_window": ((g.w,), np.int64)}
+    if op == "max_pool2d_backward" and g.overlapping:
+        tables = {}  # a plain scatter of each plane's indices
+    return Plan(threads_for(g.reads, g.n * g.c), tables)
+
+
+def _tables(op: str, g: PoolGeometry) -> tuple[Plan, dict]:
+    """The op's plan and its tables, filled; window bounds unsigned, as the kernels index with them."""
+    op_plan = plan(op, g)
+    tables = op_plan.allocate()
+    if "rows" in tables:
+        g.window_bounds(out=(tables["rows"], tables["cols"]))
+        tables["rows"], tables["cols"] = tables["rows"].view(np.uint64), tables["cols"].view(np.uint64)
+    if "divisor" in tables:
+        g.avg_divisor(out=tables["divisor"])
+    if "row_window" in tables:
+        g.covering_windows(out=(tables["row_window"], tables["col_window"]))
+    return op_plan, tables
+
+
+def _window_args(tables: dict, g: PoolGeometry) -> tuple:
+    """rows (Ho, 2), cols (Wo, 2) window bounds and the row length, as the kernels take them."""
+    return tables["rows"], tables["cols"], np.uint64(g.w)
 
 
 def max_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo), indices (N, C, Ho, Wo) int64 (flat h*W + w)."""
-    num_chunks(g.n * g.c, g)
+    op_plan, tables = _tables("max_pool2d_forward", g)
     y = np.empty(g.y_shape, g.dtype)
     indices = np.empty(g.y_shape, np.int64)
-    _max_forward(_planes(x), _planes(y), _planes(indices), *_window_args(g), *_inner_columns(g))
+    with parallel_region(op_plan.threads):
+        _max_forward(_planes(x), _planes(y), _planes(indices), *_window_args(tables, g), *_inner_columns(g))
     return y, indices
 
 
 def max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W)."""
-    num_chunks(g.n * g.c, g)
+    op_plan, tables = _tables("max_pool2d_backward", g)
     dx = np.empty(g.x_shape, g.dtype)
-    if g.overlapping:
-        _max_backward_scatter(_planes(dy), _planes(indices), _planes(dx))
-    else:
-        _backward_disjoint(_planes(dy), _planes(indices), np.ones(1, g.dtype), _planes(dx), *_window_args(g),
-                           *_inner_columns(g), *_window_maps(g), True)
+    with parallel_region(op_plan.threads):
+        if g.overlapping:
+            _max_backward_scatter(_planes(dy), _planes(indices), _planes(dx))
+        else:
+            _backward_disjoint(_planes(dy), _planes(indices), np.ones(1, g.dtype), _planes(dx),
+                               *_window_args(tables, g), *_inner_columns(g), tables["row_window"],
+                               tables["col_window"], True)
     return dx
 
 
 def avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
-    num_chunks(g.n * g.c, g)
+    op_plan, tables = _tables("avg_pool2d_forward", g)
     y = np.empty(g.y_shape, g.dtype)
-    _avg_forward(_planes(x), _planes(y), _divisor(g), *_window_args(g), *_inner_columns(g))
+    with parallel_region(op_plan.threads):
+        _avg_forward(_planes(x), _planes(y), tables["divisor"].ravel(), *_window_args(tables, g),
+                     *_inner_columns(g))
     return y
 
 
 def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
-    num_chunks(g.n * g.c, g)
+    op_plan, tables = _tables("avg_pool2d_backward", g)
     dx = np.empty(g.x_shape, g.dtype)
-    if g.overlapping:
-        _avg_backward_scatter(_planes(dy), _divisor(g), _planes(dx), *_window_args(g))
-    else:
-        _backward_disjoint(_planes(dy), np.zeros((1, 1), np.int64), 1 / _divisor(g), _planes(dx), *_window_args(g),
-                           *_inner_columns(g), *_window_maps(g), False)
+    divisor = tables["divisor"].ravel()
+    with parallel_region(op_plan.threads):
+        if g.overlapping:
+            _avg_backward_scatter(_planes(dy), divisor, _planes(dx), *_window_args(tables, g))
+        else:
+            inverse = np.reciprocal(divisor, out=divisor)
+            _backward_disjoint(_planes(dy), np.zeros((1, 1), np.int64), inverse, _planes(dx),
+                               *_window_args(tables, g), *_inner_columns(g), tables["row_window"],
+                               tables["col_window"], False)
     return dx
 
 
-def workspace_bytes(op: str, g: PoolGeometry) -> int:
-    """The divisor table and the window bounds and maps."""
-    return g.out_h * g.out_w * 8 + (g.h + g.w + 2 * (g.out_h + g.out_w)) * 8
+def methods(op: str, g: PoolGeometry) -> Methods:
+    """One method per pooling op: one pass over the planes."""
+    return Methods.of(Method("direct", _POOL_KERNELS[op], functools.partial(plan, op)))
+
+
+_POOL_KERNELS = {"max_pool2d_forward": max_pool2d_forward, "max_pool2d_backward": max_pool2d_backward,
+           "avg_pool2d_forward": avg_pool2d_forward, "avg_pool2d_backward": avg_pool2d_backward}

@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from fastconv._threads import blas_for, threads_for
-from fastconv.backends.numba._parallel import num_chunks
+from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._protocol import Plan
 
 #: the 1-D transforms for each output tile size m (points 0, +-1, +-2, inf), in float64: AT[(G g) * (BT d)] is
 #: the correlation of d (alpha,) with g (3,). _bt and _at apply BT and AT with their coefficients written out.
@@ -63,6 +63,9 @@ AT = {
                  [0, 1, -1, 8, -8, 1]], np.float64),
 }
 
+#: G (x) G per m and dtype: [(a, b), (r, s)] = G[a, r] G[b, s], the weight transform as one matrix
+GG = {m: {np.dtype(t): np.kron(g, g).astype(t) for t in (np.float32, np.float64)} for m, g in G.items()}
+
 #: tiles per block (a compile-time constant, so that the transform loops have a fixed trip count): enough
 #: columns for efficient GEMMs, while a block's U and M (alpha^2 (C + K) COLS values, 2.4 MB at C = K = 64)
 #: stay in the last-level cache and the rows one transform reads (COLS values each) in L1
@@ -74,41 +77,45 @@ UCOLS, ONE, TWO, THREE, FOUR = np.uint64(COLS), np.uint64(1), np.uint64(2), np.u
 SKEW = 16
 
 
-def applicable(g) -> bool:
+#: m of F(m x m, 3x3) by default: 4, whose float32 error stays within the tolerance (see the module docstring)
+TILE = 4
+
+
+def applies(g) -> bool:
     """True when g is a 3x3, stride-1, dilation-1, ungrouped convolution whose tile row fits in a block."""
-    return (g.r == 3 and g.s == 3 and g.stride_h == 1 and g.stride_w == 1 and g.dilation_h == 1
-            and g.dilation_w == 1 and g.groups == 1 and -(-g.out_w // tile_size(g)) <= COLS)
+    return g.is_3x3_unit_stride and g.groups == 1 and -(-g.out_w // TILE) <= COLS
 
 
-def tile_size(g) -> int:
-    """m of F(m x m, 3x3): 4, whose float32 error stays within the tolerance (see the module docstring)."""
-    return 4
+def plan(g, m: int = TILE) -> Plan:
+    """V (alpha^2, K, C), and per chunk a block's U and M planes (alpha^2 rows of C or K times the block's tiles,
+    plus COLS + SKEW slack), the input rows of a tile row and the two columns past their ends, and the
+    transforms' row buffers."""
+    alpha2 = (m + 2) ** 2
+    rows_per_block, chunks = _blocking(g, m, threads_for(g.flops))
+    block_tiles = rows_per_block * -(-g.out_w // m)
+    per_chunk = {"u": (alpha2, g.c * block_tiles + COLS + SKEW), "mm": (alpha2, g.k * block_tiles + COLS + SKEW),
+                 "rows": (m + 2, COLS * m), "row_ends": (m + 2, rows_per_block, 2), "patch": (alpha2, COLS),
+                 "half": (alpha2, COLS), "tile_out": (m * m, COLS), "out_row": (COLS * m,)}
+    buffers = {name: ((chunks, *shape), g.dtype) for name, shape in per_chunk.items()}
+    return Plan(chunks, {"v": ((alpha2, g.k, g.c), g.dtype), **buffers})
 
 
-def conv2d_forward_winograd(x, w, b, g, m: int | None = None):
+def forward(x, w, b, g, m: int = TILE):
     """x (N, C, H, W), w (K, C, 3, 3), b (K,) or None -> y (N, K, Ho, Wo) by Winograd F(m x m, 3x3)."""
-    m = tile_size(g) if m is None else m
     if -(-g.out_w // m) > COLS:
         raise ValueError(f"winograd F({m}x{m}, 3x3): an output row of {g.out_w} pixels is more than the "
-                         f"{COLS} tiles of a block; check applicable(g) first")
-    rows_per_block, chunks = _blocking(g, m, threads_for(g.work))
-    chunks = num_chunks(chunks, g)  # also sets numba's thread count
+                         f"{COLS} tiles of a block; check applies(g) first")
+    winograd_plan = plan(g, m)
+    scratch = winograd_plan.allocate()
+    rows_per_block = _blocking(g, m, winograd_plan.threads)[0]
     bias = np.zeros(g.k, g.dtype) if b is None else b
     y = np.empty(g.y_shape, g.dtype)
-    with blas_for(chunks):  # also for the weight transform: threaded BLAS on its thin GEMM can take 10 ms
-        v = weight_transform(w, m)
-        _winograd(x, v, bias, y, m, g.pad_top, g.pad_left, rows_per_block, chunks)
+    with parallel_region(winograd_plan.threads):  # the weight transform's thin GEMM too: threaded it took 10 ms
+        v = weight_transform(w, m, scratch["v"])
+        _winograd(x, v, bias, y, m, g.pad_top, g.pad_left, rows_per_block, scratch["u"], scratch["mm"],
+                  scratch["rows"], scratch["row_ends"], scratch["patch"], scratch["half"], scratch["tile_out"],
+                  scratch["out_row"])
     return y
-
-
-def workspace_bytes(g) -> int:
-    """Scratch bytes of conv2d_forward_winograd: V, and per thread a block's U and M planes and row buffers."""
-    m = tile_size(g)
-    alpha2 = (m + 2) ** 2
-    rows_per_block, chunks = _blocking(g, m, threads_for(g.work))
-    block_tiles = rows_per_block * -(-g.out_w // m)
-    per_thread = alpha2 * ((g.c + g.k) * block_tiles + 2 * (COLS + SKEW)) + 2 * alpha2 * COLS + 3 * m * COLS
-    return (alpha2 * g.k * g.c + chunks * per_thread) * g.dtype.itemsize
 
 
 def _blocking(g, m: int, threads: int) -> tuple[int, int]:
@@ -122,18 +129,19 @@ def _blocking(g, m: int, threads: int) -> tuple[int, int]:
     return -(-tile_rows // blocks), chunks
 
 
-def weight_transform(w: np.ndarray, m: int) -> np.ndarray:
-    """w (K, C, 3, 3) -> V (alpha^2, K, C) = G w[k, c] G^T per (k, c), as one GEMM (G (x) G) . w^T in w's dtype."""
+def weight_transform(w: np.ndarray, m: int, v: np.ndarray) -> np.ndarray:
+    """w (K, C, 3, 3) -> v (alpha^2, K, C) = G w[k, c] G^T per (k, c), as one GEMM (G (x) G) . w^T in w's dtype."""
     k, c = w.shape[:2]
-    alpha = m + 2
-    gg = np.einsum("ar,bs->abrs", G[m], G[m]).reshape(alpha * alpha, 9).astype(w.dtype)
-    return (gg @ w.reshape(k * c, 9).T).reshape(alpha * alpha, k, c)
+    gg = GG[m][w.dtype]
+    np.matmul(gg, w.reshape(k * c, 9).T, out=v.reshape(gg.shape[0], k * c))
+    return v
 
 
 @njit(parallel=True, cache=True)
-def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, chunks):
+def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, us, mms, flats, extras, patches, halves,
+              tile_outs, out_flats):
     """y (N, K, Ho, Wo) from x (N, C, H, W) and V (alpha^2, K, C), block by block of rows_per_block tile rows
-    (block_tiles <= COLS tiles).
+    (block_tiles <= COLS tiles); the other arguments are per-chunk buffers (see plan), one chunk per thread.
 
     Plane p of U holds U[p, c, :] at u[p, c*block_tiles:], so that the GEMM reads a contiguous (C x tiles)
     matrix. The transforms always run over COLS tiles (a constant trip count vectorizes best): channel c's
@@ -147,16 +155,16 @@ def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, chunks):
     tile_rows = n_images * tiles_h
     blocks = (tile_rows + rows_per_block - 1) // rows_per_block
     block_tiles = rows_per_block * tiles_w
+    chunks = us.shape[0]
     for t in prange(chunks):
-        u = np.empty((alpha * alpha, c_in * block_tiles + COLS + SKEW), x.dtype)  # written before read
-        mm = np.empty((alpha * alpha, k_out * block_tiles + COLS + SKEW), x.dtype)
+        u, mm, flat, out_flat = us[t], mms[t], flats[t], out_flats[t]  # u is written before it is read
+        extra, patch, half, tile_out = extras[t], patches[t], halves[t], tile_outs[t]
         mm[:, k_out * block_tiles:] = 0  # junk columns the last channel's transform reads past the GEMM's
-        flat = np.zeros((alpha, COLS * m), x.dtype)  # input rows; their padding cells must stay zero
-        out_flat = np.empty(COLS * m, x.dtype)
-        extra = np.zeros((alpha, rows_per_block, 2), x.dtype)
-        patch = np.zeros((alpha * alpha, COLS), x.dtype)
-        half = np.zeros((alpha * alpha, COLS), x.dtype)
-        tile_out = np.zeros((m * m, COLS), x.dtype)
+        flat[:] = 0  # input rows; their padding cells must stay zero
+        extra[:] = 0
+        patch[:] = 0
+        half[:] = 0
+        tile_out[:] = 0
         for block in range(t, blocks, chunks):
             first = block * rows_per_block
             last = min(first + rows_per_block, tile_rows)

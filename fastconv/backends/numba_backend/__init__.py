@@ -1,0 +1,28 @@
+"""The numba backend: @njit(cache=True) kernels, compiled on first use (not at import) and cached on disk.
+
+Importing this package fails with ImportError when numba is missing, which marks the backend unavailable.
+Modules, one per method: gemm (im2col + GEMM per tile), pointwise (1x1), direct (one input channel per group),
+winograd (F(4x4, 3x3)), pool (one pass over the planes); conv chooses among the convolution methods and
+composes the backward pass; _columns and _chunks hold the row helpers and the work split they share.
+"""
+
+from __future__ import annotations
+
+import numba  # noqa: F401  (an ImportError here marks the backend unavailable)
+
+from fastconv.backends._protocol import KERNELS, Methods, default_kernels
+from fastconv.backends.numba_backend import conv, pool
+
+
+def methods(op: str, g) -> Methods:
+    """The methods of this backend that apply to op on geometry g, and its default."""
+    if op == "conv2d_forward":
+        return conv.forward_methods(g)
+    if op == "conv2d_backward":
+        return conv.backward_methods(g)
+    return pool.methods(op, g)
+
+
+globals().update(default_kernels(methods))  # conv2d_forward, ...: each runs its op's default method
+
+__all__ = [*KERNELS, "methods"]
