@@ -82,8 +82,9 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, backend=N
     g = conv_geometry(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
     impl = _backend.resolve(backend)
     _check_fits("conv2d", g, [g.y_shape])
-    if g.n == 0:
-        return np.zeros(g.y_shape, g.dtype)
+    if g.is_empty:  # every tap reads a zero (or there are none): the bias alone
+        return np.broadcast_to(np.zeros(1, g.dtype) if b is None else b.astype(g.dtype)[:, None, None],
+                               g.y_shape).copy()
     return impl.conv2d_forward(_operand(x, g.dtype), _operand(w, g.dtype), _operand(b, g.dtype), g)
 
 
@@ -158,10 +159,10 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     impl = _backend.resolve(backend)
     wanted = [shape for need, shape in ((need_dx, g.x_shape), (need_dw, g.w_shape), (need_db, (g.k,))) if need]
     _check_fits("conv2d_backward", g, wanted)
-    if g.n == 0:
+    if g.is_empty:  # x or w has no elements: no product has a nonzero gradient; db sums dy all the same
         return (np.zeros(g.x_shape, g.dtype) if need_dx else None,
                 np.zeros(g.w_shape, g.dtype) if need_dw else None,
-                np.zeros(g.k, g.dtype) if need_db else None)
+                dy.sum(axis=(0, 2, 3), dtype=g.dtype) if need_db else None)
     return impl.conv2d_backward(_operand(dy, g.dtype), _operand(x, g.dtype), _operand(w, g.dtype), g,
                                 bool(need_dx), bool(need_dw), bool(need_db))
 
@@ -234,7 +235,7 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, retur
     x, _, g = _pool("max_pool2d", x, kernel_size, stride, padding, ceil_mode)
     impl = _backend.resolve(backend)
     _check_fits("max_pool2d", g, [g.y_shape, g.y_shape])
-    if g.n == 0:
+    if g.is_empty:
         y, indices = np.zeros(g.y_shape, g.dtype), np.zeros(g.y_shape, np.int64)
     else:
         y, indices = impl.max_pool2d_forward(_operand(x, g.dtype), g)
@@ -312,7 +313,7 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
         check_indices("max_pool2d_backward", indices, g)
     impl = _backend.resolve(backend)
     _check_fits("max_pool2d_backward", g, [g.x_shape, g.y_shape])
-    if g.n == 0:
+    if g.is_empty:
         return np.zeros(g.x_shape, g.dtype)
     if indices is None:
         _, indices = impl.max_pool2d_forward(_operand(x, g.dtype), g)
@@ -374,7 +375,7 @@ def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count
     x, _, g = _pool("avg_pool2d", x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     impl = _backend.resolve(backend)
     _check_fits("avg_pool2d", g, [g.y_shape])
-    if g.n == 0:
+    if g.is_empty:
         return np.zeros(g.y_shape, g.dtype)
     return impl.avg_pool2d_forward(_operand(x, g.dtype), g)
 
@@ -432,7 +433,7 @@ def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
     x, dy, g = _pool("avg_pool2d_backward", x, kernel_size, stride, padding, ceil_mode, count_include_pad, dy=dy)
     impl = _backend.resolve(backend)
     _check_fits("avg_pool2d_backward", g, [g.x_shape])
-    if g.n == 0:
+    if g.is_empty:
         return np.zeros(g.x_shape, g.dtype)
     return impl.avg_pool2d_backward(dy, g)
 

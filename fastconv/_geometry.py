@@ -72,6 +72,11 @@ class ConvGeometry:
         return any((self.pad_top, self.pad_bottom, self.pad_left, self.pad_right))
 
     @property
+    def is_empty(self) -> bool:
+        """x or w has no elements (N, C, H, W or K is 0): every output is the bias, every gradient but db zero."""
+        return self.n * self.c * self.h * self.w * self.k == 0
+
+    @property
     def is_pointwise(self) -> bool:
         """1x1, stride 1, no padding: each image's x (C, H*W) is its own column matrix, y_n = W @ x_n."""
         return self.r == self.s == self.stride_h == self.stride_w == 1 and not self.has_padding
@@ -155,6 +160,11 @@ class PoolGeometry:
     @property
     def work(self) -> int:  # transitional
         return self.reads
+
+    @property
+    def is_empty(self) -> bool:
+        """No planes (N or C is 0): every result is empty."""
+        return self.n * self.c == 0
 
     @property
     def reads(self) -> int:
@@ -356,6 +366,9 @@ def pool_geometry(x: np.ndarray, kernel_size, *, stride=None, padding=0, ceil_mo
     n, c, h, width = x.shape
     kh, kw = _pair(op, "kernel_size", kernel_size, minimum=1)
     sh, sw = _pair(op, "stride", kernel_size if stride is None else stride, minimum=1)
+    if h == 0 or width == 0:
+        raise ValueError(f"{op}: x has no {'rows' if h == 0 else 'columns'} (x.shape={x.shape}), so every pooling "
+                         f"window would be empty")
     top, bottom, left, right = _padding(op, padding, (h, width), (sh, sw), (kh, kw))
     if max(top, bottom) > kh // 2 or max(left, right) > kw // 2:
         raise ValueError(f"{op}: padding (({top}, {bottom}), ({left}, {right})) must be at most half the "

@@ -78,6 +78,13 @@ CONV_CASES = [
     ConvCase("single_channel_5x5", (3, 1, 12, 12), (5, 1, 5, 5)),
     ConvCase("wide_channels", (2, 17, 5, 5), (9, 17, 3, 3), dict(padding=1)),
     ConvCase("one_pixel_output", (2, 3, 3, 3), (2, 3, 3, 3), dict(padding="valid")),
+    # zero-size dimensions follow the maths: a sum over no channels is zero, a padded empty image convolves zeros
+    ConvCase("empty_batch", (0, 2, 5, 5), (3, 2, 3, 3), dict(padding=1)),
+    ConvCase("empty_channels", (2, 0, 9, 10), (3, 0, 3, 3), dict(stride=2)),
+    ConvCase("empty_groups", (1, 0, 6, 6), (4, 0, 3, 3), dict(groups=2, padding="same")),
+    ConvCase("no_filters", (2, 2, 5, 5), (0, 2, 3, 3)),
+    ConvCase("zero_width_padded", (2, 2, 9, 0), (2, 2, 4, 5), dict(padding=((10, 8), (7, 13)))),
+    ConvCase("zero_height_strided", (1, 2, 0, 6), (3, 2, 3, 3), dict(padding=2, stride=2)),
     ConvCase("padding_larger_than_kernel", (1, 2, 4, 4), (2, 2, 2, 2), dict(padding=3)),
 ]
 
@@ -93,6 +100,8 @@ POOL_CASES = [
     PoolCase("same_stride2", (2, 2, 7, 7), 3, dict(padding="same", stride=2)),
     PoolCase("same_even", (1, 3, 6, 5), 2, dict(padding="same", stride=1)),
     PoolCase("batch1_1x1", (1, 4, 5, 5), 1),
+    PoolCase("empty_channels", (2, 0, 6, 6), 2),
+    PoolCase("empty_batch", (0, 3, 5, 5), 3, dict(stride=2, padding=1)),
     PoolCase("ceil_stride3", (2, 2, 11, 11), 3, dict(stride=3, ceil_mode=True, padding=1)),
 ]
 

@@ -21,7 +21,8 @@ POOL_OPS = ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "
 
 #: shapes that reach the compiled backends' special paths (fused 3x3 depthwise rows and their borders,
 #: Winograd and pointwise GEMMs, the rotated grad of x) in ways the shared table does not
-METHOD_CASES = CONV_CASES + [
+#: (the front end answers zero-size calls itself: kernels never see them)
+METHOD_CASES = [case for case in CONV_CASES if 0 not in case.x + case.w] + [
     ConvCase("depthwise_dilated", (2, 3, 9, 10), (3, 1, 3, 3), dict(groups=3, dilation=2, padding=2)),
     ConvCase("depthwise_asym_pad", (2, 3, 7, 8), (3, 1, 3, 3), dict(groups=3, padding=((0, 2), (2, 0)))),
     ConvCase("depthwise_narrow", (2, 2, 5, 2), (4, 1, 3, 3), dict(groups=2, padding=1)),
@@ -88,7 +89,7 @@ def _pool_runs(x, case, dtype, rng):
 
 
 @pytest.mark.parametrize("name", COMPILED)
-@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+@pytest.mark.parametrize("case", [case for case in POOL_CASES if 0 not in case.x], ids=str)
 def test_every_pool_method_matches_naive(case, name, rng):
     module, naive = _backend.load(require_backend(name)), _backend.load("naive")
     x = random_array(rng, case.x, np.float64)
@@ -135,7 +136,7 @@ def test_conv_plans_are_what_the_methods_allocate(case, name, threads, rng, monk
 
 
 @pytest.mark.parametrize("name", COMPILED)
-@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+@pytest.mark.parametrize("case", [case for case in POOL_CASES if 0 not in case.x], ids=str)
 def test_pool_plans_are_what_the_methods_allocate(case, name, rng):
     module = _backend.load(require_backend(name))
     x = random_array(rng, tuple(4 * d if i > 1 else d for i, d in enumerate(case.x)), np.float32)

@@ -19,8 +19,21 @@ def set_autotune(enabled: bool | None) -> None:
     _enabled = enabled
 
 
+#: the values $FASTCONV_AUTOTUNE may take (case and surrounding spaces aside); unset means on
+ENV_VALUES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+              "off": False}
+
+
 def autotune_enabled() -> bool:
-    """Whether auto measures candidates (True) or takes its heuristic choice (False)."""
+    """Whether auto measures candidates (True) or takes its heuristic choice (False).
+
+    Raises ValueError naming the variable when $FASTCONV_AUTOTUNE (read only when set_autotune left it to the
+    environment) is not one of ENV_VALUES.
+    """
     if _enabled is not None:
         return _enabled
-    return os.environ.get("FASTCONV_AUTOTUNE", "1").strip().lower() not in ("0", "false", "no", "off")
+    value = os.environ.get("FASTCONV_AUTOTUNE", "1")
+    try:
+        return ENV_VALUES[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"FASTCONV_AUTOTUNE={value!r} is not one of {', '.join(ENV_VALUES)}") from None

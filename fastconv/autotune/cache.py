@@ -3,7 +3,7 @@
 The file is ``<cache dir>/autotune.json`` with ``{"version": 1, "entries": {key: entry}}``; the cache dir is
 ``$FASTCONV_CACHE_DIR`` or ``platformdirs.user_cache_dir("fastconv")``. Writes hold a lock file, merge with
 what is on disk and replace the file atomically (temp file + os.replace), so concurrent processes never leave
-a half-written file and do not drop each other's entries. A corrupt file is ignored with a warning.
+a half-written file and do not drop each other's entries. A corrupt file (any bytes) is ignored with a warning.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def clear_memory() -> None:
 
 def _read_file(path: Path) -> dict[str, Entry]:
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
     except OSError as exc:
@@ -110,7 +110,7 @@ def _read_file(path: Path) -> dict[str, Entry]:
                       stacklevel=3)
         return {}
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))  # a UnicodeDecodeError (any bytes on disk) is a ValueError
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise ValueError(f"expected an object with version {FORMAT_VERSION}")
         return {str(key): Entry.from_json(value) for key, value in data["entries"].items()}
