@@ -1,4 +1,4 @@
-"""Build script for the compiled part of fastconv: the Cython backend's extensions in fastconv/_ext.
+"""Build script for the compiled part of fastconv: the cython backend's extensions (its .pyx files).
 
 Environment switches:
     FASTCONV_PORTABLE=1   build without -march=native (for wheels that run on other CPUs)
@@ -77,12 +77,17 @@ class BuildExt(build_ext):
         return True
 
 
+PACKAGE = "fastconv.backends.cython_backend"
+MODULES = ("_common", "_gemm", "_direct", "_winograd", "_pool")
+
+
 def _extension(name: str) -> Extension:
-    return Extension(f"fastconv._ext.{name}", [f"fastconv/_ext/{name}.pyx"], include_dirs=[numpy.get_include()],
+    return Extension(f"{PACKAGE}.{name}", [os.path.join(*PACKAGE.split("."), f"{name}.pyx")],
+                     include_dirs=[numpy.get_include()],
                      define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])  # no deprecated-API warning
 
 
 setup(
-    ext_modules=cythonize([_extension(name) for name in ("_conv", "_pool")], compiler_directives=COMPILER_DIRECTIVES),
+    ext_modules=cythonize([_extension(name) for name in MODULES], compiler_directives=COMPILER_DIRECTIVES),
     cmdclass={"build_ext": BuildExt},
 )

@@ -1,4 +1,3 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False, cdivision=True
 """Max and average pooling kernels (forward and backward) for float32/float64 NCHW arrays, GIL released.
 
 One work item is one (image, channel) plane. A window starts at (oh*sh - pad_top, ow*sw - pad_left), is
@@ -8,7 +7,7 @@ comparisons for NaN propagation.
 """
 
 from cython cimport floating
-from cython.parallel cimport parallel, prange, threadid
+from cython.parallel cimport prange, threadid
 
 
 cdef struct PoolShape:
@@ -96,11 +95,9 @@ def max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, long l
                 PoolShape p, int num_threads):
     """y, indices (n, c, out_h, out_w) from x (n, c, h, w); indices are flat h*w positions in the plane."""
     cdef Py_ssize_t plane
-    cdef const floating *xp = &x[0, 0, 0, 0]
-    cdef floating *yp = &y[0, 0, 0, 0]
-    cdef long long *ip = &indices[0, 0, 0, 0]
     for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
-        max_plane(xp + plane * p.h * p.w, yp + plane * p.out_h * p.out_w, ip + plane * p.out_h * p.out_w, &p)
+        max_plane(&x[0, 0, 0, 0] + plane * p.h * p.w, &y[0, 0, 0, 0] + plane * p.out_h * p.out_w,
+                  &indices[0, 0, 0, 0] + plane * p.out_h * p.out_w, &p)
 
 
 cdef void scatter_plane(const floating *grad, const long long *at, floating *dst, Py_ssize_t outputs,
@@ -122,7 +119,7 @@ def max_backward(const floating[:, :, ::1] dy, const long long[:, :, ::1] indice
                       &dx[0, 0, 0] + plane * size, outputs, size)
 
 
-cdef bint in_pairs(const int[::1] col_window) noexcept nogil:
+cdef bint in_pairs(const long long[::1] col_window) noexcept nogil:
     """Whether 2-wide windows tile the columns from the left: column iw belongs to window iw // 2."""
     cdef Py_ssize_t iw
     for iw in range(col_window.shape[0]):
@@ -132,8 +129,8 @@ cdef bint in_pairs(const int[::1] col_window) noexcept nogil:
 
 
 def max_backward_disjoint(const floating[:, :, :, ::1] dy, const long long[:, :, :, ::1] indices,
-                          const int[::1] row_window, const int[::1] col_window, floating[:, :, :, ::1] dx,
-                          int num_threads):
+                          const long long[::1] row_window, const long long[::1] col_window,
+                          floating[:, :, :, ::1] dx, int num_threads):
     """dx (n, c, h, w) when windows do not overlap: each element written once, dy where it is its window's
     argmax, else 0. row_window / col_window as in avg_backward_disjoint. A plane with an index outside its own
     window (not from max_forward) falls back to scatter_plane."""
@@ -165,8 +162,8 @@ def max_backward_disjoint(const floating[:, :, :, ::1] dy, const long long[:, :,
                 iw = w - w % 2
             for iw in range(iw, w):
                 ow = col_window[iw]
-                row[iw] = grad[ow] if ow < out_w and at[ow] - base == iw else 0
-                hits = hits + (ow < out_w and at[ow] - base == iw)
+                row[iw] = grad[ow] if ow >= 0 and at[ow] - base == iw else 0
+                hits = hits + (ow >= 0 and at[ow] - base == iw)
         if hits != out_h * out_w:
             scatter_plane(&dy[0, 0, 0, 0] + plane * out_h * out_w, &indices[0, 0, 0, 0] + plane * out_h * out_w,
                           &dx[0, 0, 0, 0] + plane * h * w, out_h * out_w, h * w)
@@ -214,10 +211,9 @@ def avg_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] divisor, 
                 PoolShape p, int num_threads):
     """y (n, c, out_h, out_w) from x (n, c, h, w); divisor (out_h, out_w)."""
     cdef Py_ssize_t plane
-    cdef const floating *xp = &x[0, 0, 0, 0]
-    cdef floating *yp = &y[0, 0, 0, 0]
     for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
-        avg_plane(xp + plane * p.h * p.w, yp + plane * p.out_h * p.out_w, &divisor[0, 0], &p)
+        avg_plane(&x[0, 0, 0, 0] + plane * p.h * p.w, &y[0, 0, 0, 0] + plane * p.out_h * p.out_w, &divisor[0, 0],
+                  &p)
 
 
 cdef void avg_backward_plane(const floating *dy, floating *dx, const floating *divisor,
@@ -241,54 +237,52 @@ def avg_backward(const floating[:, :, :, ::1] dy, const floating[:, ::1] divisor
                  PoolShape p, int num_threads):
     """dx (n, c, h, w) from dy (n, c, out_h, out_w) for overlapping windows; divisor (out_h, out_w)."""
     cdef Py_ssize_t plane
-    cdef const floating *dyp = &dy[0, 0, 0, 0]
-    cdef floating *dxp = &dx[0, 0, 0, 0]
     for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
-        avg_backward_plane(dyp + plane * p.out_h * p.out_w, dxp + plane * p.h * p.w, &divisor[0, 0], &p)
+        avg_backward_plane(&dy[0, 0, 0, 0] + plane * p.out_h * p.out_w, &dx[0, 0, 0, 0] + plane * p.h * p.w,
+                           &divisor[0, 0], &p)
 
 
 def avg_backward_disjoint(const floating[:, :, :, ::1] dy, const floating[:, ::1] divisor,
-                          const int[::1] row_window, const int[::1] col_window, floating[:, :, :, ::1] dx,
-                          floating[:, ::1] workspace, int num_threads):
+                          const long long[::1] row_window, const long long[::1] col_window,
+                          floating[:, :, :, ::1] dx, floating[:, ::1] shares, floating[:, ::1] rows, int num_threads):
     """dx (n, c, h, w) from dy (n, c, out_h, out_w) when windows do not overlap: every dx element written once.
 
     divisor (out_h, out_w); row_window (h,) / col_window (w,): the window row / column covering each input row /
-    column, -1 / out_w where none does. workspace (threads, out_w + 1 + w): a row of shares plus a zero, then
-    the dx row they expand to, built once per window row and copied to each input row under it.
+    column, -1 where none does. Per thread, built once per window row and copied to each input row under it:
+    shares (threads, 1 + out_w), a zero (what a column in no window gets) then dy / divisor of the window row;
+    rows (threads, w), the dx row they expand to.
     """
     cdef Py_ssize_t n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], w = dx.shape[3]
     cdef Py_ssize_t out_h = dy.shape[2], out_w = dy.shape[3], plane, ih, iw, ow, oh, tid
     cdef bint pairs = in_pairs(col_window)  # then the expansion is a vectorizable interleave
     cdef const floating *grad
-    cdef const int *cols = &col_window[0]
+    cdef const long long *cols = &col_window[0]
     cdef floating *row
     cdef floating *share
     cdef floating *expanded
-    tid = 0  # assigned again in each thread; set here so the compiler sees it initialized
-    with nogil, parallel(num_threads=num_threads):
+    for plane in prange(n * c, nogil=True, schedule="static", num_threads=num_threads):
         tid = threadid()
-        for plane in prange(n * c, schedule="static"):
-            share = &workspace[tid, 0]
-            expanded = share + out_w + 1
-            share[out_w] = 0
-            for ih in range(h):
-                row = &dx[0, 0, 0, 0] + (plane * h + ih) * w
-                oh = row_window[ih]
-                if oh < 0:
-                    for iw in range(w):
-                        row[iw] = 0
-                    continue
-                if ih == 0 or row_window[ih - 1] != oh:
-                    grad = &dy[0, 0, 0, 0] + (plane * out_h + oh) * out_w
-                    for ow in range(out_w):
-                        share[ow] = grad[ow] / divisor[oh, ow]
-                    iw = 0
-                    if pairs:
-                        for ow in range(w // 2):
-                            expanded[2 * ow] = share[ow]
-                            expanded[2 * ow + 1] = share[ow]
-                        iw = w - w % 2
-                    for iw in range(iw, w):
-                        expanded[iw] = share[cols[iw]]
+        shares[tid, 0] = 0
+        share = &shares[tid, 1]  # share[-1] is that zero
+        expanded = &rows[tid, 0]
+        for ih in range(h):
+            row = &dx[0, 0, 0, 0] + (plane * h + ih) * w
+            oh = row_window[ih]
+            if oh < 0:
                 for iw in range(w):
-                    row[iw] = expanded[iw]
+                    row[iw] = 0
+                continue
+            if ih == 0 or row_window[ih - 1] != oh:
+                grad = &dy[0, 0, 0, 0] + (plane * out_h + oh) * out_w
+                for ow in range(out_w):
+                    share[ow] = grad[ow] / divisor[oh, ow]
+                iw = 0
+                if pairs:
+                    for ow in range(w // 2):
+                        expanded[2 * ow] = share[ow]
+                        expanded[2 * ow + 1] = share[ow]
+                    iw = w - w % 2
+                for iw in range(iw, w):
+                    expanded[iw] = share[cols[iw]]
+            for iw in range(w):
+                row[iw] = expanded[iw]

@@ -1,1 +1,0 @@
-"""Compiled kernels of the cython backend (built by setup.py; see fastconv.backends.cython)."""

@@ -1,0 +1,41 @@
+"""The cython backend: kernels compiled from this package's .pyx files (OpenMP loops, scipy's BLAS).
+
+One module per method, each beside the extension it wraps:
+
+    conv.py                       which conv method runs by default; the backward pass composed of the methods
+    gemm.py       _gemm.pyx       im2col + GEMM per tile of output rows: every layer (grad of x by col2im)
+    pointwise.py  (_gemm.pyx)     1x1 stride 1 unpadded: the same GEMMs, reading x in place
+    direct.py     _direct.pyx     one input channel per group (depthwise): loops along rows
+    winograd.py   _winograd.pyx   3x3 stride 1: F(2x2, 3x3) forward, F(3x3, 2x2) grad of w
+    pool.py       _pool.pyx       max and average pooling
+                  _common.pxd/.pyx, _blas.pxd   shared by the kernels: ConvShape, row loops, bias grad; GEMM
+
+A method module says whether it ``applies(g)`` and, per pass, has a function and its plan (``forward`` and
+``forward_plan``, ``grad_w`` and ``grad_w_plan``, ...): the function takes its scratch from the plan and runs
+its kernel in ``parallel_region(plan.threads)``, the only place the thread counts are set.
+"""
+
+from __future__ import annotations
+
+try:
+    from fastconv.backends.cython_backend import _common, _direct, _gemm, _pool, _winograd  # noqa: F401
+except ImportError as exc:  # the registry reports this as BackendUnavailableError
+    raise ImportError(f"the cython backend's compiled extensions are missing ({exc}); build them with `pip install .` "
+                      f"(needs a C compiler) or `python setup.py build_ext --inplace` in a source checkout") from exc
+
+from fastconv.backends._protocol import KERNELS, Methods, default_kernels
+from fastconv.backends.cython_backend import conv, pool
+
+
+def methods(op: str, g) -> Methods:
+    """The methods of op that apply to geometry g, and the default among them."""
+    if op == "conv2d_forward":
+        return conv.forward_methods(g)
+    if op == "conv2d_backward":
+        return conv.backward_methods(g)
+    return pool.methods(op, g)
+
+
+globals().update(default_kernels(methods))
+
+__all__ = [*KERNELS, "methods"]

@@ -1,0 +1,71 @@
+"""What the convolution kernels share: the geometry as a C struct, and small loops over contiguous rows."""
+
+from cython cimport floating
+
+
+cdef struct ConvShape:
+    # a ConvGeometry's fields of the same names (Python passes vars(g), converted by Cython)
+    Py_ssize_t n, c, h, w, k, r, s
+    Py_ssize_t stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left
+    Py_ssize_t groups, out_h, out_w
+
+
+cdef inline void valid_span(Py_ssize_t start, Py_ssize_t step, Py_ssize_t size, Py_ssize_t count,
+                            Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """[lo, hi): the i in [0, count) with 0 <= start + i * step < size."""
+    cdef Py_ssize_t first = 0, end = 0
+    if start < 0:
+        first = (-start + step - 1) // step
+    if size > start:
+        end = (size - start + step - 1) // step
+    if end > count:
+        end = count
+    if first > end:
+        first = end
+    lo[0] = first
+    hi[0] = end
+
+
+cdef inline void fill(floating *a, Py_ssize_t count, floating value) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        a[i] = value
+
+
+cdef inline double total(const floating *a, Py_ssize_t count) noexcept nogil:
+    """Sum of a[0:count] with eight partial sums (the compiler may not reorder a plain sum loop)."""
+    cdef floating acc[8]
+    cdef Py_ssize_t i, j
+    cdef double result = 0
+    for j in range(8):
+        acc[j] = 0
+    for i in range(0, count - 7, 8):
+        for j in range(8):
+            acc[j] += a[i + j]
+    for i in range(count - count % 8, count):
+        result += a[i]
+    for j in range(8):
+        result += acc[j]
+    return result
+
+
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef struct Block:
+    Py_ssize_t n, group, start, stop  # image, group, rows start:stop
+
+
+cdef inline Block block_of(Py_ssize_t item, Py_ssize_t groups, Py_ssize_t rows, Py_ssize_t block_rows) noexcept nogil:
+    """Work item -> block, when items run over (image, group, block of block_rows of rows), blocks fastest.
+
+    Returned by value, so that prange makes the caller's copy private.
+    """
+    cdef Py_ssize_t blocks = ceil_div(rows, block_rows)
+    cdef Block b
+    b.n = item // blocks // groups
+    b.group = item // blocks % groups
+    b.start = (item % blocks) * block_rows
+    b.stop = min(b.start + block_rows, rows)
+    return b

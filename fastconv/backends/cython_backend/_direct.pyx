@@ -1,0 +1,166 @@
+"""Direct convolution for one input channel per group (cg = c/groups == 1: depthwise, or a single-channel
+image), float32/float64 NCHW arrays, GIL released.
+
+Shapes (one ConvShape p): x (n, c, h, w), w (k, 1, r, s), y and dy (n, k, out_h, out_w); output channel k reads
+x[:, k // kg] with kg = k/groups. Work items are (image, channel) planes, or output channels for the grad of w;
+the inner loops run along a row, so that the compiler vectorizes them. A thread copies each plane of x it reads
+into its zero-padded plane (``planes``), so that every tap covers whole output rows.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+
+from ._common cimport ConvShape, fill, total, valid_span
+
+
+cdef inline Py_ssize_t padded_rows(const ConvShape *p) noexcept nogil:
+    """Rows of x the windows read, padding included: the height of a padded plane."""
+    return (p.out_h - 1) * p.stride_h + (p.r - 1) * p.dilation_h + 1
+
+
+cdef inline Py_ssize_t padded_cols(const ConvShape *p) noexcept nogil:
+    return (p.out_w - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
+
+
+cdef void pad_plane(const floating *xc, floating *xp, const ConvShape *p) noexcept nogil:
+    """xp (padded_rows, padded_cols)[a, b] = xc (h, w)[a - pad_top, b - pad_left], zero outside xc."""
+    cdef Py_ssize_t rows = padded_rows(p), cols = padded_cols(p), a, col, lo, hi
+    cdef floating *dst
+    cdef const floating *src
+    valid_span(-p.pad_left, 1, p.w, cols, &lo, &hi)
+    for a in range(rows):
+        dst = xp + a * cols
+        if a - p.pad_top < 0 or a - p.pad_top >= p.h:
+            fill(dst, cols, 0)
+            continue
+        src = xc + (a - p.pad_top) * p.w - p.pad_left
+        fill(dst, lo, 0)
+        for col in range(lo, hi):
+            dst[col] = src[col]
+        fill(dst + hi, cols - hi, 0)
+
+
+cdef void forward_plane(const floating *xc, const floating *wk, floating bias, floating *yk, floating *xp,
+                        const ConvShape *p) noexcept nogil:
+    """yk (out_h, out_w) = bias + sum_{i,j} wk[i, j] * xc[oh*sh + i*dh - pt, ow*sw + j*dw - pl].
+
+    xc is first copied into the zero-padded plane xp, so that every tap covers whole output rows; a kernel
+    row of three taps (the common 3x3) updates an output row in one pass.
+    """
+    cdef Py_ssize_t cols = padded_cols(p), oh, ow, i, j, sw = p.stride_w, dw = p.dilation_w
+    cdef floating w0, w1, w2
+    cdef floating *row
+    cdef const floating *src
+    pad_plane(xc, xp, p)
+    fill(yk, p.out_h * p.out_w, bias)
+    for oh in range(p.out_h):
+        row = yk + oh * p.out_w
+        for i in range(p.r):
+            src = xp + (oh * p.stride_h + i * p.dilation_h) * cols
+            if p.s == 3:
+                w0, w1, w2 = wk[i * 3], wk[i * 3 + 1], wk[i * 3 + 2]
+                for ow in range(p.out_w):
+                    row[ow] += w0 * src[ow * sw] + w1 * src[ow * sw + dw] + w2 * src[ow * sw + 2 * dw]
+                continue
+            for j in range(p.s):
+                w0 = wk[i * p.s + j]
+                for ow in range(p.out_w):
+                    row[ow] += w0 * src[ow * sw + j * dw]
+
+
+def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
+            floating[:, :, :, ::1] y, floating[:, ::1] planes, ConvShape p, int num_threads):
+    """y (n, k, out_h, out_w) = conv(x, w) + b (b may be None), one (image, output channel) plane per work item.
+
+    planes (threads, padded_rows * padded_cols): each thread's padded plane of x.
+    """
+    cdef Py_ssize_t kg = p.k // p.groups, item, n, k
+    cdef const floating *bias = &b[0] if b is not None else NULL
+    for item in prange(p.n * p.k, nogil=True, schedule="static", num_threads=num_threads):
+        n = item // p.k
+        k = item % p.k
+        forward_plane(&x[n, k // kg, 0, 0], &w[k, 0, 0, 0], bias[k] if bias != NULL else 0, &y[n, k, 0, 0],
+                      &planes[threadid(), 0], &p)
+
+
+cdef void grad_x_plane(const floating *dyk, const floating *wk, floating *dxc, const ConvShape *p) noexcept nogil:
+    """dxc (h, w) += the adjoint of forward_plane applied to dyk (out_h, out_w)."""
+    cdef Py_ssize_t oh, ow, i, j, ih, iw0, lo, hi
+    cdef floating wv
+    cdef const floating *row
+    cdef floating *dst
+    for i in range(p.r):
+        for j in range(p.s):
+            wv = wk[i * p.s + j]
+            iw0 = j * p.dilation_w - p.pad_left
+            valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+            for oh in range(p.out_h):
+                ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+                if ih < 0 or ih >= p.h:
+                    continue
+                row = dyk + oh * p.out_w
+                dst = dxc + ih * p.w + iw0
+                if p.stride_w == 1:
+                    for ow in range(lo, hi):
+                        dst[ow] += wv * row[ow]
+                else:
+                    for ow in range(lo, hi):
+                        dst[ow * p.stride_w] += wv * row[ow]
+
+
+def grad_x(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w, floating[:, :, :, ::1] dx,
+           ConvShape p, int num_threads):
+    """dx (n, c, h, w), one (image, input channel) plane per work item, summed over the channel's kg outputs."""
+    cdef Py_ssize_t kg = p.k // p.groups, item, n, c, kk
+    for item in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
+        n = item // p.c
+        c = item % p.c
+        fill(&dx[n, c, 0, 0], p.h * p.w, 0)
+        for kk in range(kg):
+            grad_x_plane(&dy[n, c * kg + kk, 0, 0], &w[c * kg + kk, 0, 0, 0], &dx[n, c, 0, 0], &p)
+
+
+cdef void grad_w_channel(const floating *dy, const floating *x, floating *dwk, floating *dbk, floating *acc,
+                         floating *xp, const ConvShape *p, Py_ssize_t k) noexcept nogil:
+    """dwk (r, s) = sum_{n, oh, ow} dy[n, k, oh, ow] * x[n, k // kg, oh*sh + i*dh - pt, ow*sw + j*dw - pl],
+    and dbk[0] = sum of dy[:, k] unless dbk is NULL.
+
+    acc (r*s + 1, out_w): per-tap row accumulators (the last for the bias), so that the inner loop is a
+    vectorizable multiply-add; xp: a padded plane (see pad_plane).
+    """
+    cdef Py_ssize_t kg = p.k // p.groups, cols = padded_cols(p), taps = p.r * p.s
+    cdef Py_ssize_t n, oh, ow, i, j, sw = p.stride_w, dw = p.dilation_w
+    cdef const floating *row
+    cdef const floating *src
+    cdef floating *a
+    cdef floating *bias_row = acc + taps * p.out_w
+    fill(acc, (taps + 1) * p.out_w, 0)
+    for n in range(p.n):
+        pad_plane(x + (n * p.c + k // kg) * p.h * p.w, xp, p)
+        for oh in range(p.out_h):
+            row = dy + ((n * p.k + k) * p.out_h + oh) * p.out_w
+            for ow in range(p.out_w):
+                bias_row[ow] += row[ow]
+            for i in range(p.r):
+                src = xp + (oh * p.stride_h + i * p.dilation_h) * cols
+                for j in range(p.s):
+                    a = acc + (i * p.s + j) * p.out_w
+                    for ow in range(p.out_w):
+                        a[ow] += row[ow] * src[ow * sw + j * dw]
+    for i in range(taps):
+        dwk[i] = <floating>total(acc + i * p.out_w, p.out_w)
+    if dbk != NULL:
+        dbk[0] = <floating>total(bias_row, p.out_w)
+
+
+def grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating[:, :, :, ::1] dw,
+           floating[::1] db, floating[:, ::1] sums, floating[:, ::1] planes, ConvShape p, int num_threads):
+    """dw (k, 1, r, s) and db (k,) (unless None), one output channel per work item.
+
+    sums (threads, (r*s + 1) * out_w): each thread's row accumulators; planes as in forward.
+    """
+    cdef Py_ssize_t k
+    cdef floating *dbp = &db[0] if db is not None else NULL
+    for k in prange(p.k, nogil=True, schedule="static", num_threads=num_threads):
+        grad_w_channel(&dy[0, 0, 0, 0], &x[0, 0, 0, 0], &dw[k, 0, 0, 0], dbp + k if dbp != NULL else NULL,
+                       &sums[threadid(), 0], &planes[threadid(), 0], &p, k)

@@ -1,0 +1,184 @@
+"""im2col + GEMM convolution (forward, grad of w, grad of x) for float32/float64 NCHW arrays, GIL released.
+
+Shapes (one ConvShape p): x (n, c, h, w), w (k, cg, r, s), y and dy (n, k, out_h, out_w), with cg = c/groups
+and kg = k/groups. Padding is implicit: a tap outside x reads zero. pad_top/pad_left may be negative (the grad
+of x at stride 1 runs as a forward convolution with padding dilation*(r-1) - pad).
+
+A work item is a tile of output rows of one image and one group: im2col of the tile into the thread's row of
+``columns`` (col, cg*r*s rows of tile*out_w), then one BLAS call whose output is the tile of y in place (row
+stride out_h*out_w). Without ``columns`` (None, for a 1x1, stride-1, unpadded layer) the tile of x is the
+column matrix itself. Threads own work items and call BLAS single-threaded (the caller limits it).
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+
+from ._blas cimport gemm
+from ._common cimport Block, ConvShape, block_of, ceil_div, fill, valid_span
+
+
+cdef void im2col_rows(const floating *xg, floating *col, const ConvShape *p, Py_ssize_t cg,
+                      Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """col[(c*r + i)*s + j, (oh - oh0)*out_w + ow] = xg[c, oh*sh + i*dh - pt, ow*sw + j*dw - pl] (0 outside).
+
+    xg (cg, h, w): one image's channels of one group; col (cg*r*s, (oh1 - oh0)*out_w).
+    """
+    cdef Py_ssize_t c, i, j, oh, ow, ih, iw0, lo, hi
+    cdef Py_ssize_t cols = (oh1 - oh0) * p.out_w
+    cdef floating *dst
+    cdef const floating *src
+    for c in range(cg):
+        for i in range(p.r):
+            for j in range(p.s):
+                dst = col + ((c * p.r + i) * p.s + j) * cols
+                iw0 = j * p.dilation_w - p.pad_left
+                valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+                for oh in range(oh0, oh1):
+                    ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+                    if ih < 0 or ih >= p.h:
+                        fill(dst, p.out_w, 0)
+                    else:
+                        src = xg + (c * p.h + ih) * p.w + iw0
+                        fill(dst, lo, 0)
+                        if p.stride_w == 1:
+                            for ow in range(lo, hi):
+                                dst[ow] = src[ow]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow] = src[ow * p.stride_w]
+                        fill(dst + hi, p.out_w - hi, 0)
+                    dst += p.out_w
+
+
+cdef void col2im_rows(const floating *col, floating *dxg, const ConvShape *p, Py_ssize_t cg,
+                      Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+    """The adjoint of im2col_rows: dxg[c, ih, iw] += col[...] for every tap that read x[c, ih, iw]."""
+    cdef Py_ssize_t c, i, j, oh, ow, ih, iw0, lo, hi
+    cdef Py_ssize_t cols = (oh1 - oh0) * p.out_w
+    cdef const floating *src
+    cdef floating *dst
+    for c in range(cg):
+        for i in range(p.r):
+            for j in range(p.s):
+                src = col + ((c * p.r + i) * p.s + j) * cols
+                iw0 = j * p.dilation_w - p.pad_left
+                valid_span(iw0, p.stride_w, p.w, p.out_w, &lo, &hi)
+                for oh in range(oh0, oh1):
+                    ih = oh * p.stride_h + i * p.dilation_h - p.pad_top
+                    if 0 <= ih < p.h:
+                        dst = dxg + (c * p.h + ih) * p.w + iw0
+                        if p.stride_w == 1:
+                            for ow in range(lo, hi):
+                                dst[ow] += src[ow]
+                        else:
+                            for ow in range(lo, hi):
+                                dst[ow * p.stride_w] += src[ow]
+                    src += p.out_w
+
+
+cdef inline const floating *column_matrix(const floating *xg, floating *col, const ConvShape *p, Py_ssize_t cg,
+                                          Py_ssize_t oh0, Py_ssize_t oh1, int *ld) noexcept nogil:
+    """The column matrix of a tile of output rows, and its row stride: im2col into col, or x itself when col is
+    NULL (a pointwise layer)."""
+    if col == NULL:
+        ld[0] = <int>(p.h * p.w)
+        return xg + oh0 * p.w
+    im2col_rows(xg, col, p, cg, oh0, oh1)
+    ld[0] = <int>((oh1 - oh0) * p.out_w)
+    return col
+
+
+cdef inline void add_scalar(floating *a, Py_ssize_t count, floating value) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(count):
+        a[i] += value
+
+
+cdef void forward_tile(const floating *x, const floating *w, const floating *b, floating *y, floating *col,
+                       const ConvShape *p, Block t) noexcept nogil:
+    """y[t.n, group t.group, t.start:t.stop, :] = w[group] (kg x cg*r*s) @ col (cg*r*s x tile) + b."""
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
+    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, cols = (t.stop - t.start) * p.out_w, kk
+    cdef int ld
+    cdef floating *yt = y + (t.n * p.k + t.group * kg) * ohw + t.start * p.out_w
+    cdef const floating *cm = column_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, col, p, cg, t.start,
+                                            t.stop, &ld)
+    gemm(False, False, <int>kg, <int>cols, <int>crs, 1, w + t.group * kg * crs, <int>crs, cm, ld, 0, yt, <int>ohw)
+    if b != NULL:
+        for kk in range(kg):
+            add_scalar(yt + kk * ohw, cols, b[t.group * kg + kk])
+
+
+cdef void grad_w_tile(const floating *dy, const floating *x, floating *dw, floating *col, const ConvShape *p,
+                      Block t) noexcept nogil:
+    """dw[group t.group] (kg x cg*r*s) += dy[t.n, group, t.start:t.stop, :] (kg x tile) @ col^T."""
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
+    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w
+    cdef int ld
+    cdef const floating *cm = column_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, col, p, cg, t.start,
+                                            t.stop, &ld)
+    gemm(False, True, <int>kg, <int>crs, <int>((t.stop - t.start) * p.out_w), 1,
+         dy + (t.n * p.k + t.group * kg) * ohw + t.start * p.out_w, <int>ohw, cm, ld, 1, dw + t.group * kg * crs,
+         <int>crs)
+
+
+cdef void grad_x_image(const floating *dy, const floating *w, floating *dx, floating *col, const ConvShape *p,
+                       Py_ssize_t n, Py_ssize_t gi, Py_ssize_t tile_rows) noexcept nogil:
+    """dx[n, group gi] (cg, h, w) = col2im(w[group gi]^T @ dy tile), tile after tile."""
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
+    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, t, oh0, oh1, cols
+    cdef floating *dxg = dx + (n * p.c + gi * cg) * p.h * p.w
+    fill(dxg, cg * p.h * p.w, 0)
+    for t in range(ceil_div(p.out_h, tile_rows)):
+        oh0 = t * tile_rows
+        oh1 = min(oh0 + tile_rows, p.out_h)
+        cols = (oh1 - oh0) * p.out_w
+        gemm(True, False, <int>crs, <int>cols, <int>kg, 1, w + gi * kg * crs, <int>crs,
+             dy + (n * p.k + gi * kg) * ohw + oh0 * p.out_w, <int>ohw, 0, col, <int>cols)
+        col2im_rows(col, dxg, p, cg, oh0, oh1)
+
+
+def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
+            floating[:, :, :, ::1] y, floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows,
+            int num_threads):
+    """y (n, k, out_h, out_w) = conv(x, w) + b (b may be None), by tiles of tile_rows output rows.
+
+    columns (threads, cg*r*s * tile_rows*out_w): each thread's im2col tile; None for a pointwise layer.
+    """
+    cdef const floating *bias = &b[0] if b is not None else NULL
+    cdef bint im2col = columns is not None
+    cdef Py_ssize_t item
+    cdef Block t
+    for item in prange(p.n * p.groups * ceil_div(p.out_h, tile_rows), nogil=True, schedule="static",
+                       num_threads=num_threads):
+        t = block_of(item, p.groups, p.out_h, tile_rows)
+        forward_tile(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0],
+                     &columns[threadid(), 0] if im2col else NULL, &p, t)
+
+
+def grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating[:, :, ::1] partial,
+           floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows, int num_threads):
+    """partial[thread] (k, cg*r*s) += dy tile (kg x tile) @ col^T over the thread's tiles.
+
+    partial (threads, k, cg*r*s) holds zeros on entry; dw is its sum over threads. columns as in forward.
+    """
+    cdef bint im2col = columns is not None
+    cdef Py_ssize_t item
+    cdef Block t
+    for item in prange(p.n * p.groups * ceil_div(p.out_h, tile_rows), nogil=True, schedule="static",
+                       num_threads=num_threads):
+        t = block_of(item, p.groups, p.out_h, tile_rows)
+        grad_w_tile(&dy[0, 0, 0, 0], &x[0, 0, 0, 0], &partial[threadid(), 0, 0],
+                    &columns[threadid(), 0] if im2col else NULL, &p, t)
+
+
+def grad_x(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w, floating[:, :, :, ::1] dx,
+           floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows, int num_threads):
+    """dx (n, c, h, w) = col2im(w[group]^T @ dy) per (image, group), its tiles in order.
+
+    columns (threads, cg*r*s * tile_rows*out_w): each thread's GEMM output tile.
+    """
+    cdef Py_ssize_t item
+    for item in prange(p.n * p.groups, nogil=True, schedule="static", num_threads=num_threads):
+        grad_x_image(&dy[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0], &columns[threadid(), 0], &p,
+                     item // p.groups, item % p.groups, tile_rows)

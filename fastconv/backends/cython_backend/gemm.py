@@ -1,0 +1,113 @@
+"""im2col + GEMM convolution (_gemm.pyx), for every layer.
+
+A work item is a tile of output rows of one image and one group, sized so that its im2col columns take about
+COL_TILE_BYTES. Forward: a thread copies the tile's taps into its row of ``columns`` and multiplies the group's
+weights by them in one BLAS call, written in place into y. Grad of w: the same columns times dy, summed in the
+thread's own ``partial`` dw. Grad of x: w^T times dy into ``columns``, scattered back into dx (col2im).
+
+The ``*_with`` functions run on a given plan: pointwise.py passes plans without ``columns``, and the kernels
+then read x in place as the column matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv._geometry import ConvGeometry
+from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._protocol import Plan
+from fastconv.backends.cython_backend import _common, _gemm
+
+#: bytes of one thread's im2col tile (a tuning knob: large enough for an efficient GEMM, small enough for L2/L3)
+COL_TILE_BYTES = 1 << 20
+#: BLAS takes 32-bit ints for sizes and strides
+BLAS_INT_MAX = 2**31 - 1
+
+
+def applies(g: ConvGeometry) -> bool:
+    return True
+
+
+def tile_rows(g: ConvGeometry) -> int:
+    """Output rows per tile: its im2col columns take about COL_TILE_BYTES."""
+    column_bytes = g.c_per_group * g.r * g.s * g.dtype.itemsize
+    return max(1, min(g.out_h, COL_TILE_BYTES // (column_bytes * g.out_w)))
+
+
+def _tile_elements(g: ConvGeometry) -> int:
+    """Elements of one im2col (or col2im) tile: c/groups*r*s rows of tile_rows(g)*out_w columns."""
+    return g.c_per_group * g.r * g.s * tile_rows(g) * g.out_w
+
+
+def _columns(g: ConvGeometry, threads: int) -> dict:
+    return {"columns": ((threads, _tile_elements(g)), g.dtype)}
+
+
+def partial_dw(g: ConvGeometry, threads: int) -> dict:
+    """Each thread's sum of its tiles' dw (K, C/groups*R*S), added up into dw at the end."""
+    return {"partial": ((threads, g.k, g.c_per_group * g.r * g.s), g.dtype)}
+
+
+def _check_blas_sizes(g: ConvGeometry) -> None:
+    largest = max(g.h * g.w, g.out_h * g.out_w, _tile_elements(g))
+    if largest > BLAS_INT_MAX:
+        raise ValueError(f"cython backend: an image plane or tile of {largest:,} elements exceeds BLAS's 32-bit "
+                         f"sizes; use backend='numba' or split the image")
+
+
+def forward_plan(g: ConvGeometry) -> Plan:
+    """Each thread's im2col tile."""
+    threads = threads_for(g.flops)
+    return Plan(threads, _columns(g, threads))
+
+
+def forward(x, w, b, y, g: ConvGeometry) -> None:
+    """y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, C/groups, R, S)) + b ((K,) or None)."""
+    forward_with(forward_plan(g), x, w, b, y, g)
+
+
+def forward_with(plan: Plan, x, w, b, y, g: ConvGeometry) -> None:
+    """forward on plan's scratch: im2col into its "columns", or x itself as the columns when it has none."""
+    _check_blas_sizes(g)
+    scratch = plan.allocate()
+    with parallel_region(plan.threads) as threads:
+        _gemm.forward(x, w, b, y, scratch.get("columns"), vars(g), tile_rows(g), threads)
+
+
+def grad_w_plan(g: ConvGeometry) -> Plan:
+    """Each thread's im2col tile and partial dw."""
+    threads = threads_for(g.flops)
+    return Plan(threads, {**_columns(g, threads), **partial_dw(g, threads)})
+
+
+def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
+    """dw (K, C/groups, R, S) from dy (N, K, Ho, Wo) and x (N, C, H, W); db (K,) too unless None."""
+    grad_w_with(grad_w_plan(g), dy, x, dw, db, g)
+
+
+def grad_w_with(plan: Plan, dy, x, dw, db, g: ConvGeometry) -> None:
+    """grad_w on plan's scratch ("partial", and "columns" unless x is its own column matrix)."""
+    _check_blas_sizes(g)
+    scratch = plan.allocate()
+    partial = scratch["partial"]
+    partial[...] = 0
+    with parallel_region(plan.threads) as threads:
+        if db is not None:
+            _common.bias_grad(dy, db, threads)
+        _gemm.grad_w(dy, x, partial, scratch.get("columns"), vars(g), tile_rows(g), threads)
+    np.sum(partial, axis=0, out=dw.reshape(partial.shape[1:]))
+
+
+def grad_x_plan(g: ConvGeometry) -> Plan:
+    """Each thread's GEMM output tile, which col2im scatters into dx."""
+    threads = threads_for(g.flops)
+    return Plan(threads, _columns(g, threads))
+
+
+def grad_x(dy, w, dx, g: ConvGeometry) -> None:
+    """dx (N, C, H, W) from dy (N, K, Ho, Wo) and w (K, C/groups, R, S)."""
+    _check_blas_sizes(g)
+    plan = grad_x_plan(g)
+    scratch = plan.allocate()
+    with parallel_region(plan.threads) as threads:
+        _gemm.grad_x(dy, w, dx, scratch["columns"], vars(g), tile_rows(g), threads)

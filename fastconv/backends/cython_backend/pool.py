@@ -1,0 +1,120 @@
+"""Max and average pooling (_pool.pyx): one pass per (image, channel) plane writing y (and the argmax).
+
+For non-overlapping windows the backward passes write each dx element once, reading which window covers each
+input row and column from the maps PoolGeometry.covering_windows() fills in (``row_window``, ``col_window``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv._geometry import PoolGeometry
+from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._protocol import Method, Methods, Plan
+from fastconv.backends.cython_backend import _pool
+
+
+def _windows(g: PoolGeometry) -> dict:
+    """The window row covering each input row, and the window column covering each input column."""
+    return {"row_window": ((g.h,), np.int64), "col_window": ((g.w,), np.int64)}
+
+
+def _divisor(g: PoolGeometry) -> dict:
+    """avg pooling's divisor of each window."""
+    return {"divisor": ((g.out_h, g.out_w), g.dtype)}
+
+
+def _scratch(plan: Plan, g: PoolGeometry) -> dict:
+    """plan's scratch with the geometry's tables filled in: first, so that the temporaries of filling them are
+    gone before the outputs are allocated."""
+    scratch = plan.allocate()
+    if "divisor" in scratch:
+        g.avg_divisor(out=scratch["divisor"])
+    if "row_window" in scratch:
+        g.covering_windows(out=(scratch["row_window"], scratch["col_window"]))
+    return scratch
+
+
+def max_pool2d_forward_plan(g: PoolGeometry) -> Plan:
+    """No scratch."""
+    return Plan(threads_for(g.reads))
+
+
+def max_pool2d_forward(x, g: PoolGeometry):
+    """x (N, C, H, W) -> y (N, C, Ho, Wo), indices (N, C, Ho, Wo) int64 (flat h*W + w in x[n, c])."""
+    y = np.empty(g.y_shape, g.dtype)
+    indices = np.empty(g.y_shape, np.int64)
+    with parallel_region(max_pool2d_forward_plan(g).threads) as threads:
+        _pool.max_forward(x, y, indices, vars(g), threads)
+    return y, indices
+
+
+def max_pool2d_backward_plan(g: PoolGeometry) -> Plan:
+    """The covering-window maps for non-overlapping windows."""
+    return Plan(threads_for(g.reads), {} if g.overlapping else _windows(g))
+
+
+def max_pool2d_backward(dy, indices, g: PoolGeometry):
+    """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): each dy added at the element its index names."""
+    plan = max_pool2d_backward_plan(g)
+    scratch = _scratch(plan, g)
+    dx = np.empty(g.x_shape, g.dtype)
+    with parallel_region(plan.threads) as threads:
+        if g.overlapping:
+            planes = (g.n, g.c, -1)
+            _pool.max_backward(dy.reshape(planes), indices.reshape(planes), dx.reshape(planes), threads)
+        else:
+            _pool.max_backward_disjoint(dy, indices, scratch["row_window"], scratch["col_window"], dx, threads)
+    return dx
+
+
+def avg_pool2d_forward_plan(g: PoolGeometry) -> Plan:
+    """The divisor table."""
+    return Plan(threads_for(g.reads), _divisor(g))
+
+
+def avg_pool2d_forward(x, g: PoolGeometry):
+    """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
+    plan = avg_pool2d_forward_plan(g)
+    scratch = _scratch(plan, g)
+    y = np.empty(g.y_shape, g.dtype)
+    with parallel_region(plan.threads) as threads:
+        _pool.avg_forward(x, scratch["divisor"], y, vars(g), threads)
+    return y
+
+
+def avg_pool2d_backward_plan(g: PoolGeometry) -> Plan:
+    """The divisor table; for non-overlapping windows also the covering-window maps, and each thread's "shares"
+    (a zero, then one window row's dy / divisor) and the dx row they expand to ("rows")."""
+    threads = threads_for(g.reads)
+    if g.overlapping:
+        return Plan(threads, _divisor(g))
+    return Plan(threads, {**_divisor(g), **_windows(g), "shares": ((threads, 1 + g.out_w), g.dtype),
+                          "rows": ((threads, g.w), g.dtype)})
+
+
+def avg_pool2d_backward(dy, g: PoolGeometry):
+    """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
+    plan = avg_pool2d_backward_plan(g)
+    scratch = _scratch(plan, g)
+    dx = np.empty(g.x_shape, g.dtype)
+    with parallel_region(plan.threads) as threads:
+        if g.overlapping:
+            _pool.avg_backward(dy, scratch["divisor"], dx, vars(g), threads)
+        else:
+            _pool.avg_backward_disjoint(dy, scratch["divisor"], scratch["row_window"], scratch["col_window"], dx,
+                                        scratch["shares"], scratch["rows"], threads)
+    return dx
+
+
+METHODS = {op: Method("pool", run, plan) for op, run, plan in (
+    ("max_pool2d_forward", max_pool2d_forward, max_pool2d_forward_plan),
+    ("max_pool2d_backward", max_pool2d_backward, max_pool2d_backward_plan),
+    ("avg_pool2d_forward", avg_pool2d_forward, avg_pool2d_forward_plan),
+    ("avg_pool2d_backward", avg_pool2d_backward, avg_pool2d_backward_plan),
+)}
+
+
+def methods(op: str, g: PoolGeometry) -> Methods:
+    """A pooling op's one method, "pool"."""
+    return Methods.of(METHODS[op])
