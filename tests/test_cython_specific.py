@@ -18,9 +18,9 @@ from _helpers import assert_close, random_array, require_backend
 @pytest.fixture
 def cython_backend():
     require_backend("cython")
-    from fastconv.backends import cython
+    from fastconv.backends import cython_backend
 
-    return cython
+    return cython_backend
 
 
 @contextlib.contextmanager
@@ -65,10 +65,10 @@ def test_kernels_release_the_gil(cython_backend, rng, one_thread):
 
 
 def test_parallel_loops_use_the_requested_threads(cython_backend):
-    from fastconv._ext import _conv
+    from fastconv.backends.cython_backend import _common
 
-    assert _conv.parallel_threads(1) == 1
-    assert _conv.parallel_threads(2) == 2, "the extension was built without OpenMP (see setup.py's warning)"
+    assert _common.parallel_threads(1) == 1
+    assert _common.parallel_threads(2) == 2, "the extension was built without OpenMP (see setup.py's warning)"
 
 
 def test_one_and_two_threads_agree(cython_backend, rng):
@@ -99,10 +99,10 @@ def test_every_forward_method_agrees_with_naive(cython_backend, rng, dtype, shap
     b = random_array(rng, shapes[1][:1], dtype)
     g = conv_geometry(x, w, b, **kw)
     expected = fc.conv2d(x, w, b, backend="naive", **kw)
-    methods = cython_backend.methods("conv2d_forward", g)
+    methods = cython_backend.methods("conv2d_forward", g).options
     assert set(methods) == expected_methods
     for method in methods.values():
-        assert_close(method(x, w, b, g), expected, dtype)
+        assert_close(method.run(x, w, b, g), expected, dtype)
 
 
 @pytest.mark.parametrize("groups, padding", [(1, 1), (2, ((0, 2), (1, 0)))])
@@ -114,7 +114,7 @@ def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rn
     w = random_array(rng, (16 * groups, 16, 3, 3), dtype)
     kw = dict(padding=padding, groups=groups)
     g = conv_geometry(x, w, **kw)
-    assert cython_backend._forward_method(g) == "winograd"
+    assert cython_backend.methods("conv2d_forward", g).default == "winograd"
     dy = random_array(rng, g.y_shape, dtype)
     assert_close(fc.conv2d(x, w, backend="cython", **kw), fc.conv2d(x, w, backend="naive", **kw), dtype)
     for got, want in zip(fc.conv2d_backward(dy, x, w, backend="cython", **kw),
