@@ -5,6 +5,10 @@ Every kernel call runs inside ``parallel_region(threads)``: its own parallel loo
 calls inside it are single-threaded, so that the two never oversubscribe the cores. A serial loop
 (``threads == 1``) leaves BLAS the whole budget. ``serial_region()`` keeps everything, BLAS included, on the
 calling thread (for small GEMMs outside the kernels).
+
+A process forked from one that had already run a kernel inherits OpenMP's and numba's thread pools in a state
+they cannot continue from (GNU OpenMP's pool hangs, numba's OpenMP layer aborts): there, every kernel runs on
+one thread (and numba's kernels in their serial versions). Spawned and forkserver children start fresh.
 """
 
 from __future__ import annotations
@@ -25,6 +29,21 @@ def _cores() -> int:
 
 
 _num_threads = _cores()
+_kernels_ran = False  # set by the first parallel_region: from then on a fork leaves thread pools behind
+_forked_after_kernels = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_kernels
+    _forked_after_kernels = _forked_after_kernels or _kernels_ran
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forked_from_a_running_process() -> bool:
+    """Whether this process was forked from one that had run fastconv kernels (then its kernels run serially)."""
+    return _forked_after_kernels
 
 
 @functools.cache
@@ -58,7 +77,10 @@ def get_num_threads() -> int:
 
 def threads_for(work: int, items: int | None = None) -> int:
     """Threads for a kernel call with this much work split into ``items`` independent pieces: the budget, or
-    fewer for small calls (at least MIN_WORK_PER_THREAD each) and never more than the pieces."""
+    fewer for small calls (at least MIN_WORK_PER_THREAD each) and never more than the pieces; one in a process
+    forked after kernels ran."""
+    if _forked_after_kernels:
+        return 1
     threads = max(1, min(_num_threads, work // MIN_WORK_PER_THREAD))
     return threads if items is None else max(1, min(threads, items))
 
@@ -100,10 +122,13 @@ def _numba():
 @contextlib.contextmanager
 def _limits(loop_threads: int, blas_threads: int | None):
     """numba's thread count = loop_threads (per calling thread, as numba keeps it) and BLAS limited to
-    blas_threads (None: untouched) for the duration; both restored on exit."""
+    blas_threads (None: untouched) for the duration; both restored on exit. (In a process forked after kernels
+    ran, numba's pool is not touched: its kernels run their serial versions there.)"""
+    global _kernels_ran
+    _kernels_ran = True
     numba = _numba()
     before = None
-    if numba is not None:
+    if numba is not None and not _forked_after_kernels:
         before = numba.get_num_threads()
         numba.set_num_threads(max(1, min(loop_threads, numba.config.NUMBA_NUM_THREADS)))
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit, prange, uint64
+from numba import prange, uint64
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
@@ -22,6 +22,7 @@ from fastconv.backends._defaults import winograd_pays
 from fastconv.backends._protocol import Method, Methods, Plan
 from fastconv.backends.numba_backend import direct, gemm, pointwise, winograd
 from fastconv.backends.numba_backend._columns import FMA_AND_REORDER
+from fastconv.backends.numba_backend._parallel import parallel_kernel
 
 #: fewest input channels per group for which dx at stride 1 is preferably the rotated forward convolution
 ROTATED_MIN_CHANNELS = 16
@@ -48,7 +49,7 @@ def forward_methods(g: ConvGeometry) -> Methods:
     return Methods.of(*found)
 
 
-@njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
+@parallel_kernel(fastmath=FMA_AND_REORDER)
 def _bias_grad(dy):
     """dy (N, K, P) -> db (K,): sums over images and pixels, channels in parallel (flat unsigned offsets,
     as in _columns, so that the sums vectorize)."""

@@ -18,6 +18,7 @@ from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._columns import FMA_AND_REORDER, axpy, column_ranges, dot, params
+from fastconv.backends.numba_backend._parallel import parallel_kernel
 
 
 def applies(g: ConvGeometry) -> bool:
@@ -107,7 +108,7 @@ def _row_by_taps(dst, row_out, src, plane_in, oh, kk, w, b, ranges, params, heig
                          uint64(sw), uint64(hi - lo), w[kk, 0, r, s])
 
 
-@njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
+@parallel_kernel(fastmath=FMA_AND_REORDER)
 def _forward(x, w, bias, y, params):
     """x (N, C, H, W), w (K, 1, R, S), bias (K,) -> y (N, K, Ho, Wo); planes (n, k) in parallel.
     Flat arrays and unsigned offsets as in _columns. 3x3 stride-1 rows whose three input rows lie inside the
@@ -141,7 +142,7 @@ def _forward(x, w, bias, y, params):
                 dst[row_out + uint64(ow)] = total
 
 
-@njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
+@parallel_kernel(fastmath=FMA_AND_REORDER)
 def _backward_dx(dy, w, dx, params):
     """dy (N, K, Ho, Wo), w (K, 1, R, S) -> dx (N, C, H, W): each input plane gathers the scatter of its
     Kg output channels; planes (n, c) in parallel, so every plane has one writer."""
@@ -170,7 +171,7 @@ def _backward_dx(dy, w, dx, params):
                                      src, row_out + uint64(lo), one, uint64(hi - lo), w[kk, 0, r, s])
 
 
-@njit(cache=True, parallel=True, fastmath=FMA_AND_REORDER)
+@parallel_kernel(fastmath=FMA_AND_REORDER)
 def _backward_dw(dy, x, dw_parts, params):
     """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw_parts (N, K, R, S): each image's share of dW. Rows that
     _forward fuses are fused here too (_row_dot_3x3); the rest goes tap by tap."""

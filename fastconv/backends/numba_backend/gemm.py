@@ -18,6 +18,7 @@ from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._chunks import add_into, chunk_bounds
 from fastconv.backends.numba_backend._columns import add_columns, fill_columns, next_row, params
+from fastconv.backends.numba_backend._parallel import parallel_kernel
 
 #: bytes of one tile's column matrix (measured: 0.5-2 MB all run within a few % on resnet, vgg, alexnet)
 TILE_BYTES = 1024 * 1024
@@ -101,7 +102,7 @@ def _tile_views(col_buf, tile_buf, crs, kg, cols):
     return col_buf[:crs * cols].reshape(crs, cols), tile_buf[:kg * cols].reshape(kg, cols)
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _forward(x, w, bias, y, params, rows_per_tile, columns, tiles):
     """x (N, C, H, W), w (K, Cg, R, S), bias (K,) -> y (N, K, Ho, Wo); columns, tiles: one row per chunk."""
     groups, kg, crs, wmat = _weight_groups(x, w)
@@ -118,7 +119,7 @@ def _forward(x, w, bias, y, params, rows_per_tile, columns, tiles):
                 _copy_rows(out, y, group * kg, row0, rows, bias)
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _backward(dy, x, w, dx, dw_parts, dw_tiles, params, rows_per_tile, columns, tiles, need_dx, need_dw):
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W) += col2im (dx zeroed by the caller) and
     dw_parts (chunks, K, Cg*R*S) = each chunk's share of dW (dw_tiles: each chunk's GEMM result)."""

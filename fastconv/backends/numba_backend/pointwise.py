@@ -8,12 +8,13 @@ With x_n = x[n] as (C, H*W) and y_n = y[n] as (K, H*W):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._chunks import add_into, chunk_bounds
+from fastconv.backends.numba_backend._parallel import parallel_kernel
 
 
 def applies(g: ConvGeometry) -> bool:
@@ -32,7 +33,7 @@ def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -
     return Plan(threads, buffers if need_dw else {})
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _forward(x, w, bias, y, chunks):
     """x (N, C, P), w (K, Cg), bias (K,) -> y (N, K, P)."""
     n_images, c = x.shape[0], x.shape[1]
@@ -48,7 +49,7 @@ def _forward(x, w, bias, y, chunks):
                 y[n, kk] += bias[kk]
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _backward(dy, x, w, dx, dw_parts, dw_tiles, need_dx, need_dw):
     """dy (N, K, P) -> dx (N, C, P), dw_parts (chunks, K, Cg) (dw_tiles: each chunk's GEMM results)."""
     n_images, c = x.shape[0], x.shape[1]

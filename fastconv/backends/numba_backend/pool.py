@@ -17,6 +17,7 @@ from numba import int64, njit, prange, uint64
 from fastconv._geometry import PoolGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Method, Methods, Plan
+from fastconv.backends.numba_backend._parallel import parallel_kernel
 
 
 @njit(cache=True, inline="always")
@@ -39,7 +40,7 @@ def _max_window(plane, r0, r1, c0, c1, width):
     return best, at
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _max_forward(x, y, indices, rows, cols, width, inner, first_col, sw, kw):
     """x (P, H*W) -> y, indices (P, Ho*Wo): first maximum in row-major window order, first NaN wins.
 
@@ -112,7 +113,7 @@ def _route_row(grad, index_of, inverse, out, start, step, first_out, count, is_m
     return hits
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _backward_disjoint(dy, indices, inverse, dx, rows, cols, width, inner, first_col, sw, kw, row_window,
                        col_window, is_max):
     """dy (P, Ho*Wo) -> dx (P, H*W) when windows do not overlap, for max pooling (indices (P, Ho*Wo)) or avg
@@ -150,7 +151,7 @@ def _backward_disjoint(dy, indices, inverse, dx, rows, cols, width, inner, first
             _scatter_max_plane(grad, index_of, out)
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _max_backward_scatter(dy, indices, dx):
     """dy, indices (P, Ho*Wo) -> dx (P, H*W): serial scatter within each plane, planes in parallel."""
     for p in prange(dx.shape[0]):
@@ -168,7 +169,7 @@ def _sum_row(plane, total_of, start, step, first_out, count, first_cell):
         total_of[first_out + o] += plane[start + o * step]
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _avg_forward(x, y, divisor, rows, cols, width, inner, first_col, sw, kw):
     """x (P, H*W) -> y (P, Ho*Wo): window sum over input cells / divisor (Ho*Wo,); arguments as
     _max_forward's, with the interior windows summed a whole output row at a time."""
@@ -197,7 +198,7 @@ def _avg_forward(x, y, divisor, rows, cols, width, inner, first_col, sw, kw):
                 mean_of[row + ow] /= divisor[row + ow]
 
 
-@njit(cache=True, parallel=True)
+@parallel_kernel()
 def _avg_backward_scatter(dy, divisor, dx, rows, cols, width):
     """dy (P, Ho*Wo) -> dx (P, H*W) for overlapping windows: zero, then add dy / divisor over each window."""
     out_h, out_w = uint64(rows.shape[0]), uint64(cols.shape[0])

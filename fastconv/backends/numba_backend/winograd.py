@@ -27,6 +27,7 @@ from numba import njit, prange
 
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Plan
+from fastconv.backends.numba_backend._parallel import parallel_kernel
 
 #: the 1-D transforms for each output tile size m (points 0, +-1, +-2, inf), in float64: AT[(G g) * (BT d)] is
 #: the correlation of d (alpha,) with g (3,). _bt and _at apply BT and AT with their coefficients written out.
@@ -137,7 +138,7 @@ def weight_transform(w: np.ndarray, m: int, v: np.ndarray) -> np.ndarray:
     return v
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def _winograd(x, v, bias, y, m, pad_top, pad_left, rows_per_block, us, mms, flats, extras, patches, halves,
               tile_outs, out_flats):
     """y (N, K, Ho, Wo) from x (N, C, H, W) and V (alpha^2, K, C), block by block of rows_per_block tile rows
