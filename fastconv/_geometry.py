@@ -64,10 +64,6 @@ class ConvGeometry:
         return 2 * self.n * self.k * self.out_h * self.out_w * self.c_per_group * self.r * self.s
 
     @property
-    def work(self) -> int:  # transitional
-        return self.flops
-
-    @property
     def has_padding(self) -> bool:
         return any((self.pad_top, self.pad_bottom, self.pad_left, self.pad_right))
 
@@ -156,10 +152,6 @@ class PoolGeometry:
     @property
     def y_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.c, self.out_h, self.out_w)
-
-    @property
-    def work(self) -> int:  # transitional
-        return self.reads
 
     @property
     def is_empty(self) -> bool:

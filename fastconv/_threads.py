@@ -48,13 +48,31 @@ def forked_from_a_running_process() -> bool:
 
 @functools.cache
 def _controller() -> ThreadpoolController:
-    """One scan of the loaded BLAS/OpenMP libraries (a scan costs ~1 ms; limiting through it ~20 us).
+    """One scan of the loaded BLAS/OpenMP libraries (a scan costs ~1 ms).
 
     scipy.linalg is imported first so that its OpenBLAS, which numba's np.dot and cython_blas call, is seen.
     """
     import scipy.linalg  # noqa: F401
 
     return ThreadpoolController()
+
+
+@functools.cache
+def _blas_libraries() -> list:
+    """The BLAS libraries' controllers: setting one's thread count directly costs ~2 us (a threadpoolctl limit
+    context ~30 us)."""
+    return _controller().select(user_api="blas").lib_controllers
+
+
+_blas_limit: int | None = None  # what fastconv last set the BLAS libraries to (None: never)
+
+
+def _set_blas_threads(n: int) -> None:
+    global _blas_limit
+    if n != _blas_limit:
+        for library in _blas_libraries():
+            library.set_num_threads(n)
+        _blas_limit = n
 
 
 #: work (flops, or window reads for pooling) below which waking one more thread does not pay: a parallel region
@@ -111,7 +129,7 @@ def set_num_threads(n: int) -> None:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive int, got {n!r}")
     _num_threads = n
-    _controller().limit(limits=n, user_api="blas")
+    _set_blas_threads(n)
 
 
 def _numba():
@@ -120,46 +138,44 @@ def _numba():
 
 
 @contextlib.contextmanager
-def _limits(loop_threads: int, blas_threads: int | None):
-    """numba's thread count = loop_threads (per calling thread, as numba keeps it) and BLAS limited to
-    blas_threads (None: untouched) for the duration; both restored on exit. (In a process forked after kernels
-    ran, numba's pool is not touched: its kernels run their serial versions there.)"""
+def _limits(loop_threads: int, blas_threads: int | None, numba: bool):
+    """For the duration: BLAS limited to blas_threads (None: left alone), and with numba=True numba's thread
+    count (per calling thread, as numba keeps it) = loop_threads; both restored on exit. In a process forked
+    after kernels ran numba's pool is left alone: its kernels run their serial versions there."""
     global _kernels_ran
     _kernels_ran = True
-    numba = _numba()
-    before = None
-    if numba is not None and not _forked_after_kernels:
-        before = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(loop_threads, numba.config.NUMBA_NUM_THREADS)))
+    numba_module = sys.modules.get("numba") if numba and not _forked_after_kernels else None
+    numba_before = numba_module.get_num_threads() if numba_module is not None else None
+    wanted = max(1, min(loop_threads, numba_module.config.NUMBA_NUM_THREADS)) if numba_module else None
+    if numba_before is not None and wanted != numba_before:
+        numba_module.set_num_threads(wanted)
+    blas_before = _blas_limit if _blas_limit is not None else _num_threads
+    if blas_threads is not None:
+        _set_blas_threads(blas_threads)
     try:
-        if blas_threads is None:
-            yield loop_threads
-        else:
-            with _controller().limit(limits=blas_threads, user_api="blas"):
-                yield loop_threads
+        yield loop_threads
     finally:
-        if before is not None:
-            numba.set_num_threads(before)
+        if blas_threads is not None:
+            _set_blas_threads(blas_before)
+        if numba_before is not None and wanted != numba_before:
+            numba_module.set_num_threads(numba_before)
 
 
-def parallel_region(threads: int):
-    """Context for one kernel call whose own loop runs on ``threads`` threads (yielded): numba's count set to
-    match and, when the loop is parallel, BLAS single-threaded inside it; a serial loop (one thread, also for
-    numba: idle numba workers would compete with BLAS's, measured 5x slower) leaves BLAS the whole budget."""
-    return _limits(threads, 1 if threads > 1 else None)
+def parallel_region(threads: int, *, blas: bool = True, numba: bool = False):
+    """Context for one kernel call whose own loop runs on ``threads`` threads (yielded). While that loop is
+    parallel, BLAS runs single-threaded inside it (blas=False: the kernel calls no BLAS, so BLAS is left alone);
+    a serial loop leaves BLAS the whole budget. numba=True (numba's kernels) sets numba's thread count to match,
+    one thread included: idle numba workers would compete with BLAS's (measured 5x slower)."""
+    return _limits(threads, 1 if blas and threads > 1 else None, numba)
 
 
 def serial_region():
-    """Context that keeps numba and BLAS on the calling thread: for small GEMMs between kernels, where a woken
+    """Context that keeps BLAS (and numba) on the calling thread: for small GEMMs between kernels, where a woken
     OpenBLAS thread keeps spinning on the other core and stalls the next kernel's parallel loop."""
-    return _limits(1, 1)
+    return _limits(1, 1, True)
 
 
 def blas_info() -> list[dict]:
     """What threadpoolctl sees: one entry per BLAS/OpenMP library loaded in this process."""
     return _controller().info()
 
-
-# transitional: the old names, until every backend runs in parallel_region
-def blas_for(threads: int):
-    return _limits(threads, 1) if threads > 1 else contextlib.nullcontext()
