@@ -112,6 +112,21 @@ class Backend(Protocol):
     def methods(self, op: str, g) -> Methods: ...
 
 
+def methods_of(conv, pool) -> Callable[[str, object], Methods]:
+    """A backend's ``methods(op, g)`` from its conv module (``forward_methods(g)``, ``backward_methods(g)``) and
+    its pool module (``methods(op, g)``)."""
+
+    def methods(op: str, g) -> Methods:
+        """The methods of op that apply to geometry g, and the default among them."""
+        if op == "conv2d_forward":
+            return conv.forward_methods(g)
+        if op == "conv2d_backward":
+            return conv.backward_methods(g)
+        return pool.methods(op, g)
+
+    return methods
+
+
 #: where each kernel's geometry argument sits (conv2d_backward's is followed by the need flags)
 GEOMETRY_ARG = {op: (3 if op == "conv2d_backward" else -1) for op in KERNELS}
 

@@ -23,19 +23,10 @@ except ImportError as exc:  # the registry reports this as BackendUnavailableErr
     raise ImportError(f"the cython backend's compiled extensions are missing ({exc}); build them with `pip install .` "
                       f"(needs a C compiler) or `python setup.py build_ext --inplace` in a source checkout") from exc
 
-from fastconv.backends._protocol import KERNELS, Methods, default_kernels
+from fastconv.backends._protocol import KERNELS, default_kernels, methods_of
 from fastconv.backends.cython_backend import conv, pool
 
-
-def methods(op: str, g) -> Methods:
-    """The methods of op that apply to geometry g, and the default among them."""
-    if op == "conv2d_forward":
-        return conv.forward_methods(g)
-    if op == "conv2d_backward":
-        return conv.backward_methods(g)
-    return pool.methods(op, g)
-
-
+methods = methods_of(conv, pool)  # conv2d ops from conv's tables, pooling from pool's
 globals().update(default_kernels(methods))
 
 __all__ = [*KERNELS, "methods"]

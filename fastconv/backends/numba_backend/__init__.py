@@ -10,19 +10,10 @@ from __future__ import annotations
 
 import numba  # noqa: F401  (an ImportError here marks the backend unavailable)
 
-from fastconv.backends._protocol import KERNELS, Methods, default_kernels
+from fastconv.backends._protocol import KERNELS, default_kernels, methods_of
 from fastconv.backends.numba_backend import conv, pool
 
-
-def methods(op: str, g) -> Methods:
-    """The methods of this backend that apply to op on geometry g, and its default."""
-    if op == "conv2d_forward":
-        return conv.forward_methods(g)
-    if op == "conv2d_backward":
-        return conv.backward_methods(g)
-    return pool.methods(op, g)
-
-
+methods = methods_of(conv, pool)  # conv2d ops from conv's tables, pooling from pool's
 globals().update(default_kernels(methods))  # conv2d_forward, ...: each runs its op's default method
 
 __all__ = [*KERNELS, "methods"]
