@@ -27,6 +27,8 @@ def fresh_cache(tmp_path, monkeypatch):
     """Each test measures, into its own empty cache dir, with no decisions in memory."""
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")
+    monkeypatch.setattr(auto, "TINY_S", 0.0)  # these small calls are measured, on their first visit
+    monkeypatch.setattr(auto, "MEASURE_ON_VISIT", 1)
     fc.set_autotune(None)
     auto.clear_memory()
     yield tmp_path
@@ -43,9 +45,10 @@ def geometry(x, w):
     return conv_geometry(x, w, padding=1)
 
 
-#: the start of a subprocess script: use_stable_candidates from this folder's _helpers
+#: the start of a subprocess script: use_stable_candidates from this folder's _helpers, every call measured
 STABLE_SCRIPT = (f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-                 "from _helpers import use_stable_candidates\nuse_stable_candidates()\n")
+                 "from _helpers import use_stable_candidates\nuse_stable_candidates()\n"
+                 "from fastconv.backends import auto\nauto.TINY_S, auto.MEASURE_ON_VISIT = 0.0, 1\n")
 
 
 @pytest.fixture
@@ -180,9 +183,9 @@ def test_concurrent_writers_keep_every_entry(fresh_cache, tmp_path_factory):
               "deadline = time.monotonic() + 60\n"
               "while len(list(ready.iterdir())) < 3 and time.monotonic() < deadline:\n"
               "    time.sleep(0.001)\n"
-              "for n in range(1, 11):\n"
+              "for n in (2 ** i for i in range(10)):  # ten buckets of the batch size\n"
               "    fc.conv2d(np.ones((n, 2, 5, width)), np.ones((3, 2, 3, 3)), backend='auto')\n")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(ready), str(width)]) for width in (5, 6, 7)]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(ready), str(width)]) for width in (5, 9, 17)]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     assert len(json.loads((fresh_cache / cache.FILE_NAME).read_text())["entries"]) == 30
 
@@ -205,3 +208,68 @@ def test_measured_choices_agree_with_naive(case, dtype, rng):
 @pytest.mark.parametrize("case", POOL_CASES[::4], ids=str)
 def test_measured_pool_choices_agree_with_naive(case, dtype, rng):
     check_pools(random_array(rng, case.x, dtype), case.kernel_size, case.kwargs, "auto", dtype, rng, str(case))
+
+
+def count_measurements(monkeypatch) -> list:
+    """The candidate sets auto measures from now on (timing.fastest still runs)."""
+    measured = []
+
+    def counting(calls):
+        measured.append(list(calls))
+        return fastest(calls)
+
+    fastest = timing.fastest
+    monkeypatch.setattr(timing, "fastest", counting)
+    return measured
+
+
+def test_nearby_geometries_share_one_measured_decision(monkeypatch, rng):
+    measured = count_measurements(monkeypatch)
+    w = random_array(rng, (4, 3, 3, 3), np.float64)
+    for n, h, width in ((3, 9, 10), (4, 12, 16), (3, 15, 11)):  # one bucket: n <= 4, 8 < h, w <= 16
+        x = random_array(rng, (n, 3, h, width), np.float64)
+        assert_close(fc.conv2d(x, w, padding=1, backend="auto"), fc.conv2d(x, w, padding=1, backend="naive"),
+                     np.dtype(np.float64))
+    assert len(measured) == 1
+    fc.conv2d(random_array(rng, (5, 3, 9, 10), np.float64), w, padding=1, backend="auto")  # n = 5: a new bucket
+    assert len(measured) == 2
+
+
+def test_a_bucket_is_measured_only_when_it_comes_back(monkeypatch, rng):
+    monkeypatch.setattr(auto, "MEASURE_ON_VISIT", 3)
+    measured = count_measurements(monkeypatch)
+    w = random_array(rng, (4, 3, 3, 3), np.float64)
+    for visit, width in enumerate((9, 10, 11, 12), start=1):
+        fc.conv2d(random_array(rng, (2, 3, 10, width), np.float64), w, padding=1, backend="auto")
+        assert len(measured) == (visit >= 3)
+
+
+def test_tiny_calls_are_never_measured(monkeypatch, operands):
+    monkeypatch.setattr(auto, "TINY_S", 1.0)
+    forbid_timing(monkeypatch)
+    x, w = operands
+    for _ in range(3):
+        y = fc.conv2d(x, w, padding=1, backend="auto")
+    assert_close(y, fc.conv2d(x, w, padding=1, backend="naive"), np.dtype(np.float64))
+    assert auto.chosen("conv2d_forward", geometry(x, w)) == next(iter(auto.candidates("conv2d_forward",
+                                                                                       geometry(x, w))))
+
+
+def test_measuring_stays_within_ten_runs_of_the_first_candidate(monkeypatch, operands):
+    im2col = fc._backend.load("im2col").conv2d_forward
+    ran = []
+
+    def candidate(name, seconds):
+        def run(*args):
+            ran.append(name)
+            time.sleep(seconds)
+            return im2col(*args)
+        return run
+
+    monkeypatch.setattr(auto, "candidates", lambda op, g: {
+        "first": candidate("first", 0.002), **{f"slow{i}": candidate(f"slow{i}", 0.012) for i in range(5)}})
+    x, w = operands
+    fc.conv2d(x, w, padding=1, backend="auto")
+    # 2 ms + 12 ms + 12 ms pass the 10 x 2 ms budget: the rest is never run, nor timed again
+    assert ran == ["first", "slow0", "slow1"]
+    assert auto.chosen("conv2d_forward", geometry(x, w)) == "first"

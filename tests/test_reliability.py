@@ -20,15 +20,17 @@ from _helpers import assert_close, require_backend
 
 @pytest.fixture
 def measuring(tmp_path, monkeypatch):
-    """auto measures into an empty cache dir of its own, with no decisions in memory."""
+    """auto measures every call into an empty cache dir of its own, with no decisions in memory."""
     monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")
+    monkeypatch.setattr(auto, "TINY_S", 0.0)
+    monkeypatch.setattr(auto, "MEASURE_ON_VISIT", 1)
     auto.clear_memory()
     yield tmp_path
     auto.clear_memory()
 
 
-@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"\xff\xfe{", b'{"version": 1, "entries": {"k": 3}}'],
+@pytest.mark.parametrize("content", [bytes(range(256)) * 4, b"\xff\xfe{", b'{"version": 2, "entries": {"k": 3}}'],
                          ids=["random_bytes", "bad_utf8", "wrong_schema"])
 def test_any_bytes_in_the_cache_file_are_a_warning_then_correct_results(content, measuring):
     (measuring / cache.FILE_NAME).write_bytes(content)
@@ -131,3 +133,10 @@ def test_concurrent_threads_under_numbas_workqueue_layer(tmp_path):
                           env={**os.environ, "NUMBA_THREADING_LAYER": "workqueue"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["workqueue", "[]"]
+
+
+def test_an_older_cache_format_is_replaced_without_a_warning(measuring, recwarn):
+    (measuring / cache.FILE_NAME).write_text('{"version": 1, "entries": {"conv2d_forward n=1": {"choice": "x"}}}')
+    fc.conv2d(np.ones((1, 2, 6, 6)), np.ones((3, 2, 3, 3)), backend="auto")
+    assert not [w for w in recwarn if "autotune cache" in str(w.message)]
+    assert '"version": 2' in (measuring / cache.FILE_NAME).read_text() and len(cache.entries()) == 1

@@ -24,7 +24,11 @@ except ImportError:  # not POSIX: the atomic replace still keeps the file whole
     fcntl = None
 
 FILE_NAME = "autotune.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: keys name buckets of sizes (1 named exact shapes; such a file is replaced silently)
+
+#: geometry fields a decision does not depend on exactly: sizes, bucketed, and what follows from them
+BUCKETED = ("n", "h", "w")
+DERIVED = ("out_h", "out_w")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +64,17 @@ def cache_path() -> Path:
     return cache_dir() / FILE_NAME
 
 
+def bucket(size: int) -> int:
+    """The power of two at or above size (0 stays 0): sizes in one bucket share a decision."""
+    return 1 << (size - 1).bit_length() if size > 0 else 0
+
+
 def decision_key(op: str, g, threads: int, flags: tuple = ()) -> str:
-    """One line naming everything a decision depends on: op, every geometry field, dtype, threads, flags."""
-    fields = " ".join(f"{f.name}={getattr(g, f.name)}" for f in dataclasses.fields(g))
+    """One line naming everything a decision depends on: op, every geometry field (batch and spatial sizes as
+    their buckets), dtype, threads, flags. Nearby geometries share a key, so one measurement serves them all."""
+    fields = " ".join(f"{name}~{bucket(value)}" if name in BUCKETED else f"{name}={value}"
+                      for name, value in ((f.name, getattr(g, f.name)) for f in dataclasses.fields(g))
+                      if name not in DERIVED)
     key = f"{op} {fields} threads={threads}"
     return f"{key} flags={','.join(str(int(f)) for f in flags)}" if flags else key
 
@@ -111,8 +123,10 @@ def _read_file(path: Path) -> dict[str, Entry]:
         return {}
     try:
         data = json.loads(raw.decode("utf-8"))  # a UnicodeDecodeError (any bytes on disk) is a ValueError
-        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+        if not isinstance(data, dict) or not isinstance(data.get("version"), int):
             raise ValueError(f"expected an object with version {FORMAT_VERSION}")
+        if data["version"] < FORMAT_VERSION:  # an older fastconv's decisions: measured again, then replaced
+            return {}
         return {str(key): Entry.from_json(value) for key, value in data["entries"].items()}
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         warnings.warn(f"fastconv: ignoring the corrupt autotune cache {path} ({exc}); it will be rewritten",

@@ -1,4 +1,4 @@
-"""Timing of candidate kernels on the real inputs, within a bounded budget."""
+"""Timing of candidate kernels on the real inputs, within a budget proportional to the call's own cost."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import time
 import warnings
 from typing import Callable
 
-#: seconds of timed calls for one key, all candidates together (the warm-up calls come on top)
-BUDGET_S = 0.4
+#: a measurement costs at most this many runs of the first candidate's call ...
+BUDGET_RUNS = 10
+#: ... and at most this many seconds
+BUDGET_S = 0.25
 #: timed rounds at most; the minimum per candidate is kept
 MAX_REPEATS = 5
 #: a candidate this much slower than the best after a round is not timed further
@@ -16,48 +18,47 @@ GIVE_UP_RATIO = 1.5
 
 
 def fastest(calls: dict[str, Callable[[], object]]) -> tuple[str, dict[str, float], object]:
-    """Time each zero-argument call and return (name of the fastest, best seconds per name, its result).
+    """Time the zero-argument calls, the preferred first, and return (name of the fastest, best seconds per
+    name that ran, the first result).
 
-    A single call just runs once. Otherwise each call runs once untimed first (so numba compilation and
-    first-touch allocations are excluded), then the calls are timed in rounds, one call each per round (so that
-    a burst of load from other processes hits them alike), for up to MAX_REPEATS rounds within BUDGET_S;
-    after a round, a call slower than GIVE_UP_RATIO times the best is not timed again. The minimum counts.
-    A call that raises is skipped with a warning; if every call raises, the first error propagates.
+    Each call runs once, timed, in order, while the time spent stays within the budget: BUDGET_RUNS times the
+    first call's time, at most BUDGET_S (a numba method that has never been compiled pays its compilation in
+    that first run, which then decides). Then rounds of the calls still within GIVE_UP_RATIO of the best, one
+    call each per round (so that a burst of load from other processes hits them alike), up to MAX_REPEATS
+    rounds while the budget lasts. The minimum counts. A call that raises is skipped with a warning; if every
+    call raises, the first error propagates.
     """
-    if len(calls) == 1:  # nothing to compare: run it once
-        (name, call), = calls.items()
-        start = time.perf_counter()
-        result = call()
-        return name, {name: time.perf_counter() - start}, result
     errors: list[Exception] = []
-    running = {name: call for name, call in calls.items() if _runs(name, call, errors)}
-    if not running:
-        raise errors[0]
-    best = dict.fromkeys(running, math.inf)
-    winner, result = next(iter(running)), None  # only the fastest call's result is kept, the others' freed at once
-    spent = 0.0
-    for _ in range(MAX_REPEATS):
-        for name, call in running.items():
-            start = time.perf_counter()
-            output = call()
-            elapsed = time.perf_counter() - start
-            if elapsed < best[winner]:
-                winner, result = name, output
-            best[name], spent = min(best[name], elapsed), spent + elapsed
-            del output
-        running = {name: call for name, call in running.items() if best[name] <= GIVE_UP_RATIO * best[winner]}
-        if spent + sum(best[name] for name in running) > BUDGET_S:
+    best: dict[str, float] = {}
+    result, budget, spent = None, math.inf, 0.0
+    for name, call in calls.items():
+        if spent >= budget:
             break
-    return winner, best, result
+        try:
+            elapsed, output = _timed(call)
+        except Exception as exc:  # one failing candidate must not break auto; the others still run
+            errors.append(exc)
+            warnings.warn(f"fastconv auto: candidate {name!r} failed ({type(exc).__name__}: {exc}); skipped",
+                          RuntimeWarning, stacklevel=3)
+            continue
+        if result is None:
+            result, budget = output, min(BUDGET_S, BUDGET_RUNS * elapsed)
+        best[name], spent = elapsed, spent + elapsed
+        del output
+    if not best:
+        raise errors[0]
+    for _ in range(MAX_REPEATS - 1):
+        winner = min(best, key=best.get)
+        contenders = [name for name in best if best[name] <= GIVE_UP_RATIO * best[winner]]
+        if len(contenders) < 2 or spent + sum(best[name] for name in contenders) > budget:
+            break
+        for name in contenders:
+            elapsed = _timed(calls[name])[0]
+            best[name], spent = min(best[name], elapsed), spent + elapsed
+    return min(best, key=best.get), best, result
 
 
-def _runs(name: str, call: Callable[[], object], errors: list[Exception]) -> bool:
-    """Run call once untimed; False (with a warning, the error kept) when it raises."""
-    try:
-        call()
-        return True
-    except Exception as exc:  # one failing candidate must not break auto; the others still run
-        errors.append(exc)
-        warnings.warn(f"fastconv auto: candidate {name!r} failed ({type(exc).__name__}: {exc}); skipped",
-                      RuntimeWarning, stacklevel=4)
-        return False
+def _timed(call: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    output = call()
+    return time.perf_counter() - start, output

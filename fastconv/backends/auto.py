@@ -1,9 +1,12 @@
 """The "auto" backend: for each (op, geometry, dtype, threads[, need flags]) the fastest compiled kernel.
 
 Candidates are the methods (``methods(op, g)``, see fastconv.backends._protocol) of the available backends
-among CANDIDATE_BACKENDS (never naive), named "backend:method". On the first call for a new key every
-candidate runs on the real inputs (fastconv.autotune.timing), the fastest is kept and its decision cached in
-memory and on disk (fastconv.autotune.cache). A cached decision is reused while the candidates are the same.
+among CANDIDATE_BACKENDS (never naive), named "backend:method". Decisions are per bucket of nearby geometries
+(cache.decision_key: batch and spatial sizes bucketed) and cost at most a few calls' worth: a call expected to
+be tiny runs the heuristic's choice and is never timed; a bucket's first calls run the heuristic's choice too,
+and on its MEASURE_ON_VISIT-th call the candidates run on the real inputs within a budget proportional to the
+call (fastconv.autotune.timing). The fastest is kept and cached in memory and on disk
+(fastconv.autotune.cache); a cached decision is reused while the candidates are the same.
 With autotuning off (fastconv.set_autotune(False) or FASTCONV_AUTOTUNE=0) the first available backend in
 CANDIDATE_BACKENDS' order runs, with its own default method. A candidate whose scratch does not fit in memory
 raises MemoryError from its plan and is skipped.
@@ -28,6 +31,18 @@ CANDIDATE_BACKENDS = ("cython", "numba")
 #: when it reaches MEMO_SIZE entries (a workload of ever-new shapes must not grow it without bound)
 _resolved: dict[tuple, tuple[str, Callable]] = {}
 MEMO_SIZE = 4096
+#: decision key (a bucket) -> calls seen while undecided, bounded like _resolved
+_visits: dict[str, int] = {}
+
+#: a bucket is measured on its MEASURE_ON_VISIT-th call (before, the heuristic's choice runs): shapes that come
+#: once or twice never pay for measuring, and a measurement (at most timing.BUDGET_RUNS calls' worth) is spread
+#: over the calls that made it likely to pay
+MEASURE_ON_VISIT = 4
+#: calls expected (expected_seconds) to take less than this are never measured: the heuristic's choice runs
+TINY_S = 0.5e-3
+#: the cost model's rates: lower than any kernel reaches on a large layer, so that it errs towards measuring
+FLOPS_PER_SECOND = 20e9
+READS_PER_SECOND = 2e9
 _tuning = threading.RLock()  # re-entrant: a kernel may itself call fastconv with the default backend
 
 
@@ -79,8 +94,9 @@ def chosen(op: str, g, *, need_dx: bool = True, need_dw: bool = True, need_db: b
 
 
 def clear_memory() -> None:
-    """Forget this process's decisions; the next call per key consults the cache file again."""
+    """Forget this process's decisions and visit counts; the next call per key consults the cache file again."""
     _resolved.clear()
+    _visits.clear()
     cache.clear_memory()
 
 
@@ -107,8 +123,17 @@ def _remember(fast_key: tuple, name: str, kernel: Callable) -> None:
     _resolved[fast_key] = (name, kernel)
 
 
+def expected_seconds(op: str, g) -> float:
+    """A cost model of one call, from the geometry alone: its flops (conv; backward counts twice) or window reads
+    (pooling) at a modest rate, so that it errs towards measuring."""
+    if op.startswith("conv2d"):
+        return g.flops * (2 if op == "conv2d_backward" else 1) / FLOPS_PER_SECOND
+    return g.reads / READS_PER_SECOND
+
+
 def _run(op: str, g, flags: tuple, *args):
-    """Run op with the decided kernel, deciding first (by measuring, or the heuristic) on a new key."""
+    """Run op with the decided kernel; on a new geometry, decide (from the bucket's cached decision, by
+    measuring when the bucket has come back often enough and its calls are not tiny, or the heuristic)."""
     fast_key = _fast_key(op, g, flags)
     hit = _resolved.get(fast_key)
     if hit is not None:
@@ -125,6 +150,15 @@ def _run(op: str, g, flags: tuple, *args):
         if choice is not None:
             _remember(fast_key, choice, options[choice])
             return options[choice](*args)
+        default = next(iter(options))  # the heuristic's: the first backend's default method
+        if expected_seconds(op, g) < TINY_S:
+            _remember(fast_key, default, options[default])
+            return options[default](*args)
+        visits = _visits.get(key, 0) + 1
+        if visits < MEASURE_ON_VISIT:
+            _count(key, visits)
+            return options[default](*args)
+        _visits.pop(key, None)
         winner, seconds, result = timing.fastest({name: functools.partial(kernel, *args)
                                                   for name, kernel in options.items()})
         # only the candidates that ran count: after a failure the next process measures again
@@ -132,6 +166,12 @@ def _run(op: str, g, flags: tuple, *args):
                                      tuple((name, round(s * 1e3, 4)) for name, s in seconds.items())))
         _remember(fast_key, winner, options[winner])
         return result
+
+
+def _count(key: str, visits: int) -> None:
+    if len(_visits) >= MEMO_SIZE:
+        _visits.clear()
+    _visits[key] = visits
 
 
 def conv2d_forward(x, w, b, g):
