@@ -1,4 +1,5 @@
-"""The benchmark suite and `fastconv bench`: shape table, selection, a tiny real run, tables, plot and errors.
+"""The benchmark suite and `fastconv bench`: shape table, network layer tables, selection, a tiny real run, tables,
+plot and errors.
 
 The run times a few tiny cases for one round each; speed itself is measured by `fastconv bench`, not here.
 """
@@ -16,6 +17,7 @@ import pytest
 from fastconv import cli
 from fastconv.bench import report
 from fastconv.bench.cases import select_cases
+from fastconv.bench.networks import LAYERS, NETWORKS, ConvLayer, PoolLayer, out_hw
 from fastconv.bench.ops import OPS, work
 from fastconv.bench.shapes import CONV_SHAPES, POOL_SHAPES, QUICK_SHAPES, SHAPES, SMALL_SHAPES
 
@@ -138,3 +140,80 @@ def test_source_checkout_benchmarks_collect_the_packaged_suite():
     quick_cases = select_cases(None, None, quick=True)
     assert len(ids) == 2 * len(quick_cases)
     assert "benchmarks/test_conv.py::test_conv[conv_fwd-resnet_3x3-float32-im2col]" in ids
+
+
+# network layer tables
+
+#: per network: distinct conv and pool layers, then how many conv and pool layers the network runs
+NETWORK_COUNTS = {"lenet": (3, 2, 3, 2), "alexnet": (5, 3, 5, 3), "vgg16": (9, 5, 13, 5), "resnet18": (11, 2, 20, 2),
+                  "mobilenet_v2": (30, 1, 52, 1)}
+#: the last layer's output (channels, h, w)
+NETWORK_OUTPUTS = {"lenet": (120, 1, 1), "alexnet": (256, 6, 6), "vgg16": (512, 7, 7), "resnet18": (512, 1, 1),
+                   "mobilenet_v2": (1280, 1, 1)}
+SEQUENTIAL = ("lenet", "alexnet", "vgg16")
+
+
+def _geometry(layer) -> tuple:
+    """Everything of a layer but its names and count."""
+    return (type(layer).__name__, getattr(layer, "mode", None), layer.in_channels, layer.out_channels, layer.kernel,
+            layer.stride, layer.padding, getattr(layer, "groups", 1), layer.hw)
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_network_counts_its_distinct_layers_and_their_occurrences(network):
+    layers = NETWORKS[network]
+    convs = [layer for layer in layers if isinstance(layer, ConvLayer)]
+    pools = [layer for layer in layers if isinstance(layer, PoolLayer)]
+    assert (len(convs), len(pools), sum(layer.count for layer in convs),
+            sum(layer.count for layer in pools)) == NETWORK_COUNTS[network]
+    assert len({_geometry(layer) for layer in layers}) == len(layers)
+    assert all(layer.network == network and layer.name.startswith(f"{network}.") for layer in layers)
+
+
+def test_well_known_layers_have_their_architecture_geometry():
+    def conv(name):
+        layer = LAYERS[name]
+        return (layer.in_channels, layer.out_channels, layer.kernel, layer.stride, layer.padding, layer.groups,
+                layer.hw, out_hw(layer), layer.count)
+
+    assert conv("resnet18.conv1") == (3, 64, (7, 7), (2, 2), (3, 3), 1, (224, 224), (112, 112), 1)
+    assert conv("resnet18.layer1.0.conv1") == (64, 64, (3, 3), (1, 1), (1, 1), 1, (56, 56), (56, 56), 4)
+    assert conv("resnet18.layer2.0.conv1") == (64, 128, (3, 3), (2, 2), (1, 1), 1, (56, 56), (28, 28), 1)
+    assert conv("resnet18.layer2.0.downsample.0") == (64, 128, (1, 1), (2, 2), (0, 0), 1, (56, 56), (28, 28), 1)
+    assert conv("resnet18.layer4.0.conv2") == (512, 512, (3, 3), (1, 1), (1, 1), 1, (7, 7), (7, 7), 3)
+    assert len([name for name in LAYERS if name.startswith("resnet18.") and "conv" in name]) == 8
+    assert conv("mobilenet_v2.features.0.0") == (3, 32, (3, 3), (2, 2), (1, 1), 1, (224, 224), (112, 112), 1)
+    assert conv("mobilenet_v2.features.2.conv.1.0") == (96, 96, (3, 3), (2, 2), (1, 1), 96, (112, 112), (56, 56), 1)
+    assert conv("mobilenet_v2.features.3.conv.1.0") == (144, 144, (3, 3), (1, 1), (1, 1), 144, (56, 56), (56, 56), 1)
+    assert conv("mobilenet_v2.features.8.conv.0.0") == (64, 384, (1, 1), (1, 1), (0, 0), 1, (14, 14), (14, 14), 4)
+    assert conv("mobilenet_v2.features.18.0") == (320, 1280, (1, 1), (1, 1), (0, 0), 1, (7, 7), (7, 7), 1)
+    assert conv("alexnet.features.0") == (3, 64, (11, 11), (4, 4), (2, 2), 1, (224, 224), (55, 55), 1)
+    assert conv("alexnet.features.3") == (64, 192, (5, 5), (1, 1), (2, 2), 1, (27, 27), (27, 27), 1)
+    assert conv("vgg16.features.24") == (512, 512, (3, 3), (1, 1), (1, 1), 1, (14, 14), (14, 14), 3)
+    assert conv("lenet.conv1") == (1, 6, (5, 5), (1, 1), (2, 2), 1, (28, 28), (28, 28), 1)
+    assert conv("lenet.conv2") == (6, 16, (5, 5), (1, 1), (0, 0), 1, (14, 14), (10, 10), 1)
+    assert all(layer.kernel == (3, 3) and layer.padding == (1, 1) for layer in NETWORKS["vgg16"]
+               if isinstance(layer, ConvLayer))
+    assert {(layer.mode, layer.kernel, layer.stride) for layer in NETWORKS["vgg16"]
+            if isinstance(layer, PoolLayer)} == {("max", (2, 2), (2, 2))}
+    maxpool = LAYERS["resnet18.maxpool"]
+    assert (maxpool.mode, maxpool.channels, maxpool.kernel, maxpool.stride, maxpool.padding, maxpool.hw,
+            out_hw(maxpool)) == ("max", 64, (3, 3), (2, 2), (1, 1), (112, 112), (56, 56))
+
+
+@pytest.mark.parametrize("network", NETWORKS)
+def test_every_layer_is_a_valid_geometry_whose_input_an_earlier_layer_makes(network):
+    """Each layer reads the network's input or a map an earlier layer wrote; in a plain chain, the previous one."""
+    first = NETWORKS[network][0]
+    made = [(first.in_channels, *first.hw)]
+    for layer in NETWORKS[network]:
+        g = layer.shape(2).geometry(np.float32)
+        assert g.x_shape == (2, layer.in_channels, *layer.hw)
+        assert g.y_shape == (2, layer.out_channels, *out_hw(layer))
+        source = (layer.in_channels, *layer.hw)
+        assert source in made, layer.name
+        if network in SEQUENTIAL:
+            assert source == made[-1], layer.name
+        made.append((layer.out_channels, *out_hw(layer)))
+    assert made[-1] == NETWORK_OUTPUTS[network]
+

@@ -38,7 +38,7 @@ class PoolShape:
     name: str
     source: str
     x: tuple[int, int, int, int]
-    kernel_size: int
+    kernel_size: int | tuple[int, int]
     kwargs: dict = field(default_factory=dict)
     small: bool = False
 
@@ -46,7 +46,8 @@ class PoolShape:
         return pool_geometry(np.empty(self.x, dtype), self.kernel_size, **self.kwargs)
 
     def describe(self) -> str:
-        return f"x{_dims(self.x)} {self.kernel_size}x{self.kernel_size}{_options(self.kwargs)}"
+        kh, kw = (self.kernel_size,) * 2 if isinstance(self.kernel_size, int) else self.kernel_size
+        return f"x{_dims(self.x)} {kh}x{kw}{_options(self.kwargs)}"
 
 
 def _dims(shape: tuple[int, ...]) -> str:
