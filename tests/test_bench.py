@@ -1,11 +1,12 @@
-"""The benchmark suite and `fastconv bench`: shape table, network layer tables, selection, a tiny real run, tables,
-plot and errors.
+"""The benchmark suite and `fastconv bench`: shape table, network layer tables, selection, tiny real runs (named
+shapes, and a network), tables, network summary, plot and errors.
 
-The run times a few tiny cases for one round each; speed itself is measured by `fastconv bench`, not here.
+The runs time a few tiny cases for one round each; speed itself is measured by `fastconv bench`, not here.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -16,12 +17,13 @@ import pytest
 
 from fastconv import cli
 from fastconv.bench import report
-from fastconv.bench.cases import select_cases
-from fastconv.bench.networks import LAYERS, NETWORKS, ConvLayer, PoolLayer, out_hw
+from fastconv.bench.cases import case_named, network_backends, select_cases
+from fastconv.bench.networks import LAYERS, NETWORKS, ConvLayer, PoolLayer, out_hw, shapes
 from fastconv.bench.ops import OPS, work
 from fastconv.bench.shapes import CONV_SHAPES, POOL_SHAPES, QUICK_SHAPES, SHAPES, SMALL_SHAPES
 
 REPO = Path(__file__).resolve().parent.parent
+TINY_TIMING = "--benchmark-max-time=0.001 --benchmark-min-rounds=1 --fc-sgemm-size=256"
 ISSUE_SHAPES = ("mnist_5x5", "lenet_c2", "resnet_3x3", "vgg_3x3", "alexnet_c1", "pointwise", "depthwise",
                 "resnet_down", "resnet_stem", "pool_2x2")
 
@@ -63,7 +65,7 @@ def bench_run(tmp_path_factory):
     command = [sys.executable, "-m", "fastconv.cli", "bench", "--ops", "conv_fwd,maxpool_fwd_bwd",
                "--shapes", "lenet_c2_b1,lenet_c2,lenet_pool_b1", "--backends", "naive,im2col",
                "--json", str(json_path), "--plot", str(plot_path),
-               "--pytest-args", "--benchmark-max-time=0.001 --benchmark-min-rounds=1 --fc-sgemm-size=256"]
+               "--pytest-args", TINY_TIMING]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout, json_path, plot_path
@@ -217,3 +219,105 @@ def test_every_layer_is_a_valid_geometry_whose_input_an_earlier_layer_makes(netw
         made.append((layer.out_channels, *out_hw(layer)))
     assert made[-1] == NETWORK_OUTPUTS[network]
 
+
+def test_network_cases_pair_each_layer_with_its_ops_per_batch():
+    cases = select_cases(None, None, nets="lenet", batches="1,8")
+    assert [case.id for case in cases[:6]] == [
+        "conv_fwd-lenet.conv1@b1", "conv_fwd_bwd-lenet.conv1@b1", "avgpool_fwd_bwd-lenet.pool1@b1",
+        "conv_fwd-lenet.conv2@b1", "conv_fwd_bwd-lenet.conv2@b1", "avgpool_fwd_bwd-lenet.pool2@b1"]
+    assert len(cases) == 2 * (2 * 3 + 2)
+    assert cases[-1].network_info() == {"network": "lenet", "layer": "lenet.conv3", "count": 1, "batch": 8}
+    assert len(select_cases(None, None, nets="all", batches="8")) == sum(
+        2 * counts[0] + counts[1] for counts in NETWORK_COUNTS.values())
+    assert {case.op.name for case in select_cases("conv_fwd,pool", None, nets="resnet18", batches="1")} == {
+        "conv_fwd", "maxpool_fwd_bwd", "avgpool_fwd_bwd"}
+    assert len(select_cases(None, "resnet_3x3", nets="lenet", batches="1")) == 2 + 8
+    case = case_named("conv_fwd", "resnet18.layer2.0.conv1@b8")
+    assert case.shape.x == (8, 64, 56, 56) and case.layer is LAYERS["resnet18.layer2.0.conv1"]
+    assert [shape.name for shape in shapes("lenet", 4)][:2] == ["lenet.conv1@b4", "lenet.pool1@b4"]
+    assert network_backends(None) == ["auto", "torch"] and network_backends("numba,auto") == [
+        "numba", "auto", "torch"]
+
+
+@pytest.mark.parametrize("selection, message", [
+    (["--nets", "resnet"], "unknown network 'resnet'; valid: all, lenet, alexnet, vgg16, resnet18, mobilenet_v2"),
+    (["--nets", "lenet", "--batch", "0,x"], "batch sizes are positive integers such as 1,8; got '0', 'x'"),
+    (["--batch", "8"], "--batch sets the batch sizes of --nets"),
+])
+def test_network_options_are_checked_before_running(selection, message, capsys):
+    assert cli.main(["bench", *selection]) == 2
+    assert message in capsys.readouterr().err
+
+
+def _net_rows(network, batch, op, times, backend="auto"):
+    """report rows of one network's layers: times maps layer name -> (seconds, count)."""
+    return [report.Row(op, f"{layer}@b{batch}", "float32", backend, seconds, flops=10**9 if "conv" in op else None,
+                       bytes=None if "conv" in op else 10**6, network=network, layer=layer, batch=batch, count=count)
+            for layer, (seconds, count) in times.items()]
+
+
+def test_network_summary_geomean_share_worst_and_whole_network():
+    names = ("resnet18.conv1", "resnet18.layer1.0.conv1", "resnet18.layer2.0.conv1")
+    auto = dict(zip(names, [(0.004, 1), (0.001, 4), (0.003, 1)]))
+    torch = dict(zip(names, [(0.002, 1), (0.002, 4), (0.003, 1)]))
+    rows = _net_rows("resnet18", 8, "conv_fwd", auto) + _net_rows("resnet18", 8, "conv_fwd", torch, "torch")
+    rows += _net_rows("lenet", 8, "conv_fwd", {"lenet.conv1": (0.001, 1)})
+    rows += _net_rows("lenet", 8, "conv_fwd", {"lenet.conv1": (0.004, 1)}, "torch")
+    lenet, resnet, overall = report.network_summaries(report.Results(rows, {"torch": "2.13.0"}))
+    assert (resnet.network, resnet.batch, resnet.pass_name) == ("resnet18", 8, "fwd") and lenet.geomean == 0.25
+    assert resnet.geomean == pytest.approx((2.0 * 0.5 * 1.0) ** (1 / 3))
+    assert resnet.at_or_under == 2 and resnet.share_at_or_under == pytest.approx(2 / 3)
+    assert (resnet.worst.name, resnet.worst.ratio) == ("resnet18.conv1", 2.0)
+    assert resnet.network_ratio == pytest.approx((0.004 + 4 * 0.001 + 0.003) / (0.002 + 4 * 0.002 + 0.003))
+    assert overall.network == "all" and len(overall.layers) == 4
+    assert overall.geomean == pytest.approx((2.0 * 0.5 * 1.0 * 0.25) ** (1 / 4))
+    table = report.format_network_summary(report.Results(rows, {"torch": "2.13.0"}))
+    assert "| resnet18 | 8 | fwd | 3 | 1.00 | 67% (2/3) | resnet18.conv1 2.00 | 0.85 |" in table
+    assert "| all | 8 | fwd | 4 | 0.71 | 75% (3/4) | resnet18.conv1 2.00 | 0.71 |" in table
+
+
+def test_network_summary_without_torch_shows_auto_times_and_rates():
+    rows = _net_rows("lenet", 1, "conv_fwd_bwd", {"lenet.conv1": (0.002, 1), "lenet.conv2": (0.001, 2)})
+    rows += _net_rows("lenet", 1, "avgpool_fwd_bwd", {"lenet.pool1": (0.001, 1)})
+    (summary,) = report.network_summaries(report.Results(rows, {}))
+    assert summary.pass_name == "fwd+bwd" and summary.seconds == pytest.approx(0.005)
+    assert summary.gflops == pytest.approx(3e9 / 0.004 / 1e9)  # count-weighted: conv2 runs twice
+    assert summary.slowest.name == "lenet.conv1"
+    text = report.format_network_summary(report.Results(rows, {"torch": None}))
+    assert "torch is not installed here" in text
+    assert "| lenet | 1 | fwd+bwd | 3 | 5.000 | 750.0 | lenet.conv1 500.0 |" in text
+
+
+@pytest.fixture(scope="module")
+def network_run(tmp_path_factory):
+    """One real `fastconv bench --nets lenet --batch 1 --backends numba` run, one round each: (stdout, JSON)."""
+    json_path = tmp_path_factory.mktemp("nets") / "nets.json"
+    command = [sys.executable, "-m", "fastconv.cli", "bench", "--nets", "lenet", "--batch", "1", "--backends",
+               "numba", "--json", str(json_path), "--pytest-args", TINY_TIMING]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout, json_path
+
+
+def test_network_run_prints_layer_tables_and_the_summary(network_run):
+    stdout, _ = network_run
+    assert "--fc-nets=lenet --fc-batch=1 --fc-backends=numba,auto,torch" in stdout
+    assert "] avgpool_fwd_bwd lenet.pool1@b1 float32 auto ... " in stdout
+    assert "lenet, batch 1 (ms per call; count: times the layer occurs)" in stdout
+    assert "| lenet.conv2 | conv_fwd | 6->16 5x5 @14x14 | 1 | " in stdout
+    assert "\nNetworks\n" in stdout
+    summary_head = ("| network | batch | pass | layers | geomean auto / torch |" if importlib.util.find_spec("torch")
+                    else "torch is not installed here")
+    assert summary_head in stdout
+    assert "| lenet | 1 | fwd+bwd | 5 |" in stdout
+
+
+def test_network_json_holds_the_layer_records_and_reprints_the_summary(network_run, capsys):
+    stdout, json_path = network_run
+    records = [bench["extra_info"] for bench in json.loads(json_path.read_text())["benchmarks"]]
+    pool = next(info for info in records if info["layer"] == "lenet.pool2" and info["backend"] == "numba")
+    assert (pool["network"], pool["count"], pool["batch"], pool["op"]) == ("lenet", 1, 1, "avgpool_fwd_bwd")
+    assert {info["layer"] for info in records} == {layer.name for layer in NETWORKS["lenet"]}
+    assert cli.main(["bench", "--from-json", str(json_path)]) == 0
+    reprinted = capsys.readouterr().out
+    assert reprinted.split("\nNetworks\n")[1] in stdout

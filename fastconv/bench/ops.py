@@ -29,6 +29,11 @@ class Op:
     kernels: tuple[str, ...]  # the backend functions one call runs
     forward_passes: int = 1  # conv work in units of one forward
 
+    @property
+    def pass_name(self) -> str:
+        """The pass a network summary counts it in: "fwd" or "fwd+bwd"."""
+        return "fwd+bwd" if any(kernel.endswith("_backward") for kernel in self.kernels) else "fwd"
+
 
 OPS = {op.name: op for op in (
     Op("conv_fwd", "conv", ("conv2d_forward",)),

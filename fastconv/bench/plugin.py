@@ -3,6 +3,7 @@
 Loaded by `fastconv bench` (``-p fastconv.bench.plugin``) and by benchmarks/conftest.py. Options:
 
     --fc-ops conv,pool|OP,...   --fc-shapes NAME,...   --fc-quick (the quick shape subset)
+    --fc-nets all|NAME,...      --fc-batch 1,8 (every layer of these networks at these batch sizes)
     --fc-backends NAME,...      --fc-dtypes float32,float64   --fc-threads N   --fc-progress
     --fc-sgemm-size N (the matrix product timed for the sgemm peak)
 
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.bench.cases import select_backends, select_cases, select_dtypes
+from fastconv.bench.cases import NETWORK_CHOICES, select_backends, select_cases, select_dtypes
 from fastconv.bench.peak import sgemm_gflops as measure_sgemm_gflops
 
 _SGEMM = pytest.StashKey[float]()
@@ -30,6 +31,10 @@ def pytest_addoption(parser):
                     "maxpool_fwd_bwd, avgpool_fwd_bwd (default: all)")
     group.addoption("--fc-shapes", metavar="LIST", help="shape names from fastconv.bench.shapes (default: all)")
     group.addoption("--fc-quick", action="store_true", help="only the quick subset of shapes")
+    group.addoption("--fc-nets", metavar="LIST", help=f"every layer of these networks, among "
+                    f"{', '.join(NETWORK_CHOICES)} (then the named shapes run only when --fc-shapes or --fc-quick "
+                    "asks for them)")
+    group.addoption("--fc-batch", metavar="LIST", help="batch sizes of the network layers (default: 1,8)")
     group.addoption("--fc-backends", metavar="LIST", help="fastconv backends and/or torch (default: all)")
     group.addoption("--fc-dtypes", metavar="LIST", help="float32 and/or float64 (default: float32)")
     group.addoption("--fc-threads", type=int, metavar="N", help="fastconv.set_num_threads(N) (torch follows)")
@@ -53,19 +58,20 @@ def pytest_configure(config):
 
 def _selection(config):
     option = config.getoption
-    return (select_cases(option("fc_ops"), option("fc_shapes"), option("fc_quick")),
-            select_dtypes(option("fc_dtypes")), select_backends(option("fc_backends")))
+    cases = select_cases(option("fc_ops"), option("fc_shapes"), option("fc_quick"), option("fc_nets"),
+                         option("fc_batch"))
+    return cases, select_dtypes(option("fc_dtypes")), select_backends(option("fc_backends"))
 
 
 def pytest_generate_tests(metafunc):
-    """op x shape (of the test's family) x dtype x backend, as plain strings (clean ids, JSON and group-by)."""
+    """(op, shape) pairs of the test's family x dtype x backend, as plain strings (clean ids, JSON and group-by).
+    Pairs, not every op on every shape: a network's pool layer runs its own mode only."""
     family = metafunc.definition.get_closest_marker("fastconv_family")
     if family is None:
         return
     cases, dtypes, backends = _selection(metafunc.config)
-    cases = [case for case in cases if case.op.family == family.args[0]]
-    metafunc.parametrize("op", list(dict.fromkeys(case.op.name for case in cases)))
-    metafunc.parametrize("shape", list(dict.fromkeys(case.shape.name for case in cases)))
+    metafunc.parametrize(("op", "shape"), [(case.op.name, case.shape.name) for case in cases
+                                           if case.op.family == family.args[0]])
     metafunc.parametrize("dtype", dtypes)
     metafunc.parametrize("backend", backends)
 

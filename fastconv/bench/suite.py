@@ -2,8 +2,8 @@
 
 Each test builds its data, makes one untimed warm-up call (numba compiles, auto measures and caches its choice),
 measures the memory one call allocates (tracemalloc), then times the call with pytest-benchmark. extra_info holds
-what the report needs: op, shape, backend, dtype, flops or bytes, GFLOP/s or GB/s, % of sgemm, peak bytes, and
-for auto the kernels it chose.
+what the report needs: op, shape, backend, dtype, flops or bytes, GFLOP/s or GB/s, % of sgemm, peak bytes, for
+auto the kernels it chose, and for a network's layer its network, name, count and batch size.
 """
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ import tracemalloc
 import pytest
 
 from fastconv import _backend
-from fastconv.bench.cases import Case
-from fastconv.bench.ops import OPS, fastconv_call, inputs, work
-from fastconv.bench.shapes import SHAPES, SMALL_SHAPES
+from fastconv.bench.cases import Case, case_named
+from fastconv.bench.ops import fastconv_call, inputs, work
+from fastconv.bench.shapes import SMALL_SHAPES
 
 
 @pytest.mark.fastconv_family("conv")
 def test_conv(benchmark, op: str, shape: str, dtype: str, backend: str, sgemm_gflops: float):
-    _benchmark_case(benchmark, Case(OPS[op], SHAPES[shape]), dtype, backend, sgemm_gflops)
+    _benchmark_case(benchmark, case_named(op, shape), dtype, backend, sgemm_gflops)
 
 
 @pytest.mark.fastconv_family("pool")
 def test_pool(benchmark, op: str, shape: str, dtype: str, backend: str):
-    _benchmark_case(benchmark, Case(OPS[op], SHAPES[shape]), dtype, backend, sgemm_gflops=None)
+    _benchmark_case(benchmark, case_named(op, shape), dtype, backend, sgemm_gflops=None)
 
 
 def _benchmark_case(benchmark, case: Case, dtype: str, backend: str, sgemm_gflops: float | None) -> None:
@@ -33,9 +33,10 @@ def _benchmark_case(benchmark, case: Case, dtype: str, backend: str, sgemm_gflop
     call()
     amount = work(case.op, case.shape, dtype)
     benchmark.group = case.group(dtype)
-    benchmark.extra_info.update(op=case.op.name, shape=case.shape.name, describe=case.shape.describe(),
+    benchmark.extra_info.update(op=case.op.name, shape=case.shape.name, describe=case.describe(),
                                 backend=backend, dtype=dtype, peak_bytes=_peak_bytes(call, backend),
-                                kernel=_auto_kernels(case, dtype) if backend == "auto" else None, **amount)
+                                kernel=_auto_kernels(case, dtype) if backend == "auto" else None,
+                                **case.network_info(), **amount)
     benchmark(call)
     if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
         return
