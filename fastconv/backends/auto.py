@@ -56,11 +56,13 @@ def methods(op: str, g) -> Methods:
              for name in _available() for method in _backend.load(name).methods(op, g).options.values()]
     if not found:
         raise _no_candidate()
-    return Methods(_qualified(heuristic(op, g), op, g), {method.name: method for method in found})
+    default = _qualified(heuristic(op, g), op, g)
+    options = {method.name: method for method in found}
+    return Methods(default, {default: options[default], **options})  # the default first: it is measured first
 
 
 def candidates(op: str, g) -> dict[str, Callable]:
-    """name -> kernel of every candidate for op on geometry g ("backend:method")."""
+    """name -> kernel of every candidate for op on geometry g ("backend:method"), the heuristic's choice first."""
     return {name: method.run for name, method in methods(op, g).options.items()}
 
 
