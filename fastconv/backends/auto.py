@@ -51,14 +51,17 @@ def _available() -> list[str]:
 
 
 def methods(op: str, g) -> Methods:
-    """Every candidate for op on geometry g, named "backend:method"; the default is the heuristic's choice."""
-    found = [Method(f"{name}:{method.name}", method.run, method.plan)
-             for name in _available() for method in _backend.load(name).methods(op, g).options.values()]
-    if not found:
+    """Every candidate for op on geometry g, named "backend:method", in the order they are measured: each
+    backend's default first (the heuristic's choice leading), then their other methods, so that a budget that
+    runs out has compared the likeliest winners. The default is the heuristic's choice."""
+    tables = {name: _backend.load(name).methods(op, g) for name in _available()}
+    if not tables:
         raise _no_candidate()
-    default = _qualified(heuristic(op, g), op, g)
-    options = {method.name: method for method in found}
-    return Methods(default, {default: options[default], **options})  # the default first: it is measured first
+    ordered = [(name, table.chosen) for name, table in tables.items()]
+    ordered += [(name, method) for name, table in tables.items() for method in table.options.values()
+                if method.name != table.default]
+    found = [Method(f"{name}:{method.name}", method.run, method.plan) for name, method in ordered]
+    return Methods(found[0].name, {method.name: method for method in found})
 
 
 def candidates(op: str, g) -> dict[str, Callable]:
@@ -72,11 +75,6 @@ def heuristic(op: str, g) -> str:
     if not available:
         raise _no_candidate()
     return available[0]
-
-
-def _qualified(name: str, op: str, g) -> str:
-    """"backend:method" of a backend's default method for op on g."""
-    return f"{name}:{_backend.load(name).methods(op, g).default}"
 
 
 def _no_candidate() -> _backend.BackendUnavailableError:
