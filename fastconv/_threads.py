@@ -79,6 +79,10 @@ def _set_blas_threads(n: int) -> None:
 #: costs microseconds on an idle machine, and milliseconds while another pool's threads (numpy's OpenBLAS spins
 #: for a while after every threaded matmul) still hold the other core
 MIN_WORK_PER_THREAD = 1_000_000
+#: flops below which a GEMM called from a serial loop runs on one BLAS thread: a second thread gains little on
+#: it, and a woken OpenBLAS thread then spins on the other core while the next kernel's parallel loop waits for
+#: it (measured: the varied-shape workload at batch 1 on numba, 1.1 s with BLAS at 2 threads, 0.33 s at 1)
+MIN_WORK_PER_BLAS_THREAD = 50_000_000
 
 
 def get_num_threads() -> int:
@@ -161,12 +165,18 @@ def _limits(loop_threads: int, blas_threads: int | None, numba: bool):
             numba_module.set_num_threads(numba_before)
 
 
-def parallel_region(threads: int, *, blas: bool = True, numba: bool = False):
-    """Context for one kernel call whose own loop runs on ``threads`` threads (yielded). While that loop is
-    parallel, BLAS runs single-threaded inside it (blas=False: the kernel calls no BLAS, so BLAS is left alone);
-    a serial loop leaves BLAS the whole budget. numba=True (numba's kernels) sets numba's thread count to match,
-    one thread included: idle numba workers would compete with BLAS's (measured 5x slower)."""
-    return _limits(threads, 1 if blas and threads > 1 else None, numba)
+def parallel_region(threads: int, *, blas_work: int | None = None, numba: bool = False):
+    """Context for one kernel call whose own loop runs on ``threads`` threads (yielded).
+
+    blas_work: the call's flops when its loop calls BLAS (None: it calls none, and BLAS is left alone). While
+    the loop is parallel BLAS runs single-threaded inside it; a serial loop gives BLAS the budget when the GEMMs
+    are large (MIN_WORK_PER_BLAS_THREAD flops per thread), one thread otherwise. numba=True (numba's kernels)
+    sets numba's thread count to match, one thread included: idle numba workers would compete with BLAS's
+    (measured 5x slower)."""
+    blas_threads = None
+    if blas_work is not None:
+        blas_threads = 1 if threads > 1 else max(1, min(_num_threads, blas_work // MIN_WORK_PER_BLAS_THREAD))
+    return _limits(threads, blas_threads, numba)
 
 
 def serial_region():

@@ -52,6 +52,7 @@ class Entry:
 
 
 _memory: dict[str, Entry] = {}
+_loaded = False  # whether _memory holds the file's entries
 
 
 def cache_dir() -> Path:
@@ -73,17 +74,19 @@ def decision_key(op: str, g, threads: int, flags: tuple = ()) -> str:
     """One line naming everything a decision depends on: op, every geometry field (batch and spatial sizes as
     their buckets), dtype, threads, flags. Nearby geometries share a key, so one measurement serves them all."""
     fields = " ".join(f"{name}~{bucket(value)}" if name in BUCKETED else f"{name}={value}"
-                      for name, value in ((f.name, getattr(g, f.name)) for f in dataclasses.fields(g))
-                      if name not in DERIVED)
+                      for name, value in vars(g).items() if name not in DERIVED)
     key = f"{op} {fields} threads={threads}"
     return f"{key} flags={','.join(str(int(f)) for f in flags)}" if flags else key
 
 
 def lookup(key: str) -> Entry | None:
-    """The decision for key from memory, else from the file (which may hold other processes' decisions)."""
-    if key not in _memory:
+    """The decision for key: from memory, which the file (other processes' decisions too) fills on the first
+    lookup after start or clear_memory()."""
+    global _loaded
+    if not _loaded:
         for disk_key, entry in _read_file(cache_path()).items():
             _memory.setdefault(disk_key, entry)
+        _loaded = True
     return _memory.get(key)
 
 
@@ -108,8 +111,10 @@ def entries() -> dict[str, Entry]:
 
 
 def clear_memory() -> None:
-    """Forget the in-memory decisions (the file stays)."""
+    """Forget the in-memory decisions (the file stays, and is read again on the next lookup)."""
+    global _loaded
     _memory.clear()
+    _loaded = False
 
 
 def _read_file(path: Path) -> dict[str, Entry]:

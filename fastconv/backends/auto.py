@@ -37,7 +37,7 @@ _visits: dict[str, int] = {}
 #: a bucket is measured on its MEASURE_ON_VISIT-th call (before, the heuristic's choice runs): shapes that come
 #: once or twice never pay for measuring, and a measurement (at most timing.BUDGET_RUNS calls' worth) is spread
 #: over the calls that made it likely to pay
-MEASURE_ON_VISIT = 4
+MEASURE_ON_VISIT = 8
 #: calls expected (expected_seconds) to take less than this are never measured: the heuristic's choice runs
 TINY_S = 0.5e-3
 #: the cost model's rates: lower than any kernel reaches on a large layer, so that it errs towards measuring
@@ -144,21 +144,24 @@ def _run(op: str, g, flags: tuple, *args):
         _remember(fast_key, name, kernel)
         return kernel(*args)
     with _tuning:  # one measurement at a time, so that concurrent threads do not disturb each other's timings
-        options = candidates(op, g)
         key = cache.decision_key(op, g, fast_key[3], flags)
-        choice = _cached_choice(key, options)
-        if choice is not None:
-            _remember(fast_key, choice, options[choice])
-            return options[choice](*args)
-        default = next(iter(options))  # the heuristic's: the first backend's default method
+        if cache.lookup(key) is not None:
+            options = candidates(op, g)
+            choice = _cached_choice(key, options)
+            if choice is not None:
+                _remember(fast_key, choice, options[choice])
+                return options[choice](*args)
+        name = heuristic(op, g)
+        default = _backend.load(name).methods(op, g).chosen
         if expected_seconds(op, g) < TINY_S:
-            _remember(fast_key, default, options[default])
-            return options[default](*args)
+            _remember(fast_key, f"{name}:{default.name}", default.run)
+            return default.run(*args)
         visits = _visits.get(key, 0) + 1
         if visits < MEASURE_ON_VISIT:
             _count(key, visits)
-            return options[default](*args)
+            return default.run(*args)
         _visits.pop(key, None)
+        options = candidates(op, g)
         winner, seconds, result = timing.fastest({name: functools.partial(kernel, *args)
                                                   for name, kernel in options.items()})
         # only the candidates that ran count: after a failure the next process measures again

@@ -122,7 +122,7 @@ def _backward(name: str) -> Method:
         if need_dw:
             dw_method(g).grad_w(dy, x, dw, db, g)
         elif need_db:
-            with parallel_region(_bias_plan(g).threads, blas=False) as threads:
+            with parallel_region(_bias_plan(g).threads) as threads:
                 _common.bias_grad(dy, db, threads)
         if need_dx:
             grad_x(dy, w, dx, g)

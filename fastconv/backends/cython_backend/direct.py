@@ -34,7 +34,7 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
     """y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, 1, R, S)) + b ((K,) or None)."""
     plan = forward_plan(g)
     scratch = plan.allocate()
-    with parallel_region(plan.threads, blas=False) as threads:
+    with parallel_region(plan.threads) as threads:
         _direct.forward(x, w, b, y, scratch["planes"], vars(g), threads)
 
 
@@ -48,7 +48,7 @@ def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
     """dw (K, 1, R, S) from dy (N, K, Ho, Wo) and x (N, C, H, W); db (K,) too unless None."""
     plan = grad_w_plan(g)
     scratch = plan.allocate()
-    with parallel_region(plan.threads, blas=False) as threads:
+    with parallel_region(plan.threads) as threads:
         _direct.grad_w(dy, x, dw, db, scratch["sums"], scratch["planes"], vars(g), threads)
 
 
@@ -59,5 +59,5 @@ def grad_x_plan(g: ConvGeometry) -> Plan:
 
 def grad_x(dy, w, dx, g: ConvGeometry) -> None:
     """dx (N, C, H, W) from dy (N, K, Ho, Wo) and w (K, 1, R, S)."""
-    with parallel_region(grad_x_plan(g).threads, blas=False) as threads:
+    with parallel_region(grad_x_plan(g).threads) as threads:
         _direct.grad_x(dy, w, dx, vars(g), threads)

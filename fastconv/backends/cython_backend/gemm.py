@@ -70,7 +70,7 @@ def forward_with(plan: Plan, x, w, b, y, g: ConvGeometry) -> None:
     """forward on plan's scratch: im2col into its "columns", or x itself as the columns when it has none."""
     _check_blas_sizes(g)
     scratch = plan.allocate()
-    with parallel_region(plan.threads) as threads:
+    with parallel_region(plan.threads, blas_work=g.flops) as threads:
         _gemm.forward(x, w, b, y, scratch.get("columns"), vars(g), tile_rows(g), threads)
 
 
@@ -91,7 +91,7 @@ def grad_w_with(plan: Plan, dy, x, dw, db, g: ConvGeometry) -> None:
     scratch = plan.allocate()
     partial = scratch["partial"]
     partial[...] = 0
-    with parallel_region(plan.threads) as threads:
+    with parallel_region(plan.threads, blas_work=g.flops) as threads:
         if db is not None:
             _common.bias_grad(dy, db, threads)
         _gemm.grad_w(dy, x, partial, scratch.get("columns"), vars(g), tile_rows(g), threads)
@@ -109,5 +109,5 @@ def grad_x(dy, w, dx, g: ConvGeometry) -> None:
     _check_blas_sizes(g)
     plan = grad_x_plan(g)
     scratch = plan.allocate()
-    with parallel_region(plan.threads) as threads:
+    with parallel_region(plan.threads, blas_work=g.flops) as threads:
         _gemm.grad_x(dy, w, dx, scratch["columns"], vars(g), tile_rows(g), threads)

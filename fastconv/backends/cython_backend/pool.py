@@ -44,7 +44,7 @@ def max_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo), indices (N, C, Ho, Wo) int64 (flat h*W + w in x[n, c])."""
     y = np.empty(g.y_shape, g.dtype)
     indices = np.empty(g.y_shape, np.int64)
-    with parallel_region(max_pool2d_forward_plan(g).threads, blas=False) as threads:
+    with parallel_region(max_pool2d_forward_plan(g).threads) as threads:
         _pool.max_forward(x, y, indices, vars(g), threads)
     return y, indices
 
@@ -59,7 +59,7 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
     plan = max_pool2d_backward_plan(g)
     scratch = _scratch(plan, g)
     dx = np.empty(g.x_shape, g.dtype)
-    with parallel_region(plan.threads, blas=False) as threads:
+    with parallel_region(plan.threads) as threads:
         if g.overlapping:
             planes = (g.n, g.c, -1)
             _pool.max_backward(dy.reshape(planes), indices.reshape(planes), dx.reshape(planes), threads)
@@ -78,7 +78,7 @@ def avg_pool2d_forward(x, g: PoolGeometry):
     plan = avg_pool2d_forward_plan(g)
     scratch = _scratch(plan, g)
     y = np.empty(g.y_shape, g.dtype)
-    with parallel_region(plan.threads, blas=False) as threads:
+    with parallel_region(plan.threads) as threads:
         _pool.avg_forward(x, scratch["divisor"], y, vars(g), threads)
     return y
 
@@ -98,7 +98,7 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     plan = avg_pool2d_backward_plan(g)
     scratch = _scratch(plan, g)
     dx = np.empty(g.x_shape, g.dtype)
-    with parallel_region(plan.threads, blas=False) as threads:
+    with parallel_region(plan.threads) as threads:
         if g.overlapping:
             _pool.avg_backward(dy, scratch["divisor"], dx, vars(g), threads)
         else:

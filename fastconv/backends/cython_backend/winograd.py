@@ -63,7 +63,7 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
     plan = forward_plan(g)
     scratch = plan.allocate()
     u = scratch["weights"]
-    with parallel_region(plan.threads) as threads:
+    with parallel_region(plan.threads, blas_work=g.flops) as threads:
         np.matmul(WINOGRAD_GG[g.dtype], w.reshape(g.groups, -1, 9).transpose(0, 2, 1),
                   out=u.reshape(g.groups, 16, -1))
         _winograd.forward(x, u, b, y, scratch["inputs"], scratch["products"], scratch["rows"], vars(g),
@@ -83,7 +83,7 @@ def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
     scratch = plan.allocate()
     partial = scratch["partial"]
     partial[...] = 0
-    with parallel_region(plan.threads) as threads:
+    with parallel_region(plan.threads, blas_work=g.flops) as threads:
         if db is not None:
             _common.bias_grad(dy, db, threads)
         _winograd.grad_w(dy, x, partial, scratch["inputs"], scratch["grads"], scratch["rows"], vars(g),

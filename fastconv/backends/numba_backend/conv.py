@@ -68,7 +68,7 @@ def _bias_grad(dy):
 
 def _bias(dy, g: ConvGeometry) -> np.ndarray:
     """db (K,) = dy (N, K, Ho, Wo) summed over images and pixels."""
-    with parallel_region(threads_for(g.flops, g.k), blas=False, numba=True):
+    with parallel_region(threads_for(g.flops, g.k), numba=True):
         return _bias_grad(dy.reshape(g.n, g.k, -1))
 
 

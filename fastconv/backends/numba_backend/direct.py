@@ -216,7 +216,7 @@ def _backward_dw(dy, x, dw_parts, params):
 def forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, 1, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
     y = np.empty(g.y_shape, g.dtype)
-    with parallel_region(forward_plan(g).threads, blas=False, numba=True):
+    with parallel_region(forward_plan(g).threads, numba=True):
         _forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, params(g))
     return y
 
@@ -226,7 +226,7 @@ def backward(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
     plan = backward_plan(g, need_dx, need_dw)
     scratch = plan.allocate()
     dx = dw = None
-    with parallel_region(plan.threads, blas=False, numba=True):
+    with parallel_region(plan.threads, numba=True):
         if need_dx:
             dx = np.empty(g.x_shape, g.dtype)
             _backward_dx(dy, w, dx, params(g))

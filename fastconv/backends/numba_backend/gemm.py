@@ -150,7 +150,7 @@ def forward(x, w, b, g: ConvGeometry):
     scratch = plan.allocate()
     y = np.empty(g.y_shape, g.dtype)
     bias = np.zeros(g.k, g.dtype) if b is None else b
-    with parallel_region(plan.threads, numba=True):
+    with parallel_region(plan.threads, blas_work=g.flops, numba=True):
         _forward(x, w, bias, y, params(g), tile_rows(g), scratch["columns"], scratch["tile"])
     return y
 
@@ -162,7 +162,7 @@ def backward(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
     dx = np.zeros(g.x_shape if need_dx else (1, 1, 1, 1), g.dtype)
     unused = np.empty((1, 1, 1), g.dtype)
     dw_parts, dw_tiles = (scratch["dw_parts"], scratch["dw_tile"]) if need_dw else (unused, unused)
-    with parallel_region(plan.threads, numba=True):
+    with parallel_region(plan.threads, blas_work=g.flops, numba=True):
         _backward(dy, x, w, dx, dw_parts, dw_tiles, params(g), tile_rows(g), scratch["columns"], scratch["tile"],
                   need_dx, need_dw)
     return (dx if need_dx else None), (dw_parts.sum(axis=0).reshape(g.w_shape) if need_dw else None)

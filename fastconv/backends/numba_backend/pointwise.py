@@ -81,7 +81,7 @@ def forward(x, w, b, g: ConvGeometry):
     plan = forward_plan(g)
     y = np.empty(g.y_shape, g.dtype)
     bias = np.zeros(g.k, g.dtype) if b is None else b
-    with parallel_region(plan.threads, numba=True) as threads:
+    with parallel_region(plan.threads, blas_work=g.flops, numba=True) as threads:
         _forward(_flat(x), w.reshape(g.k, g.c_per_group), bias, _flat(y), threads)
     return y
 
@@ -93,7 +93,7 @@ def backward(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
     dx = np.empty(g.x_shape if need_dx else (1, 1, 1, 1), g.dtype)
     unused = np.empty((plan.threads, 1, 1), g.dtype)
     dw_parts, dw_tiles = (scratch["dw_parts"], scratch["dw_tile"]) if need_dw else (unused, unused)
-    with parallel_region(plan.threads, numba=True):
+    with parallel_region(plan.threads, blas_work=g.flops, numba=True):
         _backward(_flat(dy), _flat(x), w.reshape(g.k, g.c_per_group), _flat(dx), dw_parts, dw_tiles, need_dx,
                   need_dw)
     return (dx if need_dx else None), (dw_parts.sum(axis=0).reshape(g.w_shape) if need_dw else None)

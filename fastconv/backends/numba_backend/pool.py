@@ -265,7 +265,7 @@ def max_pool2d_forward(x, g: PoolGeometry):
     op_plan, tables = _tables("max_pool2d_forward", g)
     y = np.empty(g.y_shape, g.dtype)
     indices = np.empty(g.y_shape, np.int64)
-    with parallel_region(op_plan.threads, blas=False, numba=True):
+    with parallel_region(op_plan.threads, numba=True):
         _max_forward(_planes(x), _planes(y), _planes(indices), *_window_args(tables, g), *_inner_columns(g))
     return y, indices
 
@@ -274,7 +274,7 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W)."""
     op_plan, tables = _tables("max_pool2d_backward", g)
     dx = np.empty(g.x_shape, g.dtype)
-    with parallel_region(op_plan.threads, blas=False, numba=True):
+    with parallel_region(op_plan.threads, numba=True):
         if g.overlapping:
             _max_backward_scatter(_planes(dy), _planes(indices), _planes(dx))
         else:
@@ -288,7 +288,7 @@ def avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
     op_plan, tables = _tables("avg_pool2d_forward", g)
     y = np.empty(g.y_shape, g.dtype)
-    with parallel_region(op_plan.threads, blas=False, numba=True):
+    with parallel_region(op_plan.threads, numba=True):
         _avg_forward(_planes(x), _planes(y), tables["divisor"].ravel(), *_window_args(tables, g),
                      *_inner_columns(g))
     return y
@@ -299,7 +299,7 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     op_plan, tables = _tables("avg_pool2d_backward", g)
     dx = np.empty(g.x_shape, g.dtype)
     divisor = tables["divisor"].ravel()
-    with parallel_region(op_plan.threads, blas=False, numba=True):
+    with parallel_region(op_plan.threads, numba=True):
         if g.overlapping:
             _avg_backward_scatter(_planes(dy), divisor, _planes(dx), *_window_args(tables, g))
         else:
