@@ -77,6 +77,13 @@ def heuristic(op: str, g) -> str:
     return available[0]
 
 
+def heuristic_method(op: str, g) -> tuple[str, Method]:
+    """("backend:method", method) that runs while nothing has been measured: the heuristic backend's default."""
+    name = heuristic(op, g)
+    default = _backend.load(name).methods(op, g).chosen
+    return f"{name}:{default.name}", default
+
+
 def _no_candidate() -> _backend.BackendUnavailableError:
     return _backend.BackendUnavailableError(f"auto: none of {', '.join(CANDIDATE_BACKENDS)} can run here")
 
@@ -151,10 +158,9 @@ def _run(op: str, g, flags: tuple, *args):
             if choice is not None:
                 _remember(fast_key, choice, options[choice])
                 return options[choice](*args)
-        name = heuristic(op, g)
-        default = _backend.load(name).methods(op, g).chosen
+        name, default = heuristic_method(op, g)
         if expected_seconds(op, g) < TINY_S:
-            _remember(fast_key, f"{name}:{default.name}", default.run)
+            _remember(fast_key, name, default.run)
             return default.run(*args)
         visits = _visits.get(key, 0) + 1
         if visits < MEASURE_ON_VISIT:

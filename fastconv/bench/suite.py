@@ -84,10 +84,15 @@ def _peak_bytes(call, backend: str) -> int | None:
 
 
 def _auto_kernels(case: Case, dtype: str) -> str:
-    """The candidates auto chose for this case's kernels, e.g. "fwd=cython:winograd bwd=numba"."""
-    chosen = _backend.load("auto").chosen
+    """The candidates auto runs for this case's kernels, e.g. "fwd=cython:winograd bwd=numba:rotated"; an
+    unmeasured choice (the heuristic's) ends in "?"."""
+    auto = _backend.load("auto")
     g = case.shape.geometry(dtype)
-    return " ".join(f"{_KERNEL_LABELS[kernel.rsplit('_', 1)[1]]}={chosen(kernel, g)}" for kernel in case.op.kernels)
+
+    def label(kernel: str) -> str:
+        return auto.chosen(kernel, g) or auto.heuristic_method(kernel, g)[0] + "?"
+
+    return " ".join(f"{_KERNEL_LABELS[kernel.rsplit('_', 1)[1]]}={label(kernel)}" for kernel in case.op.kernels)
 
 
 _KERNEL_LABELS = {"forward": "fwd", "backward": "bwd"}

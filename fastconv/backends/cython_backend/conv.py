@@ -10,6 +10,8 @@ peak of its passes, which run one after the other.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from fastconv._geometry import ConvGeometry
@@ -57,6 +59,7 @@ def _forward(name: str) -> Method:
 FORWARD = {name: _forward(name) for name in MODULES}
 
 
+@functools.lru_cache(maxsize=256)
 def forward_methods(g: ConvGeometry) -> Methods:
     """The conv2d_forward methods that apply to g."""
     return Methods(default_method(g), {name: FORWARD[name] for name, module in MODULES.items() if module.applies(g)})
@@ -136,6 +139,7 @@ def _backward(name: str) -> Method:
 BACKWARD = {name: _backward(name) for name in BACKWARD_PASSES}
 
 
+@functools.lru_cache(maxsize=256)
 def backward_methods(g: ConvGeometry) -> Methods:
     """The conv2d_backward methods that apply to g: those of the forward methods that do, and "rotated" at
     stride 1."""
