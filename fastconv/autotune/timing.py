@@ -7,8 +7,8 @@ import time
 import warnings
 from typing import Callable
 
-#: a measurement costs at most this many runs of the first candidate's call ...
-BUDGET_RUNS = 5
+#: a measurement costs at most this many runs of the first candidate's call (warm-ups beyond a run aside) ...
+BUDGET_RUNS = 10
 #: ... and at most this many seconds
 BUDGET_S = 0.25
 #: timed rounds at most; the minimum per candidate is kept
@@ -21,33 +21,35 @@ SWITCH_RATIO = 0.9
 
 
 def fastest(calls: dict[str, Callable[[], object]]) -> tuple[str, dict[str, float], object]:
-    """Time the zero-argument calls, the preferred first, and return (name of the fastest, best seconds per
-    name that ran, the first result).
+    """Time the zero-argument calls, the preferred first, and return (name of the chosen, best seconds per name
+    that was timed, the first result).
 
-    Each call runs once, timed, in order, while the time spent stays within the budget: BUDGET_RUNS times the
-    first call's time, at most BUDGET_S (a numba method that has never been compiled pays its compilation in
-    that first run, which then decides). Then rounds of the calls still within GIVE_UP_RATIO of the best, one
-    call each per round (so that a burst of load from other processes hits them alike), up to MAX_REPEATS
-    rounds while the budget lasts. The minimum counts, and the first call (the preferred) stays unless another
-    is faster by SWITCH_RATIO. A call that raises is skipped with a warning; if every
-    call raises, the first error propagates.
+    In order, while the time spent stays within the budget (BUDGET_RUNS times the first call's time, at most
+    BUDGET_S), each call runs twice: a warm-up, counted in the budget at most as one run of the first call (a
+    longer warm-up is compilation or first touches, which a process pays once), then a timed run. Then rounds of
+    the calls still within GIVE_UP_RATIO of the best, one call each per round (so that a burst of load from
+    other processes hits them alike), up to MAX_REPEATS timed runs while the budget lasts. The minimum counts,
+    and the first call (the preferred) stays unless another is faster by SWITCH_RATIO. A call that raises is
+    skipped with a warning; if every call raises, the first error propagates.
     """
     errors: list[Exception] = []
     best: dict[str, float] = {}
-    result, budget, spent = None, math.inf, 0.0
+    result, first, budget, spent = None, math.inf, math.inf, 0.0
     for name, call in calls.items():
         if spent >= budget:
             break
         try:
-            elapsed, output = _timed(call)
+            warm_up, output = _timed(call)
+            elapsed = _timed(call)[0]
         except Exception as exc:  # one failing candidate must not break auto; the others still run
             errors.append(exc)
             warnings.warn(f"fastconv auto: candidate {name!r} failed ({type(exc).__name__}: {exc}); skipped",
                           RuntimeWarning, stacklevel=3)
             continue
         if result is None:
-            result, budget = output, min(BUDGET_S, BUDGET_RUNS * elapsed)
-        best[name], spent = elapsed, spent + elapsed
+            result, first = output, elapsed
+            budget = min(BUDGET_S, BUDGET_RUNS * first)
+        best[name], spent = elapsed, spent + min(warm_up, first) + elapsed
         del output
     if not best:
         raise errors[0]
@@ -59,8 +61,8 @@ def fastest(calls: dict[str, Callable[[], object]]) -> tuple[str, dict[str, floa
         for name in contenders:
             elapsed = _timed(calls[name])[0]
             best[name], spent = min(best[name], elapsed), spent + elapsed
-    first, fastest_name = next(iter(best)), min(best, key=best.get)
-    return (fastest_name if best[fastest_name] < SWITCH_RATIO * best[first] else first), best, result
+    preferred, fastest_name = next(iter(best)), min(best, key=best.get)
+    return (fastest_name if best[fastest_name] < SWITCH_RATIO * best[preferred] else preferred), best, result
 
 
 def _timed(call: Callable[[], object]) -> tuple[float, object]:
