@@ -9,6 +9,7 @@ One module per method, each beside the extension it wraps:
     winograd.py   _winograd.pyx   3x3 stride 1: F(2x2, 3x3) forward, F(3x3, 2x2) grad of w
     pool.py       _pool.pyx       max and average pooling
                   _common.pxd/.pyx, _blas.pxd   shared by the kernels: ConvShape, row loops, bias grad; GEMM
+    _reduce.py                    the frame of a grad-of-w pass with per-thread partials (gemm, winograd)
 
 A method module says whether it ``applies(g)`` and, per pass, has a function and its plan (``forward`` and
 ``forward_plan``, ``grad_w`` and ``grad_w_plan``, ...): the function takes its scratch from the plan and runs

@@ -16,7 +16,8 @@ import numpy as np
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Plan
-from fastconv.backends.cython_backend import _common, _gemm
+from fastconv.backends.cython_backend import _gemm
+from fastconv.backends.cython_backend._reduce import grad_w_region
 
 #: bytes of one thread's im2col tile (a tuning knob: large enough for an efficient GEMM, small enough for L2/L3)
 COL_TILE_BYTES = 1 << 20
@@ -88,14 +89,9 @@ def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
 def grad_w_with(plan: Plan, dy, x, dw, db, g: ConvGeometry) -> None:
     """grad_w on plan's scratch ("partial", and "columns" unless x is its own column matrix)."""
     _check_blas_sizes(g)
-    scratch = plan.allocate()
-    partial = scratch["partial"]
-    partial[...] = 0
-    with parallel_region(plan.threads, blas_work=g.flops) as threads:
-        if db is not None:
-            _common.bias_grad(dy, db, threads)
-        _gemm.grad_w(dy, x, partial, scratch.get("columns"), vars(g), tile_rows(g), threads)
-    np.sum(partial, axis=0, out=dw.reshape(partial.shape[1:]))
+    with grad_w_region(plan, dy, db, g) as (scratch, threads):
+        _gemm.grad_w(dy, x, scratch["partial"], scratch.get("columns"), vars(g), tile_rows(g), threads)
+    np.sum(scratch["partial"], axis=0, out=dw.reshape(scratch["partial"].shape[1:]))
 
 
 def grad_x_plan(g: ConvGeometry) -> Plan:

@@ -13,7 +13,8 @@ import numpy as np
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Plan
-from fastconv.backends.cython_backend import _common, _winograd
+from fastconv.backends.cython_backend import _winograd
+from fastconv.backends.cython_backend._reduce import grad_w_region
 
 #: F(2x2, 3x3)'s weight transform G (4 x 3)
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
@@ -79,13 +80,8 @@ def grad_w_plan(g: ConvGeometry) -> Plan:
 
 def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
     """dw (K, C/groups, 3, 3) from dy (N, K, Ho, Wo) and x (N, C, H, W); db (K,) too unless None."""
-    plan = grad_w_plan(g)
-    scratch = plan.allocate()
-    partial = scratch["partial"]
-    partial[...] = 0
-    with parallel_region(plan.threads, blas_work=g.flops) as threads:
-        if db is not None:
-            _common.bias_grad(dy, db, threads)
+    with grad_w_region(grad_w_plan(g), dy, db, g) as (scratch, threads):
+        partial = scratch["partial"]
         _winograd.grad_w(dy, x, partial, scratch["inputs"], scratch["grads"], scratch["rows"], vars(g),
                          _tiling(g)[1], threads)
         m = partial[0]
