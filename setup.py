@@ -14,6 +14,14 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import CompileError, LinkError
 
+
+def _switch(name: str) -> bool:
+    """An on/off environment variable: unset, "" or "0" is off, "1" on; anything else is an error naming it."""
+    value = os.environ.get(name, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{name}={value!r}: use 1 (on) or 0 (off)")
+    return value == "1"
+
 OPENMP_PROBE = """
 #include <omp.h>
 int main(void) {
@@ -51,7 +59,7 @@ class BuildExt(build_ext):
         # -O3 auto-vectorizes the direct-convolution and pooling loops; never -ffast-math: NaN must propagate
         # through max pooling
         compile_args = ["/O2"] if msvc else ["-O3"]
-        portable = os.environ.get("FASTCONV_PORTABLE", "0") not in ("", "0")
+        portable = _switch("FASTCONV_PORTABLE")
         if not msvc and not portable and self._compiles(PLAIN_PROBE, ["-march=native"], []):
             compile_args.append("-march=native")  # AVX2/FMA here: a source build runs where it was built
         # MSVC links OpenMP by itself; Apple's clang takes the flag through its preprocessor

@@ -121,7 +121,9 @@ def assert_close(actual, expected, dtype, what: str = "") -> None:
 
 
 #: set in CI, where every backend must be built: an unavailable backend then fails instead of skipping
-REQUIRE_ALL = os.environ.get("FASTCONV_REQUIRE_ALL_BACKENDS") == "1"
+REQUIRE_ALL = os.environ.get("FASTCONV_REQUIRE_ALL_BACKENDS", "0") == "1"
+if os.environ.get("FASTCONV_REQUIRE_ALL_BACKENDS", "0") not in ("", "0", "1"):
+    raise ValueError(f"FASTCONV_REQUIRE_ALL_BACKENDS={os.environ['FASTCONV_REQUIRE_ALL_BACKENDS']!r}: use 1 or 0")
 
 
 def require_backend(name: str) -> str:
