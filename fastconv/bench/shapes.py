@@ -1,6 +1,6 @@
 """The named benchmark shapes: layers of real networks, one table for conv and one for pooling.
 
-Batch sizes follow the issue's numbers (100 for MNIST-sized nets, 8 for ImageNet-sized ones). The ``_b1`` rows are
+Batch sizes are 100 for MNIST-sized nets and 8 for ImageNet-sized ones. The ``_b1`` rows are
 the same layers at batch 1: the only shapes small enough for the naive backend's Python loops.
 """
 
