@@ -23,8 +23,9 @@ from fastconv._threads import get_num_threads
 from fastconv.autotune import autotune_enabled, cache, timing
 from fastconv.backends._protocol import Method, Methods
 
-#: backends auto chooses from, in the order of the heuristic's preference: the compiled ones (the public contract); im2col
-#: never won a benchmark row against them, and as a candidate it only gave noisy measurements a way to go wrong
+#: backends auto chooses from, in the order of the heuristic's preference: the compiled ones, as the public
+#: contract says; im2col never won a benchmark row against them, and as a candidate it only gave noisy
+#: measurements a way to go wrong
 CANDIDATE_BACKENDS = ("cython", "numba")
 
 #: (op, g, flags, threads, autotuning) -> (candidate name, kernel): the per-call fast path, forgotten whole
