@@ -19,8 +19,8 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "naive": ("fastconv.backends.naive", "it is pure numpy and should always import; reinstall fastconv"),
     "im2col": ("fastconv.backends.im2col", "it is pure numpy and should always import; reinstall fastconv"),
     "numba": ("fastconv.backends.numba_backend", "install numba (pip install numba)"),
-    "cython": ("fastconv.backends.cython_backend", "build the compiled extension: pip install . (needs a C compiler and "
-               "OpenMP), or python setup.py build_ext --inplace in a source checkout"),
+    "cython": ("fastconv.backends.cython_backend", "build the compiled extension: pip install . (needs a C "
+               "compiler and OpenMP), or python setup.py build_ext --inplace in a source checkout"),
     "auto": ("fastconv.backends.auto", "auto chooses between the compiled backends cython and numba: fix whichever "
              "fails to import"),
 }
