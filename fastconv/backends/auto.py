@@ -34,6 +34,8 @@ _resolved: dict[tuple, tuple[str, Callable]] = {}
 MEMO_SIZE = 4096
 #: decision key (a bucket) -> calls seen while undecided, bounded like _resolved
 _visits: dict[str, int] = {}
+#: the per-call path of an undecided bucket: fast key -> (decision key, the heuristic's kernel), bounded likewise
+_pending: dict[tuple, tuple[str, Callable]] = {}
 
 #: a bucket is measured on its MEASURE_ON_VISIT-th call (before, the heuristic's choice runs): shapes that come
 #: once or twice never pay for measuring, and a measurement (at most timing.BUDGET_RUNS calls' worth) is spread
@@ -105,6 +107,7 @@ def clear_memory() -> None:
     """Forget this process's decisions and visit counts; the next call per key consults the cache file again."""
     _resolved.clear()
     _visits.clear()
+    _pending.clear()
     cache.clear_memory()
 
 
@@ -151,6 +154,12 @@ def _run(op: str, g, flags: tuple, *args):
         kernel = getattr(_backend.load(name), op)
         _remember(fast_key, name, kernel)
         return kernel(*args)
+    pending = _pending.get(fast_key)
+    if pending is not None and cache.lookup(pending[0]) is None:  # an undecided bucket's next visit
+        visits = _visits.get(pending[0], 0) + 1
+        if visits < MEASURE_ON_VISIT:
+            _count(pending[0], visits)
+            return pending[1](*args)
     with _tuning:  # one measurement at a time, so that concurrent threads do not disturb each other's timings
         key = cache.decision_key(op, g, fast_key[3], flags)
         if cache.lookup(key) is not None:
@@ -166,6 +175,9 @@ def _run(op: str, g, flags: tuple, *args):
         visits = _visits.get(key, 0) + 1
         if visits < MEASURE_ON_VISIT:
             _count(key, visits)
+            if len(_pending) >= MEMO_SIZE:
+                _pending.clear()
+            _pending[fast_key] = (key, default.run)
             return default.run(*args)
         _visits.pop(key, None)
         options = candidates(op, g)
