@@ -1,10 +1,10 @@
 """One thread budget for numba, OpenMP (the Cython extension) and BLAS, and the one place that applies it.
 
-Every kernel call runs inside ``parallel_region(threads)``: its own parallel loop runs on ``threads`` threads
-(numba's count is set to match; Cython loops are given the number) and, while that loop is parallel, BLAS
-calls inside it are single-threaded, so that the two never oversubscribe the cores. A serial loop
-(``threads == 1``) leaves BLAS the whole budget. ``serial_region()`` keeps everything, BLAS included, on the
-calling thread (for small GEMMs outside the kernels).
+Every kernel call runs inside ``parallel_region(threads, ...)``: its own parallel loop runs on ``threads``
+threads (numba's count is set to match; Cython loops are given the number) and, while that loop is parallel,
+BLAS calls inside it are single-threaded, so that the two never oversubscribe the cores. A serial loop
+(``threads == 1``) gives BLAS the budget only for large GEMMs. ``serial_region()`` keeps everything, BLAS
+included, on the calling thread (for small GEMMs outside the kernels).
 
 A process forked from one that had already run a kernel inherits OpenMP's and numba's thread pools in a state
 they cannot continue from (GNU OpenMP's pool hangs, numba's OpenMP layer aborts): there, every kernel runs on
@@ -140,11 +140,6 @@ def set_num_threads(n: int) -> None:
     _set_blas_threads(n)
 
 
-def _numba():
-    """numba's module when something has imported it (fastconv never imports it just to set threads)."""
-    return sys.modules.get("numba")
-
-
 @contextlib.contextmanager
 def _limits(loop_threads: int, blas_threads: int | None, numba: bool):
     """For the duration: BLAS limited to blas_threads (None: left alone), and with numba=True numba's thread
@@ -152,6 +147,7 @@ def _limits(loop_threads: int, blas_threads: int | None, numba: bool):
     after kernels ran numba's pool is left alone: its kernels run their serial versions there."""
     global _kernels_ran
     _kernels_ran = True
+    # numba's module only when something imported it: fastconv never imports it just to set threads
     numba_module = sys.modules.get("numba") if numba and not _forked_after_kernels else None
     numba_before = numba_module.get_num_threads() if numba_module is not None else None
     wanted = max(1, min(loop_threads, numba_module.config.NUMBA_NUM_THREADS)) if numba_module else None
