@@ -128,10 +128,15 @@ def _cached_choice(key: str, options: dict[str, Callable]) -> str | None:
     return None
 
 
+def _bounded_put(memo: dict, key, value) -> None:
+    """memo[key] = value, forgetting the whole memo first when it holds MEMO_SIZE entries."""
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+
+
 def _remember(fast_key: tuple, name: str, kernel: Callable) -> None:
-    if len(_resolved) >= MEMO_SIZE:
-        _resolved.clear()
-    _resolved[fast_key] = (name, kernel)
+    _bounded_put(_resolved, fast_key, (name, kernel))
 
 
 def expected_seconds(op: str, g) -> float:
@@ -158,7 +163,7 @@ def _run(op: str, g, flags: tuple, *args):
     if pending is not None and cache.lookup(pending[0]) is None:  # an undecided bucket's next visit
         visits = _visits.get(pending[0], 0) + 1
         if visits < MEASURE_ON_VISIT:
-            _count(pending[0], visits)
+            _bounded_put(_visits, pending[0], visits)
             return pending[1](*args)
     with _tuning:  # one measurement at a time, so that concurrent threads do not disturb each other's timings
         key = cache.decision_key(op, g, fast_key[3], flags)
@@ -174,10 +179,8 @@ def _run(op: str, g, flags: tuple, *args):
             return default.run(*args)
         visits = _visits.get(key, 0) + 1
         if visits < MEASURE_ON_VISIT:
-            _count(key, visits)
-            if len(_pending) >= MEMO_SIZE:
-                _pending.clear()
-            _pending[fast_key] = (key, default.run)
+            _bounded_put(_visits, key, visits)
+            _bounded_put(_pending, fast_key, (key, default.run))
             return default.run(*args)
         _visits.pop(key, None)
         options = candidates(op, g)
@@ -188,12 +191,6 @@ def _run(op: str, g, flags: tuple, *args):
                                      tuple((name, round(s * 1e3, 4)) for name, s in seconds.items())))
         _remember(fast_key, winner, options[winner])
         return result
-
-
-def _count(key: str, visits: int) -> None:
-    if len(_visits) >= MEMO_SIZE:
-        _visits.clear()
-    _visits[key] = visits
 
 
 def conv2d_forward(x, w, b, g):
