@@ -195,6 +195,18 @@ class PoolGeometry:
         _covering_window(self.out_w, self.stride_w, self.kw, self.pad_left, col_window)
         return row_window, col_window
 
+    def fill_tables(self, tables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Fills those of the kernels' window tables that ``tables`` holds (a method's scratch): "window_rows"
+        and "window_cols" (window_bounds), "divisor" (avg_divisor), "row_window" and "col_window"
+        (covering_windows)."""
+        if "window_rows" in tables:
+            self.window_bounds(out=(tables["window_rows"], tables["window_cols"]))
+        if "divisor" in tables:
+            self.avg_divisor(out=tables["divisor"])
+        if "row_window" in tables:
+            self.covering_windows(out=(tables["row_window"], tables["col_window"]))
+        return tables
+
 
 def _window_bounds(stride: int, kernel: int, pad_before: int, size: int, out: np.ndarray) -> None:
     start = np.arange(out.shape[0]) * stride - pad_before

@@ -27,12 +27,7 @@ def _divisor(g: PoolGeometry) -> dict:
 def _scratch(plan: Plan, g: PoolGeometry) -> dict:
     """plan's scratch with the geometry's tables filled in: first, so that the temporaries of filling them are
     gone before the outputs are allocated."""
-    scratch = plan.allocate()
-    if "divisor" in scratch:
-        g.avg_divisor(out=scratch["divisor"])
-    if "row_window" in scratch:
-        g.covering_windows(out=(scratch["row_window"], scratch["col_window"]))
-    return scratch
+    return g.fill_tables(plan.allocate())
 
 
 def max_pool2d_forward_plan(g: PoolGeometry) -> Plan:

@@ -229,9 +229,9 @@ def _planes(a: np.ndarray) -> np.ndarray:
 
 
 def plan(op: str, g: PoolGeometry) -> Plan:
-    """Planes in parallel; the tables the kernels read: window bounds (rows, cols), the average's divisors, and
+    """Planes in parallel; the tables the kernels read: window bounds (rows and columns), the average's divisors, and
     for the backward of non-overlapping windows the window covering each input row and column."""
-    tables = {"rows": ((g.out_h, 2), np.int64), "cols": ((g.out_w, 2), np.int64)}
+    tables = {"window_rows": ((g.out_h, 2), np.int64), "window_cols": ((g.out_w, 2), np.int64)}
     if op.startswith("avg"):
         tables["divisor"] = ((g.out_h, g.out_w), g.dtype)
     if op.endswith("backward") and not g.overlapping:
@@ -244,20 +244,16 @@ def plan(op: str, g: PoolGeometry) -> Plan:
 def _tables(op: str, g: PoolGeometry) -> tuple[Plan, dict]:
     """The op's plan and its tables, filled; window bounds unsigned, as the kernels index with them."""
     op_plan = plan(op, g)
-    tables = op_plan.allocate()
-    if "rows" in tables:
-        g.window_bounds(out=(tables["rows"], tables["cols"]))
-        tables["rows"], tables["cols"] = tables["rows"].view(np.uint64), tables["cols"].view(np.uint64)
-    if "divisor" in tables:
-        g.avg_divisor(out=tables["divisor"])
-    if "row_window" in tables:
-        g.covering_windows(out=(tables["row_window"], tables["col_window"]))
+    tables = g.fill_tables(op_plan.allocate())
+    if "window_rows" in tables:
+        tables["window_rows"] = tables["window_rows"].view(np.uint64)
+        tables["window_cols"] = tables["window_cols"].view(np.uint64)
     return op_plan, tables
 
 
 def _window_args(tables: dict, g: PoolGeometry) -> tuple:
     """rows (Ho, 2), cols (Wo, 2) window bounds and the row length, as the kernels take them."""
-    return tables["rows"], tables["cols"], np.uint64(g.w)
+    return tables["window_rows"], tables["window_cols"], np.uint64(g.w)
 
 
 def max_pool2d_forward(x, g: PoolGeometry):
