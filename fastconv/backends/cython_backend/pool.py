@@ -102,7 +102,7 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     return dx
 
 
-METHODS = {op: Method("pool", run, plan) for op, run, plan in (
+_METHODS = {op: Methods.of(Method("pool", run, plan)) for op, run, plan in (
     ("max_pool2d_forward", max_pool2d_forward, max_pool2d_forward_plan),
     ("max_pool2d_backward", max_pool2d_backward, max_pool2d_backward_plan),
     ("avg_pool2d_forward", avg_pool2d_forward, avg_pool2d_forward_plan),
@@ -112,4 +112,5 @@ METHODS = {op: Method("pool", run, plan) for op, run, plan in (
 
 def methods(op: str, g: PoolGeometry) -> Methods:
     """A pooling op's one method, "pool"."""
-    return Methods.of(METHODS[op])
+    return _METHODS[op]
+

@@ -307,9 +307,10 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
 
 
 def methods(op: str, g: PoolGeometry) -> Methods:
-    """One method per pooling op: one pass over the planes."""
-    return Methods.of(Method("direct", _POOL_KERNELS[op], functools.partial(plan, op)))
+    """A pooling op's one method, "pool": one pass over the planes."""
+    return _METHODS[op]
 
 
-_POOL_KERNELS = {"max_pool2d_forward": max_pool2d_forward, "max_pool2d_backward": max_pool2d_backward,
-           "avg_pool2d_forward": avg_pool2d_forward, "avg_pool2d_backward": avg_pool2d_backward}
+_METHODS = {op: Methods.of(Method("pool", kernel, functools.partial(plan, op))) for op, kernel in (
+    ("max_pool2d_forward", max_pool2d_forward), ("max_pool2d_backward", max_pool2d_backward),
+    ("avg_pool2d_forward", avg_pool2d_forward), ("avg_pool2d_backward", avg_pool2d_backward))}
