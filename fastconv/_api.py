@@ -7,6 +7,7 @@ import numpy as np
 from fastconv import _backend
 from fastconv._geometry import (ConvGeometry, PoolGeometry, as_array, check_indices, conv_geometry, nbytes,
                                 pool_geometry)
+from fastconv._layout import Layout
 from fastconv._memory import ensure_fits
 
 
@@ -21,7 +22,8 @@ def _check_fits(op: str, g, outputs: list[tuple]) -> None:
     ensure_fits(sum(nbytes(shape, g.dtype) for shape in outputs), op)
 
 
-def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, backend=None) -> np.ndarray:
+def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, data_format="NCHW",
+           backend=None) -> np.ndarray:
     """2-D cross-correlation of x with the filters w, plus the bias b, as in every deep-learning library.
 
     Parameters
@@ -41,6 +43,9 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, backend=N
         Step between kernel taps, as (height, width); each >= 1.
     groups : int
         Divides C and K: filter k sees only the channels of its group. groups == C is depthwise.
+    data_format : {"NCHW", "NHWC"}
+        Layout of x and y: "NHWC" takes and returns (N, H, W, C) arrays;
+        w keeps its (K, C // groups, R, S) layout.
     backend : str, optional
         "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
 
@@ -77,19 +82,23 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, backend=N
     >>> fc.conv2d(np.ones((2, 3, 9, 9)), np.ones((4, 3, 3, 3)), stride=2, padding="same", backend="im2col").shape
     (2, 4, 5, 5)
     """
-    x, w = as_array("conv2d", "x", x), as_array("conv2d", "w", w)
+    layout = Layout("conv2d", data_format)
+    x, w = layout.to_nchw("x", x), as_array("conv2d", "w", w)
     b = None if b is None else as_array("conv2d", "b", b)
-    g = conv_geometry(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    with layout.shapes_explained():
+        g = conv_geometry(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
     impl = _backend.resolve(backend)
     _check_fits("conv2d", g, [g.y_shape])
     if g.is_empty:  # every tap reads a zero (or there are none): the bias alone
-        return np.broadcast_to(np.zeros(1, g.dtype) if b is None else b.astype(g.dtype)[:, None, None],
-                               g.y_shape).copy()
-    return impl.conv2d_forward(_operand(x, g.dtype), _operand(w, g.dtype), _operand(b, g.dtype), g)
+        y = np.broadcast_to(np.zeros(1, g.dtype) if b is None else b.astype(g.dtype)[:, None, None],
+                            g.y_shape).copy()
+    else:
+        y = impl.conv2d_forward(_operand(x, g.dtype), _operand(w, g.dtype), _operand(b, g.dtype), g)
+    return layout.from_nchw(y)
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True, need_dw=True,
-                    need_db=True, backend=None):
+                    need_db=True, data_format="NCHW", backend=None):
     """Compute the gradients of conv2d with respect to x, w and b from dy (y is not needed).
 
     Parameters
@@ -110,6 +119,9 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         As for `conv2d`.
     need_dx, need_dw, need_db : bool
         Which gradients to compute; a gradient not needed is returned as None and costs nothing.
+    data_format : {"NCHW", "NHWC"}
+        Layout of dy, x and dx: "NHWC" takes and returns (N, H, W, C) arrays;
+        w and dw keep their (K, C // groups, R, S) layout.
     backend : str, optional
         "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
 
@@ -153,32 +165,38 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     >>> fc.conv2d_backward(np.ones((1, 1, 3, 3)), x, w, need_dx=False, need_db=False, backend="naive")[::2]
     (None, None)
     """
-    dy, x, w = (as_array("conv2d_backward", name, a) for name, a in (("dy", dy), ("x", x), ("w", w)))
-    g = conv_geometry(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                      op="conv2d_backward", dy=dy)
+    layout = Layout("conv2d_backward", data_format)
+    dy, x = layout.to_nchw("dy", dy), layout.to_nchw("x", x)
+    w = as_array("conv2d_backward", "w", w)
+    with layout.shapes_explained():
+        g = conv_geometry(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                          op="conv2d_backward", dy=dy)
     impl = _backend.resolve(backend)
     wanted = [shape for need, shape in ((need_dx, g.x_shape), (need_dw, g.w_shape), (need_db, (g.k,))) if need]
     _check_fits("conv2d_backward", g, wanted)
     if g.is_empty:  # x or w has no elements: no product has a nonzero gradient; db sums dy all the same
-        return (np.zeros(g.x_shape, g.dtype) if need_dx else None,
-                np.zeros(g.w_shape, g.dtype) if need_dw else None,
-                dy.sum(axis=(0, 2, 3), dtype=g.dtype) if need_db else None)
-    return impl.conv2d_backward(_operand(dy, g.dtype), _operand(x, g.dtype), _operand(w, g.dtype), g,
-                                bool(need_dx), bool(need_dw), bool(need_db))
+        dx, dw, db = (np.zeros(g.x_shape, g.dtype) if need_dx else None,
+                      np.zeros(g.w_shape, g.dtype) if need_dw else None,
+                      dy.sum(axis=(0, 2, 3), dtype=g.dtype) if need_db else None)
+    else:
+        dx, dw, db = impl.conv2d_backward(_operand(dy, g.dtype), _operand(x, g.dtype), _operand(w, g.dtype), g,
+                                          bool(need_dx), bool(need_dw), bool(need_db))
+    return layout.from_nchw(dx), dw, db
 
 
-def _pool(op: str, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True, dy=None
+def _pool(layout: Layout, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True, dy=None
           ) -> tuple[np.ndarray, np.ndarray | None, PoolGeometry]:
-    """Validated (x, dy, geometry); dy is converted to a kernel operand, x is left as given (some callers need
-    only its shape)."""
-    x = as_array(op, "x", x)
-    dy = None if dy is None else as_array(op, "dy", dy)
-    g = pool_geometry(x, kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
-                      count_include_pad=count_include_pad, op=op, dy=dy)
+    """Validated (x, dy, geometry), x and dy in NCHW order; dy is converted to a kernel operand, x is left as
+    given (some callers need only its shape)."""
+    x, dy = layout.to_nchw("x", x), layout.to_nchw("dy", dy)
+    with layout.shapes_explained():
+        g = pool_geometry(x, kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                          count_include_pad=count_include_pad, op=layout.op, dy=dy)
     return x, _operand(dy, g.dtype), g
 
 
-def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, return_indices=False, backend=None):
+def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, return_indices=False, data_format="NCHW",
+               backend=None):
     """Max pooling: the maximum of each window, padding never chosen.
 
     Parameters
@@ -196,6 +214,9 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, retur
         padding.
     return_indices : bool
         Also return where each maximum is.
+    data_format : {"NCHW", "NHWC"}
+        Layout of x, y and indices: "NHWC" takes and returns (N, H, W, C) arrays; an index is h * W + w
+        in either layout.
     backend : str, optional
         "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
 
@@ -232,18 +253,19 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, retur
     array([[[[ 0,  2],
              [ 8, 10]]]])
     """
-    x, _, g = _pool("max_pool2d", x, kernel_size, stride, padding, ceil_mode)
+    layout = Layout("max_pool2d", data_format)
+    x, _, g = _pool(layout, x, kernel_size, stride, padding, ceil_mode)
     impl = _backend.resolve(backend)
     _check_fits("max_pool2d", g, [g.y_shape, g.y_shape])
     if g.is_empty:
         y, indices = np.zeros(g.y_shape, g.dtype), np.zeros(g.y_shape, np.int64)
     else:
         y, indices = impl.max_pool2d_forward(_operand(x, g.dtype), g)
-    return (y, indices) if return_indices else y
+    return (layout.from_nchw(y), layout.from_nchw(indices)) if return_indices else layout.from_nchw(y)
 
 
 def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode=False, indices=None,
-                        backend=None) -> np.ndarray:
+                        data_format="NCHW", backend=None) -> np.ndarray:
     """Gradient of max_pool2d with respect to x: each dy goes to the element its index names.
 
     Parameters
@@ -265,6 +287,8 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
         Flat indices h * W + w into each plane x[n, c], as max_pool2d(return_indices=True) returns them; None
         recomputes them from x. Any index in [0, H * W) is accepted, inside its own window or not: dy[n, c, oh, ow]
         is added to dx[n, c] at that flat index, and indices named more than once receive the sum.
+    data_format : {"NCHW", "NHWC"}
+        Layout of dy, x, indices and dx: "NHWC" takes and returns (N, H, W, C) arrays.
     backend : str, optional
         "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
 
@@ -307,21 +331,23 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
            [0., 0., 0., 0.],
            [0., 0., 0., 1.]])
     """
-    x, dy, g = _pool("max_pool2d_backward", x, kernel_size, stride, padding, ceil_mode, dy=dy)
+    layout = Layout("max_pool2d_backward", data_format)
+    x, dy, g = _pool(layout, x, kernel_size, stride, padding, ceil_mode, dy=dy)
     if indices is not None:
-        indices = as_array("max_pool2d_backward", "indices", indices)
-        check_indices("max_pool2d_backward", indices, g)
+        indices = layout.to_nchw("indices", indices)
+        with layout.shapes_explained():
+            check_indices("max_pool2d_backward", indices, g)
     impl = _backend.resolve(backend)
     _check_fits("max_pool2d_backward", g, [g.x_shape, g.y_shape])
     if g.is_empty:
-        return np.zeros(g.x_shape, g.dtype)
+        return layout.from_nchw(np.zeros(g.x_shape, g.dtype))
     if indices is None:
         _, indices = impl.max_pool2d_forward(_operand(x, g.dtype), g)
-    return impl.max_pool2d_backward(dy, np.ascontiguousarray(indices), g)
+    return layout.from_nchw(impl.max_pool2d_backward(dy, np.ascontiguousarray(indices), g))
 
 
 def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               backend=None) -> np.ndarray:
+               data_format="NCHW", backend=None) -> np.ndarray:
     """Average pooling: the mean of each window, padding counted as zeros.
 
     Parameters
@@ -339,6 +365,8 @@ def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count
         padding.
     count_include_pad : bool
         Whether the padded zeros count in the divisor (True, PyTorch's default) or only the input cells do.
+    data_format : {"NCHW", "NHWC"}
+        Layout of x and y: "NHWC" takes and returns (N, H, W, C) arrays.
     backend : str, optional
         "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
 
@@ -372,16 +400,17 @@ def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count
     array([[[[ 2.5,  4. ],
              [ 8.5, 10. ]]]])
     """
-    x, _, g = _pool("avg_pool2d", x, kernel_size, stride, padding, ceil_mode, count_include_pad)
+    layout = Layout("avg_pool2d", data_format)
+    x, _, g = _pool(layout, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     impl = _backend.resolve(backend)
     _check_fits("avg_pool2d", g, [g.y_shape])
     if g.is_empty:
-        return np.zeros(g.y_shape, g.dtype)
-    return impl.avg_pool2d_forward(_operand(x, g.dtype), g)
+        return layout.from_nchw(np.zeros(g.y_shape, g.dtype))
+    return layout.from_nchw(impl.avg_pool2d_forward(_operand(x, g.dtype), g))
 
 
 def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                        backend=None) -> np.ndarray:
+                        data_format="NCHW", backend=None) -> np.ndarray:
     """Gradient of avg_pool2d with respect to x: each dy, over its window's divisor, goes to every cell of the window.
 
     Parameters
@@ -401,6 +430,8 @@ def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
         padding.
     count_include_pad : bool
         As for `avg_pool2d`.
+    data_format : {"NCHW", "NHWC"}
+        Layout of dy, x and dx: "NHWC" takes and returns (N, H, W, C) arrays.
     backend : str, optional
         "naive", "im2col", "numba", "cython" or "auto"; None is the current default (`get_backend`).
 
@@ -430,12 +461,13 @@ def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
              [0.5 , 1.  , 0.5 ],
              [0.25, 0.5 , 0.25]]]])
     """
-    x, dy, g = _pool("avg_pool2d_backward", x, kernel_size, stride, padding, ceil_mode, count_include_pad, dy=dy)
+    layout = Layout("avg_pool2d_backward", data_format)
+    x, dy, g = _pool(layout, x, kernel_size, stride, padding, ceil_mode, count_include_pad, dy=dy)
     impl = _backend.resolve(backend)
     _check_fits("avg_pool2d_backward", g, [g.x_shape])
     if g.is_empty:
-        return np.zeros(g.x_shape, g.dtype)
-    return impl.avg_pool2d_backward(dy, g)
+        return layout.from_nchw(np.zeros(g.x_shape, g.dtype))
+    return layout.from_nchw(impl.avg_pool2d_backward(dy, g))
 
 
 __all__ = ["conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",

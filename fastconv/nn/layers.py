@@ -124,23 +124,28 @@ class Convolution:
     """x (N, C, H, W) -> conv2d(x, W, b) (N, FN, Ho, Wo) with W (FN, C, FH, FW), b (FN,).
 
     input_grad=False skips dx in backward (which then returns None): for a network's first layer.
+    data_format="NHWC" takes x (N, H, W, C) and returns (N, Ho, Wo, FN); W keeps its layout.
     """
 
-    def __init__(self, W, b, stride=1, pad=0, *, backend: str | None = None, input_grad: bool = True):
+    def __init__(self, W, b, stride=1, pad=0, *, backend: str | None = None, input_grad: bool = True,
+                 data_format: str = "NCHW"):
         self.W, self.b = W, b
         self.stride, self.pad = stride, pad
         self.backend = backend
+        self.data_format = data_format
         self.input_grad = input_grad
         self.x = None
         self.dW = self.db = None
 
     def forward(self, x):
         self.x = x
-        return fc.conv2d(x, self.W, self.b, stride=self.stride, padding=self.pad, backend=self.backend)
+        return fc.conv2d(x, self.W, self.b, stride=self.stride, padding=self.pad, data_format=self.data_format,
+                         backend=self.backend)
 
     def backward(self, dout):
         dx, self.dW, self.db = fc.conv2d_backward(dout, self.x, self.W, stride=self.stride, padding=self.pad,
-                                                  need_dx=self.input_grad, backend=self.backend)
+                                                  need_dx=self.input_grad, data_format=self.data_format,
+                                                  backend=self.backend)
         return dx
 
 
@@ -148,22 +153,25 @@ class Pooling:
     """x (N, C, H, W) -> max (or, with mode="avg", mean) over pool_h x pool_w windows -> (N, C, Ho, Wo).
 
     Unlike the book, padded cells are -inf for max pooling (never selected) and pad must be <= pool size // 2.
+    data_format="NHWC" takes x (N, H, W, C) and returns (N, Ho, Wo, C).
     """
 
-    def __init__(self, pool_h, pool_w, stride=1, pad=0, *, mode: str = "max", backend: str | None = None):
+    def __init__(self, pool_h, pool_w, stride=1, pad=0, *, mode: str = "max", backend: str | None = None,
+                 data_format: str = "NCHW"):
         if mode not in ("max", "avg"):
             raise ValueError(f"Pooling: mode must be 'max' or 'avg', got {mode!r}")
         self.pool_h, self.pool_w = pool_h, pool_w
         self.stride, self.pad = stride, pad
         self.mode = mode
         self.backend = backend
+        self.data_format = data_format
         self.x = None
-        self.arg_max = None  # (N, C, Ho, Wo) flat h * W + w of each maximum, as fastconv.max_pool2d returns
+        self.arg_max = None  # flat h * W + w of each maximum, as fastconv.max_pool2d returns, in data_format
 
     def _pool_args(self) -> dict:
         """The keyword arguments every fastconv pooling call of this layer takes."""
         return dict(kernel_size=(self.pool_h, self.pool_w), stride=self.stride, padding=self.pad,
-                    backend=self.backend)
+                    data_format=self.data_format, backend=self.backend)
 
     def forward(self, x):
         self.x = x
