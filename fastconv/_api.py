@@ -7,13 +7,13 @@ import numpy as np
 from fastconv import _backend
 from fastconv._geometry import (ConvGeometry, PoolGeometry, as_array, check_indices, conv_geometry, nbytes,
                                 pool_geometry)
-from fastconv._layout import Layout
+from fastconv._layout import Layout, contiguous
 from fastconv._memory import ensure_fits
 
 
 def _operand(a: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
     """C-contiguous array of the computation dtype; no copy when it already is one (read-only stays read-only)."""
-    return None if a is None else np.ascontiguousarray(a, dtype=dtype)
+    return None if a is None else contiguous(a, dtype)
 
 
 def _check_fits(op: str, g, outputs: list[tuple]) -> None:
@@ -343,7 +343,7 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
         return layout.from_nchw(np.zeros(g.x_shape, g.dtype))
     if indices is None:
         _, indices = impl.max_pool2d_forward(_operand(x, g.dtype), g)
-    return layout.from_nchw(impl.max_pool2d_backward(dy, np.ascontiguousarray(indices), g))
+    return layout.from_nchw(impl.max_pool2d_backward(dy, contiguous(indices, np.int64), g))
 
 
 def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count_include_pad=True,

@@ -1,8 +1,8 @@
 """data_format: the public functions take activations as NCHW or NHWC; every backend computes in NCHW.
 
-An NHWC array is handed to the backends as its NCHW transposed view (the kernels' contiguous copy is the one
-transpose), and results go back to the caller as C-contiguous NHWC arrays. Filters keep their (K, C // groups, R, S)
-layout in both formats.
+An NHWC array is validated as its NCHW transposed view, then copied once into C-contiguous NCHW by a tiled parallel
+transpose (`contiguous`), and results go back to the caller as C-contiguous NHWC arrays the same way. Filters keep
+their (K, C // groups, R, S) layout in both formats.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ class Layout:
         """A result of the backends, (N, C, H, W), in the caller's format: NHWC results are C-contiguous."""
         if a is None or not self.channels_last:
             return a
-        return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+        n, c, h, w = a.shape
+        return _swapped(np.ascontiguousarray(a).reshape(n, c, h * w)).reshape(n, h, w, c)
 
     @contextmanager
     def shapes_explained(self):
@@ -50,3 +51,22 @@ class Layout:
             if not self.channels_last:
                 raise
             raise ValueError(f"{exc} [data_format='NHWC': shapes are quoted in (N, C, H, W) order]") from None
+
+
+def contiguous(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """a as a C-contiguous array of dtype, without a copy when it already is one (read-only stays read-only).
+
+    An (N, C, H, W) view of channels-last memory (what an NHWC argument becomes) is copied by the tiled transpose,
+    not by numpy's strided copy.
+    """
+    if a.ndim == 4 and a.size and not a.flags.c_contiguous and a.transpose(0, 2, 3, 1).flags.c_contiguous:
+        n, c, h, w = a.shape
+        return _swapped(a.transpose(0, 2, 3, 1).reshape(n, h * w, c)).reshape(n, c, h, w).astype(dtype, copy=False)
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _swapped(a: np.ndarray) -> np.ndarray:
+    """(N, P, Q) C-contiguous -> (N, Q, P) C-contiguous."""
+    from fastconv._transpose import swap_last_axes  # numba is imported on the first channels-last call only
+
+    return swap_last_axes(a)

@@ -1,0 +1,41 @@
+"""A fast, parallel swap of the last two axes of a C-contiguous (N, P, Q) array: NHWC <-> NCHW.
+
+numpy's ascontiguousarray of a transposed 4-D array walks one side with a large stride and runs on one thread
+(measured 3-4x slower than this kernel on (8, 112, 112, 64) float32). The kernel copies square tiles, so both
+sides stay in cache, and splits the tiles of all images over the threads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from fastconv import _threads
+from fastconv.backends.numba_backend._parallel import parallel_kernel
+
+#: tile edge: a 64 x 64 float64 tile (32 KiB) and its transpose fit in L1 + L2
+TILE = 64
+
+
+@parallel_kernel()
+def _swap_tiles(src, dst, tile):
+    """dst[n, q, p] = src[n, p, q]; src (N, P, Q), dst (N, Q, P), both C-contiguous."""
+    n_images, p_size, q_size = src.shape
+    p_tiles, q_tiles = (p_size + tile - 1) // tile, (q_size + tile - 1) // tile
+    per_image = p_tiles * q_tiles
+    for job in prange(n_images * per_image):
+        n = job // per_image
+        p0, q0 = (job % per_image // q_tiles) * tile, (job % q_tiles) * tile
+        for q in range(q0, min(q0 + tile, q_size)):
+            for p in range(p0, min(p0 + tile, p_size)):
+                dst[n, q, p] = src[n, p, q]
+
+
+def swap_last_axes(src: np.ndarray) -> np.ndarray:
+    """src (N, P, Q), C-contiguous -> a new C-contiguous (N, Q, P) array with the same values."""
+    n_images, p_size, q_size = src.shape
+    dst = np.empty((n_images, q_size, p_size), src.dtype)
+    tiles = n_images * -(-p_size // TILE) * -(-q_size // TILE)
+    with _threads.parallel_region(_threads.threads_for(src.size, tiles), numba=True):
+        _swap_tiles(src, dst, TILE)
+    return dst
