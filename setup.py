@@ -1,7 +1,11 @@
 """Build script for the compiled part of fastconv: the cython backend's extensions (its .pyx files).
 
+A source build compiles every extension with -march=native: it runs where it was built, at full speed.
+
 Environment switches:
-    FASTCONV_PORTABLE=1   build without -march=native (for wheels that run on other CPUs)
+    FASTCONV_PORTABLE=1   build for other CPUs (wheels): every extension for x86-64-v2, and the hot kernels once
+                          more for each of ADDED_LEVELS, into the subpackages of cython_backend/_levels; the
+                          best level the running CPU supports is chosen at import (cython_backend/_levels)
 """
 
 import os
@@ -44,24 +48,38 @@ COMPILER_DIRECTIVES = {
 
 
 class BuildExt(build_ext):
-    """build_ext that adds the optimization, -march=native and OpenMP flags this compiler accepts."""
+    """build_ext that adds the optimization, instruction-set and OpenMP flags this compiler accepts."""
 
     def build_extensions(self):
         compile_args, link_args = self._flags()
+        accepted = {level: self._accepts_level(level) for level in {ext.level for ext in self.extensions}}
+        for level in ADDED_LEVELS:
+            if level in accepted and not accepted[level]:
+                warnings.warn(f"fastconv: the C compiler does not know -march={level}; the kernels are not built "
+                              f"for it (the {BASELINE_LEVEL} build runs on such CPUs)")
+        self.extensions = [ext for ext in self.extensions if accepted[ext.level] or ext.level not in ADDED_LEVELS]
         for ext in self.extensions:
+            if accepted[ext.level]:
+                ext.extra_compile_args.append(f"-march={ext.level}")
+            else:  # what build_target() reports
+                ext.define_macros = [(name, '"generic"' if name == "FASTCONV_TARGET" else value)
+                                     for name, value in ext.define_macros]
             ext.extra_compile_args += compile_args
             ext.extra_link_args += link_args
         super().build_extensions()
 
+    def _accepts_level(self, level: str) -> bool:
+        """Whether this compiler builds with -march=level (native: this CPU's; a source build without it, or
+        with MSVC, is generic)."""
+        return self.compiler.compiler_type != "msvc" and self._compiles(PLAIN_PROBE, [f"-march={level}"], [])
+
     def _flags(self) -> tuple[list[str], list[str]]:
-        """(compile, link) flags; OpenMP left out, with a warning, when the compiler lacks it."""
+        """(compile, link) flags shared by every extension; OpenMP left out, with a warning, when the compiler
+        lacks it."""
         msvc = self.compiler.compiler_type == "msvc"
         # -O3 auto-vectorizes the direct-convolution and pooling loops; never -ffast-math: NaN must propagate
         # through max pooling
         compile_args = ["/O2"] if msvc else ["-O3"]
-        portable = _switch("FASTCONV_PORTABLE")
-        if not msvc and not portable and self._compiles(PLAIN_PROBE, ["-march=native"], []):
-            compile_args.append("-march=native")  # AVX2/FMA here: a source build runs where it was built
         # MSVC links OpenMP by itself; Apple's clang takes the flag through its preprocessor
         candidates = [(["/openmp"], [])] if msvc else [(["-fopenmp"],) * 2, (["-Xpreprocessor", "-fopenmp"],) * 2]
         for openmp_compile, openmp_link in candidates:
@@ -87,15 +105,42 @@ class BuildExt(build_ext):
 
 PACKAGE = "fastconv.backends.cython_backend"
 MODULES = ("_common", "_gemm", "_direct", "_winograd", "_pool")
+#: the modules whose loops are the kernels: built again per instruction-set level in a portable build
+HOT_MODULES = ("_gemm", "_direct", "_winograd", "_pool")
+#: GCC/Clang -march levels of a portable build: the baseline every extension is built for, then the others
+BASELINE_LEVEL = "x86-64-v2"
+ADDED_LEVELS = ("x86-64-v3", "x86-64-v4")
 
 
-def _extension(name: str) -> Extension:
+def _extension(name: str, target: str) -> Extension:
+    """The extension of cython_backend/<name>.pyx; target ("native" or a -march level) is what _common's
+    build_target() reports."""
     return Extension(f"{PACKAGE}.{name}", [os.path.join(*PACKAGE.split("."), f"{name}.pyx")],
                      include_dirs=[numpy.get_include()],
-                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])  # no deprecated-API warning
+                     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),  # no deprecated-API warning
+                                    ("FASTCONV_TARGET", f'"{target}"')])
 
 
-setup(
-    ext_modules=cythonize([_extension(name) for name in MODULES], compiler_directives=COMPILER_DIRECTIVES),
-    cmdclass={"build_ext": BuildExt},
-)
+def _at_level(ext: Extension, level: str) -> Extension:
+    """ext compiled with -march=level, under _levels.<level> for an added level. The C source is the same: an
+    extension's init function is named after the last part of its module name, not its package."""
+    name = ext.name if level not in ADDED_LEVELS else \
+        f"{PACKAGE}._levels.{level.replace('-', '_')}.{ext.name.rsplit('.', 1)[1]}"
+    copy = Extension(name, list(ext.sources), include_dirs=list(ext.include_dirs),
+                     define_macros=list(ext.define_macros))
+    copy.level = level
+    return copy
+
+
+def _extensions() -> list[Extension]:
+    """Every module at -march=native; or, portable, at the baseline and the hot ones at each added level."""
+    target = BASELINE_LEVEL if _switch("FASTCONV_PORTABLE") else "native"
+    built = cythonize([_extension(name, target) for name in MODULES], compiler_directives=COMPILER_DIRECTIVES)
+    if target == "native":
+        return [_at_level(ext, "native") for ext in built]
+    hot = [ext for ext in built if ext.name.rsplit(".", 1)[1] in HOT_MODULES]
+    return [_at_level(ext, BASELINE_LEVEL) for ext in built] + \
+        [_at_level(ext, level) for level in ADDED_LEVELS for ext in hot]
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -16,7 +16,7 @@ def test_info_lists_every_backend_and_the_blas(capsys):
     assert out.startswith("fastconv ")
     for name in ("naive", "im2col", "numba", "cython", "auto"):
         assert f"  {name} " in out
-    assert "threads:" in out and "thread pools" in out
+    assert "threads:" in out and "thread pools" in out and "cython kernels compiled for: " in out
 
 
 @pytest.mark.parametrize("command", cli.COMMANDS)

@@ -1,5 +1,5 @@
-"""`fastconv info`: version, backends and why any is unavailable, threads, numba's threading layer and how safe it
-is, BLAS libraries in use, auto's cache."""
+"""`fastconv info`: version, backends and why any is unavailable, the cython kernels' instruction set, threads,
+numba's threading layer and how safe it is, BLAS libraries in use, auto's cache."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     for name in _backend.BACKENDS:
         reason = _backend.unavailable_reason(name)
         print(f"  {name:<8} {'available' if reason is None else 'unavailable: ' + reason}")
+    print(f"cython kernels compiled for: {_cython_level()}")
     print(f"threads: {_threads.get_num_threads()} (fastconv.set_num_threads)")
     print(f"numba threading layer: {_numba_layer()}")
     print("thread pools (threadpoolctl):")
@@ -36,6 +37,15 @@ def run(args: argparse.Namespace) -> int:
     for key, entry in decisions.items():
         print(f"  {entry.choice:<20} {key}")
     return 0
+
+
+def _cython_level() -> str:
+    """The instruction-set level of the cython kernels that run here."""
+    if _backend.unavailable_reason("cython") is not None:
+        return "none (the cython backend is unavailable)"
+    from fastconv.backends.cython_backend import _levels
+
+    return _levels.describe()
 
 
 #: what each numba threading layer is safe for, and what fastconv does about the rest

@@ -9,6 +9,7 @@ One module per method, each beside the extension it wraps:
     winograd.py   _winograd.pyx   3x3 stride 1: F(2x2, 3x3) forward, F(3x3, 2x2) grad of w
     pool.py       _pool.pyx       max and average pooling
                   _common.pxd/.pyx, _blas.pxd   shared by the kernels: ConvShape, row loops, bias grad; GEMM
+    _levels/                      which build of the kernels runs: -march=native, or a portable build's best level
     _reduce.py                    the frame of a grad-of-w pass with per-thread partials (gemm, winograd)
 
 A method module says whether it ``applies(g)`` and, per pass, has a function and its plan (``forward`` and
@@ -19,7 +20,10 @@ its kernel in ``parallel_region(plan.threads)``, the only place the thread count
 from __future__ import annotations
 
 try:
-    from fastconv.backends.cython_backend import _common, _direct, _gemm, _pool, _winograd  # noqa: F401
+    from fastconv.backends.cython_backend import _common, _levels
+
+    for _module in _levels.HOT_MODULES:
+        _levels.load(_module)
 except ImportError as exc:  # the registry reports this as BackendUnavailableError
     raise ImportError(f"the cython backend's compiled extensions are missing ({exc}); build them with `pip install .` "
                       f"(needs a C compiler) or `python setup.py build_ext --inplace` in a source checkout") from exc

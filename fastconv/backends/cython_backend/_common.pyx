@@ -1,4 +1,5 @@
-"""The bias gradient, which every conv method but the direct one computes apart, and the OpenMP self-check."""
+"""The bias gradient, which every conv method but the direct one computes apart, the OpenMP self-check, and what
+the extensions were compiled for."""
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
@@ -21,3 +22,13 @@ def parallel_threads(int num_threads):
     with nogil, parallel(num_threads=num_threads):
         seen[threadid()] = 1
     return sum(seen)
+
+
+cdef extern from *:
+    const char *FASTCONV_TARGET  # set by setup.py: "native", an -march level such as "x86-64-v2", or "generic"
+
+
+def build_target():
+    """The instruction set the baseline extensions were compiled for: "native" (-march=native, a source build),
+    an -march level such as "x86-64-v2" (a portable build), or "generic" (no -march flag)."""
+    return FASTCONV_TARGET.decode()

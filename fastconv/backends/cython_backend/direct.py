@@ -10,7 +10,9 @@ from __future__ import annotations
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Plan
-from fastconv.backends.cython_backend import _direct
+from fastconv.backends.cython_backend._levels import load
+
+_direct = load("_direct")  # the kernels built for this CPU's instruction set
 
 
 def applies(g: ConvGeometry) -> bool:

@@ -16,8 +16,10 @@ import numpy as np
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Plan
-from fastconv.backends.cython_backend import _gemm
+from fastconv.backends.cython_backend._levels import load
 from fastconv.backends.cython_backend._reduce import grad_w_region
+
+_gemm = load("_gemm")  # the kernels built for this CPU's instruction set
 
 #: bytes of one thread's im2col tile (a tuning knob: large enough for an efficient GEMM, small enough for L2/L3)
 COL_TILE_BYTES = 1 << 20

@@ -11,7 +11,9 @@ import numpy as np
 from fastconv._geometry import PoolGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Method, Methods, Plan
-from fastconv.backends.cython_backend import _pool
+from fastconv.backends.cython_backend._levels import load
+
+_pool = load("_pool")  # the kernels built for this CPU's instruction set
 
 
 def _windows(g: PoolGeometry) -> dict:

@@ -13,8 +13,10 @@ import numpy as np
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Plan
-from fastconv.backends.cython_backend import _winograd
+from fastconv.backends.cython_backend._levels import load
 from fastconv.backends.cython_backend._reduce import grad_w_region
+
+_winograd = load("_winograd")  # the kernels built for this CPU's instruction set
 
 #: F(2x2, 3x3)'s weight transform G (4 x 3)
 WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
