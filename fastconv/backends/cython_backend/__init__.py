@@ -20,9 +20,9 @@ its kernel in ``parallel_region(plan.threads)``, the only place the thread count
 from __future__ import annotations
 
 try:
-    from fastconv.backends.cython_backend import _common, _levels
+    from fastconv.backends.cython_backend import _levels
 
-    for _module in _levels.HOT_MODULES:
+    for _module in ("_common", *_levels.HOT_MODULES):
         _levels.load(_module)
 except ImportError as exc:  # the registry reports this as BackendUnavailableError
     raise ImportError(f"the cython backend's compiled extensions are missing ({exc}); build them with `pip install .` "
