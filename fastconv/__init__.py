@@ -6,9 +6,8 @@ from fastconv._backend import (BackendUnavailableError, available_backends, get_
                                use_backend)
 from fastconv._geometry import ConvGeometry, PoolGeometry
 from fastconv._threads import get_num_threads, set_num_threads
+from fastconv._version import __version__
 from fastconv.autotune import set_autotune
-
-__version__ = "0.1.0"
 
 __all__ = [
     "conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",

@@ -7,13 +7,14 @@ import sys
 
 import pytest
 
+import fastconv
 from fastconv import cli
 
 
 def test_info_lists_every_backend_and_the_blas(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("fastconv ")
+    assert out.startswith(f"fastconv {fastconv.__version__}\n")
     for name in ("naive", "im2col", "numba", "cython", "auto"):
         assert f"  {name} " in out
     assert "threads:" in out and "thread pools" in out and "cython kernels compiled for: " in out
