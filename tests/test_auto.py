@@ -114,7 +114,7 @@ def test_another_process_reuses_and_extends_the_file(operands, monkeypatch, fres
     fc.conv2d(x, w, padding=1, backend="auto")
     script = (STABLE_SCRIPT + "import numpy as np, fastconv as fc\n"
               "from fastconv.autotune import timing\n"
-              "def fail(calls): raise AssertionError('measured a cached key')\n"
+              "def fail(calls, **options): raise AssertionError('measured a cached key')\n"
               "timing.fastest, measure = fail, timing.fastest\n"
               f"fc.conv2d(np.ones({X_SHAPE}), np.ones({W_SHAPE}), padding=1)\n"
               "timing.fastest = measure\n"
@@ -214,9 +214,9 @@ def count_measurements(monkeypatch) -> list:
     """The candidate sets auto measures from now on (timing.fastest still runs)."""
     measured = []
 
-    def counting(calls):
+    def counting(calls, **options):
         measured.append(list(calls))
-        return fastest(calls)
+        return fastest(calls, **options)
 
     fastest = timing.fastest
     monkeypatch.setattr(timing, "fastest", counting)
@@ -275,3 +275,33 @@ def test_measuring_stays_within_ten_runs_of_the_first_candidate(monkeypatch, ope
     # the 10 x 2 ms budget: the rest is never run, nor timed again
     assert ran == ["first", "first", "slow0", "slow0", "slow1", "slow1"]
     assert auto.chosen("conv2d_forward", geometry(x, w)) == "first"
+
+
+def test_a_candidate_that_already_ran_is_timed_without_a_warm_up():
+    ran = []
+
+    def candidate(name):
+        return lambda: ran.append(name) or name
+
+    chosen, seconds, result = timing.fastest({"first": candidate("first"), "second": candidate("second")},
+                                             warmed=frozenset({"second"}))
+    assert ran[:3] == ["first", "first", "second"] and result == "first" and set(seconds) == {"first", "second"}
+
+
+def test_measuring_skips_the_warm_up_of_methods_this_process_ran(monkeypatch, rng):
+    """The heuristic's method ran on the bucket's first visits: the measurement times it without a warm-up."""
+    monkeypatch.setattr(auto, "MEASURE_ON_VISIT", 2)
+    passed = []
+    fastest = timing.fastest
+
+    def recording(calls, warmed=frozenset()):
+        passed.append(warmed)
+        return fastest(calls, warmed=warmed)
+
+    monkeypatch.setattr(timing, "fastest", recording)
+
+    w = random_array(rng, (4, 3, 3, 3), np.float64)
+    for width in (9, 10):
+        fc.conv2d(random_array(rng, (2, 3, 10, width), np.float64), w, padding=1, backend="auto")
+    g = geometry(random_array(rng, (2, 3, 10, 10), np.float64), w)
+    assert len(passed) == 1 and auto.heuristic_method("conv2d_forward", g)[0] in passed[0]

@@ -20,13 +20,15 @@ GIVE_UP_RATIO = 1.5
 SWITCH_RATIO = 0.9
 
 
-def fastest(calls: dict[str, Callable[[], object]]) -> tuple[str, dict[str, float], object]:
+def fastest(calls: dict[str, Callable[[], object]], warmed: frozenset[str] = frozenset()
+            ) -> tuple[str, dict[str, float], object]:
     """Time the zero-argument calls, the preferred first, and return (name of the chosen, best seconds per name
     that was timed, the first result).
 
     In order, while the time spent stays within the budget (BUDGET_RUNS times the first call's time, at most
     BUDGET_S), each call runs twice: a warm-up, counted in the budget at most as one run of the first call (a
-    longer warm-up is compilation or first touches, which a process pays once), then a timed run. Then rounds of
+    longer warm-up is compilation or first touches, which a process pays once), then a timed run; a call named
+    in ``warmed`` (its method already ran in this process) runs once, timed. Then rounds of
     the calls still within GIVE_UP_RATIO of the best, one call each per round (so that a burst of load from
     other processes hits them alike), up to MAX_REPEATS timed runs while the budget lasts. The minimum counts,
     and the first call (the preferred) stays unless another is faster by SWITCH_RATIO. A call that raises is
@@ -39,8 +41,8 @@ def fastest(calls: dict[str, Callable[[], object]]) -> tuple[str, dict[str, floa
         if spent >= budget:
             break
         try:
-            warm_up, output = _timed(call)
-            elapsed = _timed(call)[0]
+            warm_up = 0.0 if name in warmed else _timed(call)[0]
+            elapsed, output = _timed(call)
         except Exception as exc:  # one failing candidate must not break auto; the others still run
             errors.append(exc)
             warnings.warn(f"fastconv auto: candidate {name!r} failed ({type(exc).__name__}: {exc}); skipped",

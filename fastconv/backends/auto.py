@@ -47,6 +47,8 @@ TINY_S = 0.5e-3
 FLOPS_PER_SECOND = 20e9
 READS_PER_SECOND = 2e9
 _tuning = threading.RLock()  # re-entrant: a kernel may itself call fastconv with the default backend
+#: (candidate, dtype) pairs that have run in this process: a measurement needs no warm-up run for them
+_warmed: set[tuple[str, str]] = set()
 
 
 def _available() -> list[str]:
@@ -174,6 +176,7 @@ def _run(op: str, g, flags: tuple, *args):
                 _remember(fast_key, choice, options[choice])
                 return options[choice](*args)
         name, default = heuristic_method(op, g)
+        _warmed.add((name, g.dtype.name))
         if expected_seconds(op, g) < TINY_S:
             _remember(fast_key, name, default.run)
             return default.run(*args)
@@ -184,8 +187,10 @@ def _run(op: str, g, flags: tuple, *args):
             return default.run(*args)
         _visits.pop(key, None)
         options = candidates(op, g)
-        winner, seconds, result = timing.fastest({name: functools.partial(kernel, *args)
-                                                  for name, kernel in options.items()})
+        winner, seconds, result = timing.fastest(
+            {name: functools.partial(kernel, *args) for name, kernel in options.items()},
+            warmed=frozenset(name for name in options if (name, g.dtype.name) in _warmed))
+        _warmed.update((name, g.dtype.name) for name in seconds)
         # only the candidates that ran count: after a failure the next process measures again
         cache.store(key, cache.Entry(winner, tuple(seconds),
                                      tuple((name, round(s * 1e3, 4)) for name, s in seconds.items())))
