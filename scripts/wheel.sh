@@ -26,10 +26,15 @@ PATH="$work/tools/bin:$PATH" auditwheel repair --wheel-dir "$out" "$work"/dist/f
 cp "$work"/dist/fastconv-*.tar.gz "$out"/
 wheel=$(ls -t "$out"/fastconv-*manylinux*.whl | head -1)
 PATH="$work/tools/bin:$PATH" auditwheel show "$wheel"
-if unzip -l "$wheel" | grep -q '\.c$'; then
-    echo "wheel: $wheel contains C sources" >&2
-    exit 1
-fi
+python3 - "$wheel" <<'CHECK'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+sources = [name for name in names if name.endswith(".c")]
+levels = [name for name in names if "/_levels/x86_64_v" in name and name.endswith(".so")]
+assert not sources, f"the wheel ships C sources: {sources}"
+assert len(levels) == 8, f"expected the 4 hot modules at 2 added levels, found {levels}"
+print(f"wheel: {len(names)} files, kernels for the added levels: {len(levels)}")
+CHECK
 
 step "install $(basename "$wheel") into a fresh venv, with no compiler on PATH"
 python3 -m venv "$work/user"
@@ -44,7 +49,8 @@ done
 
 step "the test suite against the installed package, outside the source tree"
 mkdir "$work/suite"
-git -C "$root" ls-files -z | grep -zv '^fastconv/' | (cd "$root" && tar --null --files-from=- -cf -) | tar -xf - -C "$work/suite"
+tar -C "$root" --exclude=./fastconv --exclude=./build --exclude=./dist --exclude=./wheelhouse --exclude=./site \
+    --exclude=./.venv --exclude=./.git --exclude='./*.egg-info' -cf - . | tar -xf - -C "$work/suite"
 cd "$work/suite"
 "${no_compiler[@]}" "$work/user/bin/python" -c "
 import fastconv, sys
