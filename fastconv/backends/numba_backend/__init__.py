@@ -2,8 +2,8 @@
 
 Importing this package fails with ImportError when numba is missing, which marks the backend unavailable.
 Modules, one per method: gemm (im2col + GEMM per tile), pointwise (1x1), direct (one input channel per group),
-winograd (F(4x4, 3x3)), pool (one pass over the planes); conv chooses among the convolution methods and
-composes the backward pass; _columns and _chunks hold the row helpers and the work split they share.
+polyphase (the same on small maps, over phase planes), winograd (F(4x4, 3x3)), pool (one pass over the planes);
+conv chooses among the convolution methods and composes the backward pass; _columns and _chunks hold the row helpers and the work split they share.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def _tap(x_shape, group, c, r, s, r_size, s_size, cg, params, out_w):
     the column matrix, [lo, hi) the output columns whose cell lies inside x, and x's flat offset of the cell
     read by output (n, oh, lo) being channel_offset + n*C*H*W + (oh*sh + r*dh - top)*W + column_offset."""
     sh, sw, dh, dw, top, left = params
-    channels, height, width = x_shape[1], x_shape[2], x_shape[3]
+    height, width = x_shape[2], x_shape[3]
     lo, hi, offset = valid_columns(s, params, width, out_w)
     channel_offset = (group * cg + c) * height * width
     return (c * r_size + r) * s_size + s, uint64(lo), uint64(hi), channel_offset, lo * sw + offset

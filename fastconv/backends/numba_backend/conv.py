@@ -2,6 +2,7 @@
 
 Methods (each a module with applies, forward / forward_plan and backward / backward_plan):
     pointwise  1x1, stride 1, no padding: one GEMM per image
+    polyphase  one input channel per group: whole-plane loops over phase planes (small depthwise maps)
     direct     one input channel per group (depthwise, C == 1): loops along rows
     gemm       everything: im2col + GEMM per tile of output rows
     winograd   3x3, stride 1, ungrouped: F(4x4, 3x3) (forward only)
@@ -20,7 +21,7 @@ from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._defaults import winograd_pays
 from fastconv.backends._protocol import Method, Methods, Plan
-from fastconv.backends.numba_backend import direct, gemm, pointwise, winograd
+from fastconv.backends.numba_backend import direct, gemm, pointwise, polyphase, winograd
 from fastconv.backends.numba_backend._columns import FMA_AND_REORDER
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 
@@ -31,11 +32,13 @@ ROTATED_MIN_CHANNELS = 16
 def _modules(g: ConvGeometry) -> list[tuple[str, object]]:
     """(name, module) of every method with a forward and backward that applies to g, the preferred one first."""
     found = [("pointwise", pointwise)] if pointwise.applies(g) else []
+    channelwise = [("polyphase", polyphase), ("direct", direct)] if polyphase.preferred(g) else \
+        [("direct", direct), ("polyphase", polyphase)]
     if direct.preferred(g):
-        found.append(("direct", direct))
+        found += channelwise
     found.append(("gemm", gemm))
     if direct.applies(g) and not direct.preferred(g):
-        found.append(("direct", direct))
+        found += channelwise
     return found
 
 

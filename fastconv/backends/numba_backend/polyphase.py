@@ -1,0 +1,227 @@
+"""Depthwise (one input channel per group) convolution over polyphase planes: whole-plane vector loops for small
+maps, any kernel size, stride, dilation and padding.
+
+The direct method loops along output rows, which are too short on 7x7 or 14x14 maps for its vector loops to pay.
+Here each input plane is first copied, zero-padded, into sh * sw phase planes of hq x wq cells:
+
+    phase (a, b)[i, j] = padded x[i*sh + a, j*sw + b]
+
+so that output (oh, ow) reads, for tap (r, s), phase ((r*dh) % sh, (s*dw) % sw) at (oh + r*dh // sh,
+ow + s*dw // sw): a stride-1 shift. With the output laid out on the same row pitch wq (its columns past Wo are
+scratch), every tap is one contiguous axpy over out_h * wq cells, whatever the stride:
+
+    acc[i] += w[k, 0, r, s] * phases[offset(r, s) + i]     for i < out_h * wq
+
+The gradient of w is the matching dot product with dy laid out on pitch wq (zeros past Wo), and the gradient of
+x the matching axpy into zeroed phase planes, copied back to dx.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, uint64
+
+from fastconv._geometry import ConvGeometry
+from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._protocol import Plan
+from fastconv.backends.numba_backend._chunks import chunk_bounds
+from fastconv.backends.numba_backend._columns import FMA_AND_REORDER
+from fastconv.backends.numba_backend._parallel import parallel_kernel
+
+#: widest output map the method is the default for: wider rows vectorize well in the direct method's row loops,
+#: which also skip the phase copies
+PREFERRED_MAX_OUT_W = 32
+
+
+def applies(g: ConvGeometry) -> bool:
+    return g.is_channelwise
+
+
+def preferred(g: ConvGeometry) -> bool:
+    """Depthwise layers on small maps."""
+    return applies(g) and g.groups > 1 and g.out_w <= PREFERRED_MAX_OUT_W
+
+
+def layout(g: ConvGeometry) -> tuple[int, int, int]:
+    """(phases, hq, wq): the number of phase planes and their rows and row pitch, large enough for every input
+    cell and for the reads of every tap (one spare row takes the last row's overrun past wq)."""
+    hq = max(-(-(g.h + g.pad_top) // g.stride_h), g.out_h + (g.r - 1) * g.dilation_h // g.stride_h + 1)
+    wq = max(-(-(g.w + g.pad_left) // g.stride_w), g.out_w + (g.s - 1) * g.dilation_w // g.stride_w)
+    return g.stride_h * g.stride_w, hq, wq
+
+
+def _scratch(g: ConvGeometry, chunks: int) -> dict:
+    """Each chunk's phase planes, then its output (or dy) rows on pitch wq."""
+    phases, hq, wq = layout(g)
+    return {"scratch": ((chunks, phases * hq * wq + g.out_h * wq), g.dtype)}
+
+
+def forward_plan(g: ConvGeometry) -> Plan:
+    threads = threads_for(g.flops, g.n * g.k)
+    return Plan(threads, _scratch(g, threads))
+
+
+def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
+    """The chunks' scratch, and their dW partial sums."""
+    threads = threads_for(g.flops, g.n * g.k)
+    parts = {"dw_parts": ((threads, g.k, g.r, g.s), g.dtype)} if need_dw else {}
+    return Plan(threads, {**_scratch(g, threads), **parts})
+
+
+def _params(g: ConvGeometry) -> tuple[int, ...]:
+    """(sh, sw, top, left, hq, wq): what the kernels need of the geometry besides the tap offsets."""
+    return (g.stride_h, g.stride_w, g.pad_top, g.pad_left, *layout(g)[1:])
+
+
+def _tap_offsets(g: ConvGeometry) -> np.ndarray:
+    """(R*S,) uint64: where tap (r, s) reads in the phase planes, relative to output cell 0 (computed once per
+    call: divisions in the kernels' loops would cost more than the taps)."""
+    _, hq, wq = layout(g)
+    r = np.arange(g.r)[:, None] * g.dilation_h
+    s = np.arange(g.s)[None, :] * g.dilation_w
+    phase = (r % g.stride_h) * g.stride_w + s % g.stride_w
+    return (phase * hq * wq + r // g.stride_h * wq + s // g.stride_w).astype(np.uint64).ravel()
+
+
+@njit(cache=True, inline="always")
+def _copy_plane(src, first, height, width, phases, params, into_phases):
+    """Input plane src[first:first + height*width] <-> its cells of the phase planes (padding cells untouched):
+    into the phases when into_phases, else back out of them. Phase by phase, so that no cell costs a division:
+    phase (a, b) holds input rows i0, i0 + sh, ... and columns j0, j0 + sw, ... (i0 = (a - top) mod sh)."""
+    sh, sw, top, left, hq, wq = params
+    for a in range(sh):
+        i0 = (a - top) % sh
+        for b in range(sw):
+            j0 = (b - left) % sw
+            count = uint64(max(0, -(-(width - j0) // sw)))
+            phase = (a * sw + b) * hq * wq
+            for i in range(i0, height, sh):
+                cells = uint64(phase + (i + top) // sh * wq + (j0 + left) // sw)
+                inputs = first + uint64(i * width + j0)
+                if into_phases:
+                    for m in range(count):
+                        phases[cells + m] = src[inputs + m * uint64(sw)]
+                else:
+                    for m in range(count):
+                        src[inputs + m * uint64(sw)] = phases[cells + m]
+
+
+@njit(cache=True, inline="always")
+def _rows_on_pitch(rows, src, first, out_h, out_w, wq):
+    """rows[oh*wq + ow] = src[first + oh*out_w + ow]: a dy plane on the phases' row pitch (columns past out_w
+    keep their zeros)."""
+    for oh in range(out_h):
+        for ow in range(out_w):
+            rows[uint64(oh * wq + ow)] = src[first + uint64(oh * out_w + ow)]
+
+
+@parallel_kernel(fastmath=FMA_AND_REORDER)
+def _forward(x, w, bias, y, params, offsets, scratch):
+    """x (N, C, H, W), w (K, 1, R, S), bias (K,) -> y (N, K, Ho, Wo); planes (n, k) split into chunks."""
+    n_images, c, height, width = x.shape
+    k, _, r_size, s_size = w.shape
+    kg = k // c
+    out_h, out_w = y.shape[2], y.shape[3]
+    wq = params[5]
+    cells = uint64(out_h * wq)
+    chunks, size = scratch.shape
+    src, dst, taps = x.ravel(), y.ravel(), w.ravel()
+    for t in prange(chunks):
+        phases, acc = scratch[t, :size - cells], scratch[t, size - cells:]
+        phases[:] = 0
+        first_plane, last_plane = chunk_bounds(n_images * k, chunks, t)
+        for plane in range(first_plane, last_plane):
+            n, kk = plane // k, plane % k
+            _copy_plane(src, uint64((n * c + kk // kg) * height * width), height, width, phases, params, True)
+            for i in range(cells):
+                acc[i] = bias[kk]
+            for j in range(r_size * s_size):
+                offset, tap = offsets[j], taps[kk * r_size * s_size + j]
+                for i in range(cells):
+                    acc[i] += tap * phases[offset + i]
+            out = uint64(plane * out_h * out_w)
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    dst[out + uint64(oh * out_w + ow)] = acc[uint64(oh * wq + ow)]
+
+
+@parallel_kernel(fastmath=FMA_AND_REORDER)
+def _backward_dw(dy, x, dw_parts, params, offsets, scratch):
+    """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw_parts (chunks, K, R, S): each chunk's share of dW."""
+    n_images, c, height, width = x.shape
+    chunks, k, r_size, s_size = dw_parts.shape
+    kg = k // c
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    wq = params[5]
+    cells = uint64(out_h * wq)
+    size = scratch.shape[1]
+    grads, inputs = dy.ravel(), x.ravel()
+    for t in prange(chunks):
+        phases, rows = scratch[t, :size - cells], scratch[t, size - cells:]
+        phases[:] = 0
+        rows[:] = 0
+        dw_parts[t] = 0
+        first_plane, last_plane = chunk_bounds(n_images * k, chunks, t)
+        for plane in range(first_plane, last_plane):
+            n, kk = plane // k, plane % k
+            _copy_plane(inputs, uint64((n * c + kk // kg) * height * width), height, width, phases, params, True)
+            _rows_on_pitch(rows, grads, uint64(plane * out_h * out_w), out_h, out_w, wq)
+            for j in range(r_size * s_size):
+                offset, total = offsets[j], dy.dtype.type(0)
+                for i in range(cells):
+                    total += rows[i] * phases[offset + i]
+                dw_parts[t, kk, j // s_size, j % s_size] += total
+
+
+@parallel_kernel(fastmath=FMA_AND_REORDER)
+def _backward_dx(dy, w, dx, params, offsets, scratch):
+    """dy (N, K, Ho, Wo), w (K, 1, R, S) -> dx (N, C, H, W): input planes (n, c) split into chunks, each plane
+    gathering its Kg output channels in its phase planes."""
+    n_images, c, height, width = dx.shape
+    k, _, r_size, s_size = w.shape
+    kg = k // c
+    out_h, out_w = dy.shape[2], dy.shape[3]
+    wq = params[5]
+    cells = uint64(out_h * wq)
+    chunks, size = scratch.shape
+    grads, dst, taps = dy.ravel(), dx.ravel(), w.ravel()
+    for t in prange(chunks):
+        phases, rows = scratch[t, :size - cells], scratch[t, size - cells:]
+        rows[:] = 0
+        first_plane, last_plane = chunk_bounds(n_images * c, chunks, t)
+        for plane in range(first_plane, last_plane):
+            n, channel = plane // c, plane % c
+            phases[:] = 0
+            for kk in range(channel * kg, (channel + 1) * kg):
+                _rows_on_pitch(rows, grads, uint64((n * k + kk) * out_h * out_w), out_h, out_w, wq)
+                for j in range(r_size * s_size):
+                    offset, tap = offsets[j], taps[kk * r_size * s_size + j]
+                    for i in range(cells):
+                        phases[offset + i] += tap * rows[i]
+            _copy_plane(dst, uint64(plane * height * width), height, width, phases, params, False)
+
+
+def forward(x, w, b, g: ConvGeometry):
+    """x (N, C, H, W), w (K, 1, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
+    plan = forward_plan(g)
+    scratch = plan.allocate()
+    y = np.empty(g.y_shape, g.dtype)
+    with parallel_region(plan.threads, numba=True):
+        _forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, _params(g), _tap_offsets(g),
+                 scratch["scratch"])
+    return y
+
+
+def backward(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
+    """dy (N, K, Ho, Wo) -> dx (N, C, H, W), dw (K, 1, R, S); None where not needed."""
+    plan = backward_plan(g, need_dx, need_dw)
+    scratch = plan.allocate()
+    dx = dw = None
+    with parallel_region(plan.threads, numba=True):
+        if need_dw:
+            _backward_dw(dy, x, scratch["dw_parts"], _params(g), _tap_offsets(g), scratch["scratch"])
+            dw = scratch["dw_parts"].sum(axis=0).reshape(g.w_shape)
+        if need_dx:
+            dx = np.empty(g.x_shape, g.dtype)
+            _backward_dx(dy, w, dx, _params(g), _tap_offsets(g), scratch["scratch"])
+    return dx, dw
