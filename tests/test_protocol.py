@@ -8,6 +8,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastconv as fc
 from fastconv import _backend
@@ -30,6 +32,9 @@ METHOD_CASES = [case for case in CONV_CASES if 0 not in case.x + case.w] + [
     ConvCase("winograd_16", (2, 16, 9, 10), (16, 16, 3, 3), dict(padding=1)),
     ConvCase("winograd_grouped", (1, 32, 6, 7), (32, 16, 3, 3), dict(padding=1, groups=2)),
     ConvCase("pointwise_wide", (3, 24, 5, 4), (20, 24, 1, 1)),
+    ConvCase("depthwise_5x5_stride2", (2, 3, 11, 9), (3, 1, 5, 5), dict(groups=3, stride=2, padding=2)),
+    ConvCase("depthwise_1x7_mixed", (1, 2, 8, 13), (4, 1, 1, 7),
+             dict(groups=2, stride=(2, 3), dilation=(1, 2), padding=((1, 0), (3, 2)))),
 ]
 
 #: layers large enough for several threads and tiles, where a plan that forgot a buffer shows
@@ -67,15 +72,34 @@ def _conv_operands(case: ConvCase, dtype, rng):
 @pytest.mark.parametrize("name", COMPILED)
 @pytest.mark.parametrize("case", METHOD_CASES, ids=str)
 def test_every_conv_method_matches_naive(case, name, dtype, rng):
-    module = _backend.load(require_backend(name))
+    _check_every_conv_method(_backend.load(require_backend(name)), case, dtype, rng)
+
+
+def _check_every_conv_method(module, case: ConvCase, dtype, rng) -> None:
+    """Each forward and backward method of the module against naive on the case's random operands."""
     x, w, b, dy, g = _conv_operands(case, dtype, rng)
     y_ref = fc.conv2d(x, w, b, backend="naive", **case.kwargs)
     grads_ref = fc.conv2d_backward(dy, x, w, backend="naive", **case.kwargs)
     for method in module.methods("conv2d_forward", g).options.values():
-        assert_close(method.run(x, w, b, g), y_ref, dtype, f"{case} forward {method.name}")
+        assert_close(method.run(x, w, b, g), y_ref, dtype, f"{case} {case.kwargs} forward {method.name}")
     for method in module.methods("conv2d_backward", g).options.values():
         for grad, actual, expected in zip(("dx", "dw", "db"), method.run(dy, x, w, g, True, True, True), grads_ref):
-            assert_close(actual, expected, dtype, f"{case} backward {method.name} {grad}")
+            assert_close(actual, expected, dtype, f"{case} {case.kwargs} backward {method.name} {grad}")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+@pytest.mark.parametrize("name", COMPILED)
+def test_every_channelwise_method_matches_naive_on_random_geometries(name, data):
+    """Depthwise layers (with channel multipliers) of random kernel, stride, dilation and padding, float64."""
+    module = _backend.load(require_backend(name))
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    c, multiplier, r, s = draw(1, 3), draw(1, 2), draw(1, 5), draw(1, 5)
+    kwargs = dict(groups=c, stride=(draw(1, 3), draw(1, 3)), dilation=(draw(1, 2), draw(1, 2)),
+                  padding=((draw(0, r - 1), draw(0, r - 1)), (draw(0, s - 1), draw(0, s - 1))))
+    case = ConvCase("random_channelwise", (draw(1, 2), c, draw(1, 12) + 2 * r, draw(1, 12) + 2 * s),
+                    (c * multiplier, 1, r, s), kwargs)
+    _check_every_conv_method(module, case, np.float64, np.random.default_rng(draw(0, 2 ** 16)))
 
 
 def _pool_runs(x, case, dtype, rng):
