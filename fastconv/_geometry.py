@@ -6,6 +6,7 @@ Kernels receive the geometry and never re-derive output sizes or re-check argume
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -168,6 +169,17 @@ class PoolGeometry:
         """True when neighbouring windows share input cells (stride smaller than the window)."""
         return self.stride_h < self.kh or self.stride_w < self.kw
 
+    @property
+    def is_global(self) -> bool:
+        """One window per plane, covering all of it (global pooling): y (N, C, 1, 1)."""
+        return (self.out_h == self.out_w == 1 and self.kh - self.pad_top >= self.h
+                and self.kw - self.pad_left >= self.w)
+
+    @functools.cached_property
+    def global_divisor(self) -> float:
+        """avg pooling's divisor of the one window of global pooling (computed once per geometry)."""
+        return float(self.avg_divisor()[0, 0])
+
     def avg_divisor(self, out: np.ndarray | None = None) -> np.ndarray:
         """(out_h, out_w): the number each window's sum is divided by in avg pooling (PyTorch's rule), float64
         or written into out (any float dtype)."""
@@ -323,6 +335,36 @@ def _out_size(size: int, pad: int, extent: int, stride: int, ceil_mode: bool = F
 # geometry builders
 
 
+#: geometries remembered per call signature at most (then forgotten whole, as auto's memos)
+GEOMETRY_MEMO_SIZE = 1024
+
+
+def _signature(value) -> object:
+    """An argument's part of a call signature: an array's shape and dtype, anything else its repr (so that 1,
+    True and np.int64(1) stay apart, as validation treats them)."""
+    return (value.shape, value.dtype) if isinstance(value, np.ndarray) else repr(value)
+
+
+def _memoized(validate):
+    """validate(*arrays_and_options) -> geometry, remembered per call signature: a call repeating a valid one
+    skips its validation (what fails validation is never remembered, so it fails every time)."""
+    memo: dict[tuple, object] = {}
+
+    @functools.wraps(validate)
+    def geometry(*args, **kwargs):
+        key = (tuple(map(_signature, args)), tuple((name, _signature(v)) for name, v in kwargs.items()))
+        found = memo.get(key)
+        if found is None:
+            found = validate(*args, **kwargs)
+            if len(memo) >= GEOMETRY_MEMO_SIZE:
+                memo.clear()
+            memo[key] = found
+        return found
+
+    return geometry
+
+
+@_memoized
 def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, stride=1, padding=0,
                   dilation=1, groups=1, op: str = "conv2d", dy: np.ndarray | None = None) -> ConvGeometry:
     """Validate one conv2d (or conv2d_backward, when dy is given) call and return its geometry."""
@@ -362,6 +404,7 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
     return g
 
 
+@_memoized
 def pool_geometry(x: np.ndarray, kernel_size, *, stride=None, padding=0, ceil_mode=False,
                   count_include_pad=True, op: str = "pool2d", dy: np.ndarray | None = None) -> PoolGeometry:
     """Validate one pooling call (backward when dy is given) and return its geometry."""

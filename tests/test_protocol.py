@@ -16,7 +16,7 @@ from fastconv import _backend
 from fastconv._geometry import conv_geometry, pool_geometry
 from fastconv.backends._protocol import Backend, Methods
 
-from _helpers import CONV_CASES, POOL_CASES, ConvCase, assert_close, random_array, require_backend
+from _helpers import CONV_CASES, POOL_CASES, ConvCase, PoolCase, assert_close, random_array, require_backend
 
 COMPILED = ["numba", "cython"]
 POOL_OPS = ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward")
@@ -35,6 +35,13 @@ METHOD_CASES = [case for case in CONV_CASES if 0 not in case.x + case.w] + [
     ConvCase("depthwise_5x5_stride2", (2, 3, 11, 9), (3, 1, 5, 5), dict(groups=3, stride=2, padding=2)),
     ConvCase("depthwise_1x7_mixed", (1, 2, 8, 13), (4, 1, 1, 7),
              dict(groups=2, stride=(2, 3), dilation=(1, 2), padding=((1, 0), (3, 2)))),
+]
+
+#: pooling inputs, and global windows (one per plane, padded or not) that take the "global" method
+METHOD_POOL_CASES = [case for case in POOL_CASES if 0 not in case.x] + [
+    PoolCase("global_7x7", (2, 5, 7, 7), 7),
+    PoolCase("global_padded", (1, 3, 5, 6), (6, 7), dict(padding=(1, 1))),
+    PoolCase("global_rectangle", (3, 2, 4, 9), (4, 9)),
 ]
 
 #: layers large enough for several threads and tiles, where a plan that forgot a buffer shows
@@ -113,7 +120,7 @@ def _pool_runs(x, case, dtype, rng):
 
 
 @pytest.mark.parametrize("name", COMPILED)
-@pytest.mark.parametrize("case", [case for case in POOL_CASES if 0 not in case.x], ids=str)
+@pytest.mark.parametrize("case", METHOD_POOL_CASES, ids=str)
 def test_every_pool_method_matches_naive(case, name, rng):
     module, naive = _backend.load(require_backend(name)), _backend.load("naive")
     x = random_array(rng, case.x, np.float64)
@@ -160,7 +167,7 @@ def test_conv_plans_are_what_the_methods_allocate(case, name, threads, rng, monk
 
 
 @pytest.mark.parametrize("name", COMPILED)
-@pytest.mark.parametrize("case", [case for case in POOL_CASES if 0 not in case.x], ids=str)
+@pytest.mark.parametrize("case", METHOD_POOL_CASES, ids=str)
 def test_pool_plans_are_what_the_methods_allocate(case, name, rng):
     module = _backend.load(require_backend(name))
     x = random_array(rng, tuple(4 * d if i > 1 else d for i, d in enumerate(case.x)), np.float32)

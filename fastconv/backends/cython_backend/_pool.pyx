@@ -9,6 +9,8 @@ comparisons for NaN propagation.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
+from ._common cimport fill, total
+
 
 cdef struct PoolShape:
     Py_ssize_t n, c, h, w, kh, kw
@@ -286,3 +288,18 @@ def avg_backward_disjoint(const floating[:, :, :, ::1] dy, const floating[:, ::1
                     expanded[iw] = share[cols[iw]]
             for iw in range(w):
                 row[iw] = expanded[iw]
+
+
+def plane_means(const floating[:, ::1] x, floating[::1] y, floating divisor, int num_threads):
+    """y (planes,) = the sum of each plane x (planes, h*w) / divisor: global average pooling, one contiguous sum
+    per plane (eight partial sums) instead of a window loop."""
+    cdef Py_ssize_t plane
+    for plane in prange(x.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+        y[plane] = <floating>total(&x[plane, 0], x.shape[1]) / divisor
+
+
+def plane_shares(const floating[::1] dy, floating[:, ::1] dx, floating scale, int num_threads):
+    """dx (planes, h*w): every cell of a plane dy[plane] * scale (global average pooling's gradient)."""
+    cdef Py_ssize_t plane
+    for plane in prange(dx.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+        fill(&dx[plane, 0], dx.shape[1], dy[plane] * scale)

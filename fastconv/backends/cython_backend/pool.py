@@ -104,6 +104,27 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     return dx
 
 
+def global_plan(g: PoolGeometry) -> Plan:
+    """Planes in parallel; no scratch."""
+    return Plan(threads_for(g.reads, g.n * g.c))
+
+
+def global_avg_forward(x, g: PoolGeometry):
+    """x (N, C, H, W) -> y (N, C, 1, 1) when one window covers each plane: plane sums / the divisor."""
+    y = np.empty(g.y_shape, g.dtype)
+    with parallel_region(global_plan(g).threads) as threads:
+        _pool.plane_means(x.reshape(g.n * g.c, -1), y.reshape(-1), g.global_divisor, threads)
+    return y
+
+
+def global_avg_backward(dy, g: PoolGeometry):
+    """dy (N, C, 1, 1) -> dx (N, C, H, W) when one window covers each plane: dy / the divisor everywhere."""
+    dx = np.empty(g.x_shape, g.dtype)
+    with parallel_region(global_plan(g).threads) as threads:
+        _pool.plane_shares(dy.reshape(-1), dx.reshape(g.n * g.c, -1), 1 / g.global_divisor, threads)
+    return dx
+
+
 _METHODS = {op: Methods.of(Method("pool", run, plan)) for op, run, plan in (
     ("max_pool2d_forward", max_pool2d_forward, max_pool2d_forward_plan),
     ("max_pool2d_backward", max_pool2d_backward, max_pool2d_backward_plan),
@@ -112,7 +133,12 @@ _METHODS = {op: Methods.of(Method("pool", run, plan)) for op, run, plan in (
 )}
 
 
+#: for global average pooling, "global" first
+_WITH_GLOBAL = {op: Methods.of(Method("global", run, global_plan), _METHODS[op].chosen) for op, run in (
+    ("avg_pool2d_forward", global_avg_forward), ("avg_pool2d_backward", global_avg_backward))}
+
+
 def methods(op: str, g: PoolGeometry) -> Methods:
-    """A pooling op's one method, "pool"."""
-    return _METHODS[op]
+    """A pooling op's methods: "pool", one pass over the planes; for global average pooling "global" first."""
+    return _WITH_GLOBAL[op] if g.is_global and op in _WITH_GLOBAL else _METHODS[op]
 

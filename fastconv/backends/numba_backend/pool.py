@@ -213,6 +213,27 @@ def _avg_backward_scatter(dy, divisor, dx, rows, cols, width):
                         out[q] += share
 
 
+@parallel_kernel(fastmath={"reassoc"})
+def _plane_means(x, y, divisor):
+    """y (P,) = the sum of each plane x (P, H*W) / divisor: global average pooling, one contiguous (vectorized)
+    sum per plane instead of a window loop."""
+    for p in prange(x.shape[0]):
+        plane = x[p]
+        total = x.dtype.type(0)
+        for i in range(uint64(plane.shape[0])):
+            total += plane[i]
+        y[p] = total / divisor
+
+
+@parallel_kernel()
+def _plane_shares(dy, dx, scale):
+    """dx (P, H*W): every cell of plane p dy[p] * scale (global average pooling's gradient)."""
+    for p in prange(dx.shape[0]):
+        out, share = dx[p], dy[p] * scale
+        for i in range(uint64(out.shape[0])):
+            out[i] = share
+
+
 def _inner_columns(g: PoolGeometry) -> tuple:
     """(inner, first_col, sw, kw): the output columns [inner[0], inner[1]) whose windows lie inside the input
     horizontally, the input column the first of them starts at, stride and width, as the kernels take them."""
@@ -306,11 +327,36 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     return dx
 
 
+def global_plan(g: PoolGeometry) -> Plan:
+    """Planes in parallel; no tables."""
+    return Plan(threads_for(g.reads, g.n * g.c))
+
+
+def global_avg_forward(x, g: PoolGeometry):
+    """x (N, C, H, W) -> y (N, C, 1, 1) when one window covers each plane: plane sums / the divisor."""
+    y = np.empty(g.y_shape, g.dtype)
+    with parallel_region(global_plan(g).threads, numba=True):
+        _plane_means(_planes(x), y.reshape(-1), g.dtype.type(g.global_divisor))
+    return y
+
+
+def global_avg_backward(dy, g: PoolGeometry):
+    """dy (N, C, 1, 1) -> dx (N, C, H, W) when one window covers each plane: dy / the divisor everywhere."""
+    dx = np.empty(g.x_shape, g.dtype)
+    with parallel_region(global_plan(g).threads, numba=True):
+        _plane_shares(dy.reshape(-1), _planes(dx), np.reciprocal(g.dtype.type(g.global_divisor)))
+    return dx
+
+
 def methods(op: str, g: PoolGeometry) -> Methods:
-    """A pooling op's one method, "pool": one pass over the planes."""
-    return _METHODS[op]
+    """A pooling op's methods: "pool", one pass over the planes; for global average pooling "global" first."""
+    return _WITH_GLOBAL[op] if g.is_global and op in _WITH_GLOBAL else _METHODS[op]
 
 
 _METHODS = {op: Methods.of(Method("pool", kernel, functools.partial(plan, op))) for op, kernel in (
     ("max_pool2d_forward", max_pool2d_forward), ("max_pool2d_backward", max_pool2d_backward),
     ("avg_pool2d_forward", avg_pool2d_forward), ("avg_pool2d_backward", avg_pool2d_backward))}
+
+#: for global average pooling, "global" first
+_WITH_GLOBAL = {op: Methods.of(Method("global", run, global_plan), _METHODS[op].chosen) for op, run in (
+    ("avg_pool2d_forward", global_avg_forward), ("avg_pool2d_backward", global_avg_backward))}
