@@ -87,9 +87,9 @@ def test_one_and_two_threads_agree(cython_backend, rng):
 
 
 @pytest.mark.parametrize("shapes, kw, expected_methods", [
-    (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1), {"gemm", "direct", "winograd"}),
-    (((2, 4, 9, 8), (8, 1, 3, 3)), dict(stride=2, padding=(1, 0), groups=4), {"gemm", "direct"}),
-    (((2, 4, 7, 7), (4, 1, 3, 3)), dict(padding="same", dilation=2, groups=4), {"gemm", "direct"}),
+    (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1), {"gemm", "direct", "polyphase", "winograd"}),
+    (((2, 4, 9, 8), (8, 1, 3, 3)), dict(stride=2, padding=(1, 0), groups=4), {"gemm", "direct", "polyphase"}),
+    (((2, 4, 7, 7), (4, 1, 3, 3)), dict(padding="same", dilation=2, groups=4), {"gemm", "direct", "polyphase"}),
     (((2, 6, 9, 8), (4, 3, 3, 3)), dict(padding=((0, 2), (1, 0)), groups=2), {"gemm", "winograd"}),
     (((1, 3, 4, 5), (2, 3, 3, 3)), dict(padding=2), {"gemm", "winograd"}),
 ])

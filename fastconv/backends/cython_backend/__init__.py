@@ -6,6 +6,7 @@ One module per method, each beside the extension it wraps:
     gemm.py       _gemm.pyx       im2col + GEMM per tile of output rows: every layer (grad of x by col2im)
     pointwise.py  (_gemm.pyx)     1x1 stride 1 unpadded: the same GEMMs, reading x in place
     direct.py     _direct.pyx     one input channel per group (depthwise): loops along rows
+    polyphase.py  (_direct.pyx)   the same on small maps: whole-plane loops over phase planes
     winograd.py   _winograd.pyx   3x3 stride 1: F(2x2, 3x3) forward, F(3x3, 2x2) grad of w
     pool.py       _pool.pyx       max and average pooling
                   _common.pxd/.pyx, _blas.pxd   shared by the kernels: ConvShape, row loops, bias grad; GEMM

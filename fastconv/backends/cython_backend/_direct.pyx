@@ -164,3 +164,148 @@ def grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floa
     for k in prange(p.k, nogil=True, schedule="static", num_threads=num_threads):
         grad_w_channel(&dy[0, 0, 0, 0], &x[0, 0, 0, 0], &dw[k, 0, 0, 0], dbp + k if dbp != NULL else NULL,
                        &sums[threadid(), 0], &planes[threadid(), 0], &p, k)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# polyphase: whole-plane loops over phase planes (fastconv.backends._polyphase); params (sh, sw, top, left, hq, wq)
+
+
+cdef void copy_phases(floating *plane, floating *phases, Py_ssize_t height, Py_ssize_t width,
+                      const long long *params, bint into_phases) noexcept nogil:
+    """plane (height, width) <-> its cells of the phase planes (padding cells untouched): into the phases when
+    into_phases, else back out of them. Phase by phase: phase (a, b) holds rows i0, i0 + sh, ... and columns
+    j0, j0 + sw, ... of the plane (i0 = (a - top) mod sh), so no cell costs a division."""
+    cdef Py_ssize_t sh = params[0], sw = params[1], top = params[2], left = params[3], hq = params[4]
+    cdef Py_ssize_t wq = params[5], a, b, i, i0, j0, m, q, count
+    cdef floating *cells
+    cdef floating *inputs
+    for a in range(sh):
+        i0 = ((a - top) % sh + sh) % sh
+        for b in range(sw):
+            j0 = ((b - left) % sw + sw) % sw
+            count = (width - j0 + sw - 1) // sw if width > j0 else 0
+            for q in range((height - i0 + sh - 1) // sh if height > i0 else 0):
+                i = i0 + q * sh
+                cells = phases + (a * sw + b) * hq * wq + (i + top) // sh * wq + (j0 + left) // sw
+                inputs = plane + i * width + j0
+                if into_phases:
+                    for m in range(count):
+                        cells[m] = inputs[m * sw]
+                else:
+                    for m in range(count):
+                        inputs[m * sw] = cells[m]
+
+
+cdef inline void rows_on_pitch(floating *rows, const floating *plane, Py_ssize_t out_h, Py_ssize_t out_w,
+                               Py_ssize_t wq) noexcept nogil:
+    """rows[oh*wq + ow] = plane[oh*out_w + ow] (columns past out_w keep their zeros)."""
+    cdef Py_ssize_t oh, ow
+    for oh in range(out_h):
+        for ow in range(out_w):
+            rows[oh * wq + ow] = plane[oh * out_w + ow]
+
+
+cdef inline double dot(const floating *a, const floating *b, Py_ssize_t count) noexcept nogil:
+    """Sum of a[i] * b[i] for i < count, with eight partial sums (so that it vectorizes without -ffast-math)."""
+    cdef floating acc[8]
+    cdef Py_ssize_t i, j
+    cdef double result = 0
+    for j in range(8):
+        acc[j] = 0
+    for i in range(0, count - 7, 8):
+        for j in range(8):
+            acc[j] += a[i + j] * b[i + j]
+    for i in range(count - count % 8, count):
+        result += a[i] * b[i]
+    for j in range(8):
+        result += acc[j]
+    return result
+
+
+def polyphase_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] bias,
+                      floating[:, :, :, ::1] y, const long long[::1] params, const unsigned long long[::1] offsets,
+                      floating[:, ::1] scratch, int num_threads):
+    """y (n, k, out_h, out_w) from x (n, c, h, w), w (k, 1, r, s), bias (k,); planes (image, k) split into
+    contiguous chunks, one per row of scratch (phase planes, then output rows on pitch wq)."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], width = x.shape[3], k = w.shape[0]
+    cdef Py_ssize_t taps = w.shape[2] * w.shape[3], out_h = y.shape[2], out_w = y.shape[3], wq = params[5]
+    cdef Py_ssize_t cells = out_h * wq, chunks = scratch.shape[0], size = scratch.shape[1]
+    cdef Py_ssize_t t, plane, first, last, kk, j, i, oh, ow
+    cdef floating *phases
+    cdef floating *acc
+    cdef const floating *src
+    cdef floating tap
+    for t in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
+        phases = &scratch[t, 0]
+        acc = phases + size - cells
+        fill(phases, size - cells, 0)
+        first = n * k * t // chunks
+        last = n * k * (t + 1) // chunks
+        for plane in range(first, last):
+            kk = plane % k
+            copy_phases(<floating *>&x[plane // k, kk // (k // c), 0, 0], phases, h, width, &params[0], True)
+            fill(acc, cells, bias[kk])
+            for j in range(taps):
+                tap = w[kk, 0, j // w.shape[3], j % w.shape[3]]
+                src = phases + offsets[j]
+                for i in range(cells):
+                    acc[i] += tap * src[i]
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    y[plane // k, kk, oh, ow] = acc[oh * wq + ow]
+
+
+def polyphase_grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating[:, :, ::1] dw_parts,
+                     const long long[::1] params, const unsigned long long[::1] offsets, floating[:, ::1] scratch,
+                     int num_threads):
+    """dw_parts (chunks, k, r*s): each chunk's share of dW from dy (n, k, out_h, out_w) and x (n, c, h, w)."""
+    cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], width = x.shape[3], k = dy.shape[1]
+    cdef Py_ssize_t taps = dw_parts.shape[2], out_h = dy.shape[2], out_w = dy.shape[3], wq = params[5]
+    cdef Py_ssize_t cells = out_h * wq, chunks = scratch.shape[0], size = scratch.shape[1]
+    cdef Py_ssize_t t, plane, first, last, kk, j
+    cdef floating *phases
+    cdef floating *rows
+    for t in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
+        phases = &scratch[t, 0]
+        rows = phases + size - cells
+        fill(phases, size, 0)
+        fill(&dw_parts[t, 0, 0], k * taps, 0)
+        first = n * k * t // chunks
+        last = n * k * (t + 1) // chunks
+        for plane in range(first, last):
+            kk = plane % k
+            copy_phases(<floating *>&x[plane // k, kk // (k // c), 0, 0], phases, h, width, &params[0], True)
+            rows_on_pitch(rows, &dy[plane // k, kk, 0, 0], out_h, out_w, wq)
+            for j in range(taps):
+                dw_parts[t, kk, j] += <floating>dot(rows, phases + offsets[j], cells)
+
+
+def polyphase_grad_x(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w, floating[:, :, :, ::1] dx,
+                     const long long[::1] params, const unsigned long long[::1] offsets, floating[:, ::1] scratch,
+                     int num_threads):
+    """dx (n, c, h, w) from dy (n, k, out_h, out_w) and w (k, 1, r, s): input planes (image, c) split into
+    chunks, each plane gathering its kg output channels in its phase planes."""
+    cdef Py_ssize_t n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], width = dx.shape[3], k = w.shape[0]
+    cdef Py_ssize_t kg = k // c, taps = w.shape[2] * w.shape[3], out_h = dy.shape[2], out_w = dy.shape[3]
+    cdef Py_ssize_t wq = params[5], cells = out_h * wq, chunks = scratch.shape[0], size = scratch.shape[1]
+    cdef Py_ssize_t t, plane, first, last, kk, j, i
+    cdef floating *phases
+    cdef floating *rows
+    cdef floating *dst
+    cdef floating tap
+    for t in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
+        phases = &scratch[t, 0]
+        rows = phases + size - cells
+        fill(rows, cells, 0)
+        first = n * c * t // chunks
+        last = n * c * (t + 1) // chunks
+        for plane in range(first, last):
+            fill(phases, size - cells, 0)
+            for kk in range((plane % c) * kg, (plane % c + 1) * kg):
+                rows_on_pitch(rows, &dy[plane // c, kk, 0, 0], out_h, out_w, wq)
+                for j in range(taps):
+                    tap = w[kk, 0, j // w.shape[3], j % w.shape[3]]
+                    dst = phases + offsets[j]
+                    for i in range(cells):
+                        dst[i] += tap * rows[i]
+            copy_phases(&dx[plane // c, plane % c, 0, 0], phases, h, width, &params[0], False)

@@ -1,20 +1,5 @@
-"""Depthwise (one input channel per group) convolution over polyphase planes: whole-plane vector loops for small
-maps, any kernel size, stride, dilation and padding.
-
-The direct method loops along output rows, which are too short on 7x7 or 14x14 maps for its vector loops to pay.
-Here each input plane is first copied, zero-padded, into sh * sw phase planes of hq x wq cells:
-
-    phase (a, b)[i, j] = padded x[i*sh + a, j*sw + b]
-
-so that output (oh, ow) reads, for tap (r, s), phase ((r*dh) % sh, (s*dw) % sw) at (oh + r*dh // sh,
-ow + s*dw // sw): a stride-1 shift. With the output laid out on the same row pitch wq (its columns past Wo are
-scratch), every tap is one contiguous axpy over out_h * wq cells, whatever the stride:
-
-    acc[i] += w[k, 0, r, s] * phases[offset(r, s) + i]     for i < out_h * wq
-
-The gradient of w is the matching dot product with dy laid out on pitch wq (zeros past Wo), and the gradient of
-x the matching axpy into zeroed phase planes, copied back to dx.
-"""
+"""Depthwise (one input channel per group) convolution over polyphase planes (fastconv.backends._polyphase):
+whole-plane vector loops for small maps, any kernel size, stride, dilation and padding."""
 
 from __future__ import annotations
 
@@ -23,40 +8,21 @@ from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._polyphase import applies, params, preferred, scratch_cells, tap_offsets
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._chunks import chunk_bounds
 from fastconv.backends.numba_backend._columns import FMA_AND_REORDER
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 
-#: widest output map the method is the default for: wider rows vectorize well in the direct method's row loops,
-#: which also skip the phase copies
-PREFERRED_MAX_OUT_W = 32
-
-
-def applies(g: ConvGeometry) -> bool:
-    return g.is_channelwise
-
-
-def preferred(g: ConvGeometry) -> bool:
-    """Depthwise layers on small maps."""
-    return applies(g) and g.groups > 1 and g.out_w <= PREFERRED_MAX_OUT_W
-
-
-def layout(g: ConvGeometry) -> tuple[int, int, int]:
-    """(phases, hq, wq): the number of phase planes and their rows and row pitch, large enough for every input
-    cell and for the reads of every tap (one spare row takes the last row's overrun past wq)."""
-    hq = max(-(-(g.h + g.pad_top) // g.stride_h), g.out_h + (g.r - 1) * g.dilation_h // g.stride_h + 1)
-    wq = max(-(-(g.w + g.pad_left) // g.stride_w), g.out_w + (g.s - 1) * g.dilation_w // g.stride_w)
-    return g.stride_h * g.stride_w, hq, wq
+__all__ = ["applies", "preferred", "forward", "forward_plan", "backward", "backward_plan"]
 
 
 def _scratch(g: ConvGeometry, chunks: int) -> dict:
-    """Each chunk's phase planes, then its output (or dy) rows on pitch wq."""
-    phases, hq, wq = layout(g)
-    return {"scratch": ((chunks, phases * hq * wq + g.out_h * wq), g.dtype)}
+    return {"scratch": ((chunks, scratch_cells(g)), g.dtype)}
 
 
 def forward_plan(g: ConvGeometry) -> Plan:
+    """Each chunk's scratch."""
     threads = threads_for(g.flops, g.n * g.k)
     return Plan(threads, _scratch(g, threads))
 
@@ -66,21 +32,6 @@ def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -
     threads = threads_for(g.flops, g.n * g.k)
     parts = {"dw_parts": ((threads, g.k, g.r, g.s), g.dtype)} if need_dw else {}
     return Plan(threads, {**_scratch(g, threads), **parts})
-
-
-def _params(g: ConvGeometry) -> tuple[int, ...]:
-    """(sh, sw, top, left, hq, wq): what the kernels need of the geometry besides the tap offsets."""
-    return (g.stride_h, g.stride_w, g.pad_top, g.pad_left, *layout(g)[1:])
-
-
-def _tap_offsets(g: ConvGeometry) -> np.ndarray:
-    """(R*S,) uint64: where tap (r, s) reads in the phase planes, relative to output cell 0 (computed once per
-    call: divisions in the kernels' loops would cost more than the taps)."""
-    _, hq, wq = layout(g)
-    r = np.arange(g.r)[:, None] * g.dilation_h
-    s = np.arange(g.s)[None, :] * g.dilation_w
-    phase = (r % g.stride_h) * g.stride_w + s % g.stride_w
-    return (phase * hq * wq + r // g.stride_h * wq + s // g.stride_w).astype(np.uint64).ravel()
 
 
 @njit(cache=True, inline="always")
@@ -207,7 +158,7 @@ def forward(x, w, b, g: ConvGeometry):
     scratch = plan.allocate()
     y = np.empty(g.y_shape, g.dtype)
     with parallel_region(plan.threads, numba=True):
-        _forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, _params(g), _tap_offsets(g),
+        _forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, params(g), tap_offsets(g),
                  scratch["scratch"])
     return y
 
@@ -219,9 +170,9 @@ def backward(dy, x, w, g: ConvGeometry, need_dx: bool, need_dw: bool):
     dx = dw = None
     with parallel_region(plan.threads, numba=True):
         if need_dw:
-            _backward_dw(dy, x, scratch["dw_parts"], _params(g), _tap_offsets(g), scratch["scratch"])
+            _backward_dw(dy, x, scratch["dw_parts"], params(g), tap_offsets(g), scratch["scratch"])
             dw = scratch["dw_parts"].sum(axis=0).reshape(g.w_shape)
         if need_dx:
             dx = np.empty(g.x_shape, g.dtype)
-            _backward_dx(dy, w, dx, _params(g), _tap_offsets(g), scratch["scratch"])
+            _backward_dx(dy, w, dx, params(g), tap_offsets(g), scratch["scratch"])
     return dx, dw

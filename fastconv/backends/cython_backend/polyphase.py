@@ -1,0 +1,65 @@
+"""Depthwise (one input channel per group) convolution over polyphase planes (_direct.pyx's polyphase_* kernels;
+the layout is fastconv.backends._polyphase): whole-plane vector loops for small maps, any kernel size, stride,
+dilation and padding. Work is split into one contiguous chunk of planes per thread, each with its scratch row."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv._geometry import ConvGeometry
+from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._polyphase import applies, params, preferred, scratch_cells, tap_offsets
+from fastconv.backends._protocol import Plan
+from fastconv.backends.cython_backend import _common
+from fastconv.backends.cython_backend._levels import load
+
+_direct = load("_direct")  # the kernels built for this CPU's instruction set
+
+__all__ = ["applies", "preferred", "forward", "forward_plan", "grad_w", "grad_w_plan", "grad_x", "grad_x_plan"]
+
+
+def _plan(g: ConvGeometry, planes: int, extra: dict | None = None) -> Plan:
+    """Threads for this many planes, each with its scratch row; plus the extra buffers."""
+    threads = threads_for(g.flops, planes)
+    return Plan(threads, {"scratch": ((threads, scratch_cells(g)), g.dtype), **(extra or {})})
+
+
+def forward_plan(g: ConvGeometry) -> Plan:
+    return _plan(g, g.n * g.k)
+
+
+def forward(x, w, b, y, g: ConvGeometry) -> None:
+    """y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, 1, R, S)) + b ((K,) or None)."""
+    plan = forward_plan(g)
+    scratch = plan.allocate()
+    with parallel_region(plan.threads) as threads:
+        _direct.polyphase_forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, params(g), tap_offsets(g),
+                                  scratch["scratch"], threads)
+
+
+def grad_w_plan(g: ConvGeometry) -> Plan:
+    """Each thread's scratch row and its dW partial sums."""
+    return _plan(g, g.n * g.k, {"dw_parts": ((threads_for(g.flops, g.n * g.k), g.k, g.r * g.s), g.dtype)})
+
+
+def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
+    """dw (K, 1, R, S) from dy (N, K, Ho, Wo) and x (N, C, H, W); db (K,) too unless None."""
+    plan = grad_w_plan(g)
+    scratch = plan.allocate()
+    with parallel_region(plan.threads) as threads:
+        _direct.polyphase_grad_w(dy, x, scratch["dw_parts"], params(g), tap_offsets(g), scratch["scratch"], threads)
+        if db is not None:
+            _common.bias_grad(dy, db, threads)
+    scratch["dw_parts"].sum(axis=0, out=dw.reshape(g.k, g.r * g.s))
+
+
+def grad_x_plan(g: ConvGeometry) -> Plan:
+    return _plan(g, g.n * g.c)
+
+
+def grad_x(dy, w, dx, g: ConvGeometry) -> None:
+    """dx (N, C, H, W) from dy (N, K, Ho, Wo) and w (K, 1, R, S)."""
+    plan = grad_x_plan(g)
+    scratch = plan.allocate()
+    with parallel_region(plan.threads) as threads:
+        _direct.polyphase_grad_x(dy, w, dx, params(g), tap_offsets(g), scratch["scratch"], threads)
