@@ -1,15 +1,16 @@
 """Where each output block of a sliding-window op reads its input, along one axis (pure arithmetic, no dask).
 
 An output o reads the padded input positions [o * stride - pad_before, o * stride - pad_before + extent), with
-extent = dilation * (kernel - 1) + 1. The output is cut where the input is cut: output block b holds the
-outputs whose window starts in input chunk b (the first block also takes windows starting in the top/left
-padding, the last those starting past the last cut). So output chunks follow input chunks, aligned to the
-stride, and a block reads its own input chunk plus a halo of extent - stride positions from the next ones.
+extent = dilation * (kernel - 1) + 1. The output is cut where the input is cut: output block b holds the outputs
+o whose o * stride (where the window would start without padding) lies in input chunk b. So output chunks follow
+input chunks, aligned to the stride (with stride 1 and "same" padding they are the input's chunks), and a block
+reads its own chunk plus a halo of pad_before positions before it and extent - 1 - pad_before after it.
 
 Each block then calls the in-memory function on its input region with explicit padding, which is nonzero only
 where the region meets the array's true border. The last block keeps the whole array's bottom/right padding and
 reads up to the end of the input, so that the in-memory output-size rule (ceil_mode included) gives it exactly
-its outputs and pooling's divisor and clipping agree with the whole-array call.
+its outputs and pooling's divisor and clipping agree with the whole-array call. Blocks at the ends that could not
+hold their windows (padding wider than the kernel, ceil_mode's last window) join their neighbour.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class AxisTiling:
         self.chunks = tuple(chunks)
         self.bounds = tuple(itertools.accumulate(self.chunks, initial=0))
         size = self.bounds[-1]
-        cuts = {min(max(_ceil_div(bound + pad_before, stride), 0), out_size) for bound in self.bounds[1:-1]}
+        cuts = {min(_ceil_div(bound, stride), out_size) for bound in self.bounds[1:-1]}
         edges = sorted(cuts | {0, out_size})
         # The last block must start inside [0, size] (with padding wider than the kernel its windows could all
         # start past the end) and span at least one window with the padding (ceil_mode's last window may hang
