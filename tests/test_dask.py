@@ -72,7 +72,8 @@ def check_pools(x, kernel_size, chunks, kwargs, dy_chunks=None, scheduler="sync"
         lazies += [fcd.avg_pool2d(xd, kernel_size, **options), fcd.avg_pool2d_backward(dyd, xd, kernel_size, **options)]
         expected += [fc.avg_pool2d(x, kernel_size, **options), fc.avg_pool2d_backward(dy, x, kernel_size, **options)]
     actual = compute(*lazies, scheduler=scheduler)
-    names = ["max y", "indices", "max dx", "max dx from indices", "avg y", "avg dx", "avg y (no pad)", "avg dx (no pad)"]
+    names = ["max y", "indices", "max dx", "max dx from indices", "avg y", "avg dx", "avg y (no pad)",
+             "avg dx (no pad)"]
     np.testing.assert_array_equal(actual[1], expected[1], err_msg=f"{kwargs} chunks {xd.chunks}: indices")
     for what, a, e in zip(names, actual, expected):
         if what != "indices":
@@ -312,7 +313,8 @@ P = da.zeros((2, 4, 4, 4), chunks=2)
      r"fastconv.dask.conv2d: x must be a dask.array.Array, got ndarray; wrap .* or call fastconv.conv2d"),
     (lambda: fcd.conv2d_backward(np.zeros((2, 6, 6, 6)), X, W), TypeError,
      r"conv2d_backward: dy must be a dask.array.Array, got ndarray"),
-    (lambda: fcd.conv2d_backward(DY, [[1.0]], W), TypeError, r"conv2d_backward: x must be a dask.array.Array, got list"),
+    (lambda: fcd.conv2d_backward(DY, [[1.0]], W), TypeError,
+     r"conv2d_backward: x must be a dask.array.Array, got list"),
     (lambda: fcd.max_pool2d(np.zeros((2, 4, 8, 8)), 2), TypeError, r"max_pool2d: x must be a dask.array.Array"),
     (lambda: fcd.avg_pool2d(None, 2), TypeError, r"avg_pool2d: x must be a dask.array.Array, got NoneType"),
     (lambda: fcd.max_pool2d_backward(np.zeros((2, 4, 4, 4)), X, 2), TypeError, r"dy must be a dask.array.Array"),

@@ -103,7 +103,8 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
         if indices.dtype != np.int64:
             raise TypeError(f"{op}: indices must be int64 (as returned by max_pool2d), got {indices.dtype}")
         indices = indices.rechunk(dy.chunks)
-    name = f"fastconv-max-pool2d-backward-{tokenize(dy.name, x.name, None if indices is None else indices.name, g, options)}"
+    sources = (dy.name, x.name, None if indices is None else indices.name)
+    name = f"fastconv-max-pool2d-backward-{tokenize(*sources, g, options)}"
     dsk: dict = {}
     for nb, cb, i, j in windows.blocks():
         padding = windows.padding(i, j)
