@@ -268,6 +268,17 @@ def test_weights_given_as_dask_arrays_are_computed(rng):
     assert_close(y.compute(scheduler="sync"), fc.conv2d(x, w, b, padding=1, backend=BACKEND), F64, "y")
 
 
+def test_the_graph_keeps_its_own_copy_of_the_weights(rng):
+    x, w = random_array(rng, (1, 2, 6, 6), F64), random_array(rng, (3, 2, 3, 3), F64)
+    expected = fc.conv2d(x, w, backend=BACKEND)
+    y = fcd.conv2d(lazy(x, 3), w, backend=BACKEND)
+    dx = fcd.conv2d_backward(lazy(np.ones_like(expected), 2), lazy(x, 3), w, backend=BACKEND)[0]
+    dx_expected = fc.conv2d_backward(np.ones_like(expected), x, w, backend=BACKEND)[0]
+    w[:] = 0
+    assert_close(y.compute(scheduler="sync"), expected, F64, "y")
+    assert_close(dx.compute(scheduler="sync"), dx_expected, F64, "dx")
+
+
 def test_every_backend_passes_through(backend, rng):
     check_conv(random_array(rng, (2, 4, 9, 9), F64), random_array(rng, (6, 2, 3, 3), F64), None, (1, 3, 4, 5),
                dict(padding="same", stride=2, groups=2), backend=backend)

@@ -62,9 +62,10 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, backend=N
     w, b = small_array(op, "w", w), small_array(op, "b", b)
     g = conv_geometry(stand_in(x), w, b, stride=stride, padding=padding, dilation=dilation, groups=groups, op=op)
     options = _options(g, backend_name(op, backend))
-    # in the computation dtype, as the in-memory call converts them: each channel chunk's partial is then in it
-    w = w.astype(g.dtype, copy=False)
-    b = None if b is None else b.astype(g.dtype, copy=False)
+    # copies (the graph must not change if the caller's arrays do) in the computation dtype, as the in-memory call
+    # converts them: each channel chunk's partial is then in it
+    w = w.astype(g.dtype)
+    b = None if b is None else b.astype(g.dtype)
     x = _channels_together(x, g)
     windows = _windows(x, g)
     name = f"fastconv-conv2d-{tokenize(x.name, w, b, g, options)}"
@@ -101,7 +102,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     g = conv_geometry(stand_in(x), w, stride=stride, padding=padding, dilation=dilation, groups=groups, op=op,
                       dy=stand_in(dy))
     options = _options(g, backend_name(op, backend))
-    w = w.astype(g.dtype, copy=False)
+    w = w.astype(g.dtype)
     x_chunks = x.chunks
     x = _channels_together(x, g)
     windows = _windows(x, g)
