@@ -94,8 +94,9 @@ class Windows:
 
 def lazy_array(name: str, dsk: dict, chunks: tuple[tuple[int, ...], ...], dtype: np.dtype,
                inputs: list[da.Array]) -> da.Array:
-    """The dask array whose blocks are dsk's keys (name, ...); dsk may hold intermediate keys as well."""
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=inputs)
+    """The dask array whose blocks are dsk's keys (name, ...); dsk may hold intermediate keys as well (a copy is
+    taken: the caller may go on adding keys for another array)."""
+    graph = HighLevelGraph.from_collections(name, dict(dsk), dependencies=inputs)
     return da.Array(graph, name, chunks, meta=np.empty((0,) * len(chunks), dtype))
 
 
