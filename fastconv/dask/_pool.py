@@ -19,14 +19,14 @@ from fastconv.dask._tiling import AxisTiling
 
 
 def _setup(op: str, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True, dy=None):
-    """Checked (x, dy, geometry, windows); dy is rechunked to the output's chunks (None stays None)."""
+    """Checked (x, dy, geometry, windows); dy (None stays None) is not rechunked yet."""
     x = dask_array(op, "x", x)
     dy = None if dy is None else dask_array(op, "dy", dy)
     g = pool_geometry(stand_in(x), kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
                       count_include_pad=count_include_pad, op=op, dy=None if dy is None else stand_in(dy))
     windows = Windows(x.chunks, AxisTiling(x.chunks[2], g.out_h, g.stride_h, g.kh, g.pad_top, g.pad_bottom),
                       AxisTiling(x.chunks[3], g.out_w, g.stride_w, g.kw, g.pad_left, g.pad_right))
-    return x, None if dy is None else dy.rechunk(windows.out_chunks()), g, windows
+    return x, dy, g, windows
 
 
 def _options(op: str, g: PoolGeometry, backend: str | None, **more) -> dict:
@@ -102,7 +102,8 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
             raise ValueError(f"{op}: indices must have the output's shape {g.y_shape}, got {indices.shape}")
         if indices.dtype != np.int64:
             raise TypeError(f"{op}: indices must be int64 (as returned by max_pool2d), got {indices.dtype}")
-        indices = indices.rechunk(dy.chunks)
+        indices = indices.rechunk(windows.out_chunks())
+    dy = dy.rechunk(windows.out_chunks())
     sources = (dy.name, x.name, None if indices is None else indices.name)
     name = f"fastconv-max-pool2d-backward-{tokenize(*sources, g, options)}"
     dsk: dict = {}
@@ -127,6 +128,7 @@ def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
     op = "fastconv.dask.avg_pool2d_backward"
     x, dy, g, windows = _setup(op, x, kernel_size, stride, padding, ceil_mode, count_include_pad, dy=dy)
     options = _options(op, g, backend, count_include_pad=g.count_include_pad)
+    dy = dy.rechunk(windows.out_chunks())
     name = f"fastconv-avg-pool2d-backward-{tokenize(dy.name, x.name, g, options)}"
     dsk: dict = {}
     for nb, cb, i, j in windows.blocks():
