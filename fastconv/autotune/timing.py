@@ -8,7 +8,7 @@ import warnings
 from typing import Callable
 
 #: a measurement costs at most this many runs of the first candidate's call (warm-ups beyond a run aside) ...
-BUDGET_RUNS = 10
+BUDGET_RUNS = 5
 #: ... and at most this many seconds
 BUDGET_S = 0.25
 #: timed rounds at most; the minimum per candidate is kept
