@@ -111,6 +111,23 @@ def test_from_json_prints_the_saved_tables(bench_run, capsys):
     assert "sgemm peak measured in this run" in stdout
 
 
+def test_layouts_time_nhwc_beside_nchw(tmp_path):
+    """--layouts NCHW,NHWC times each case in both layouts: NHWC rows are '<backend> NHWC' columns, and torch's
+    NHWC row is a visible skip."""
+    json_path = tmp_path / "layouts.json"
+    command = [sys.executable, "-m", "fastconv.cli", "bench", "--ops", "conv_fwd,avgpool_fwd_bwd",
+               "--shapes", "lenet_c2_b1,lenet_pool_b1", "--backends", "im2col,torch", "--layouts", "NCHW,NHWC",
+               "--json", str(json_path), "--pytest-args", TINY_TIMING]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "| op | shape | im2col | im2col NHWC |" in done.stdout
+    data = json.loads(json_path.read_text())
+    layouts = {(b["extra_info"]["op"], b["extra_info"]["backend"]): b["extra_info"]["layout"] for b in data["benchmarks"]}
+    assert layouts[("conv_fwd", "im2col NHWC")] == "NHWC" and layouts[("conv_fwd", "im2col")] == "NCHW"
+    assert {"op": "conv_fwd", "shape": "lenet_c2_b1", "dtype": "float32", "backend": "torch NHWC",
+            "reason": "the torch reference row runs NCHW only"} in data["fastconv"]["skipped"]
+
+
 def test_summary_ratios_against_torch_and_im2col():
     rows = [report.Row("conv_fwd", "resnet_3x3", "float32", backend, seconds, flops=10**9)
             for backend, seconds in (("torch", 0.010), ("im2col", 0.020), ("auto", 0.005))]
@@ -141,7 +158,7 @@ def test_source_checkout_benchmarks_collect_the_packaged_suite():
     ids = [line for line in done.stdout.splitlines() if "::" in line]
     quick_cases = select_cases(None, None, quick=True)
     assert len(ids) == 2 * len(quick_cases)
-    assert "benchmarks/test_conv.py::test_conv[conv_fwd-resnet_3x3-float32-im2col]" in ids
+    assert "benchmarks/test_conv.py::test_conv[conv_fwd-resnet_3x3-float32-NCHW-im2col]" in ids
 
 
 # network layer tables

@@ -18,6 +18,7 @@ from fastconv.bench.shapes import QUICK_SHAPES, SHAPES, ConvShape, PoolShape
 #: fastconv's backends, then the optional PyTorch reference row
 BACKEND_CHOICES = (*BACKENDS, "torch")
 DTYPE_CHOICES = ("float32", "float64")
+LAYOUT_CHOICES = ("NCHW", "NHWC")
 FAMILIES = ("conv", "pool")
 NETWORK_CHOICES = ("all", *NETWORKS)
 DEFAULT_BATCHES = (1, 8)
@@ -131,3 +132,13 @@ def select_backends(text: str | None) -> list[str]:
 
 def select_dtypes(text: str | None) -> list[str]:
     return parse_names(text, DTYPE_CHOICES, "dtype") or ["float32"]
+
+
+def select_layouts(text: str | None) -> list[str]:
+    """data_format values to time each case in: NCHW (the default) and/or NHWC."""
+    return parse_names(text, LAYOUT_CHOICES, "layout") or ["NCHW"]
+
+
+def labelled(backend: str, layout: str) -> str:
+    """The backend's column in the tables: its name, followed by the layout when that is not NCHW."""
+    return backend if layout == "NCHW" else f"{backend} {layout}"

@@ -52,8 +52,9 @@ def work(op: Op, shape: ConvShape | PoolShape, dtype) -> dict[str, int]:
     return {"bytes": 2 * nbytes(g.x_shape, dtype) + 2 * nbytes(g.y_shape, dtype) + indices}
 
 
-def inputs(op: Op, shape: ConvShape | PoolShape, dtype, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random operands: x, w, b, dy for conv; x, dy for pooling (dy has the output's shape)."""
+def inputs(op: Op, shape: ConvShape | PoolShape, dtype, seed: int = 0, layout: str = "NCHW") -> dict[str, np.ndarray]:
+    """Random operands: x, w, b, dy for conv; x, dy for pooling (dy has the output's shape); x and dy
+    C-contiguous in the layout ("NCHW" or "NHWC"), the same values either way."""
     rng = np.random.default_rng(seed)
     g = shape.geometry(dtype)
     arrays = {"x": rng.standard_normal(g.x_shape, dtype=dtype)}
@@ -61,37 +62,40 @@ def inputs(op: Op, shape: ConvShape | PoolShape, dtype, seed: int = 0) -> dict[s
         arrays["w"] = rng.standard_normal(g.w_shape, dtype=dtype)
         arrays["b"] = rng.standard_normal(g.k, dtype=dtype)
     arrays["dy"] = rng.standard_normal(g.y_shape, dtype=dtype)
+    if layout == "NHWC":
+        for name in ("x", "dy"):
+            arrays[name] = np.ascontiguousarray(arrays[name].transpose(0, 2, 3, 1))
     return arrays
 
 
-def fastconv_call(op: Op, shape: ConvShape | PoolShape, arrays: dict, backend: str) -> Callable[[], object]:
-    """A no-argument function doing one op on prepared arrays with fastconv's given backend."""
-    return _CALLS[op.name](shape, arrays, backend)
+def fastconv_call(op: Op, shape: ConvShape | PoolShape, arrays: dict, backend: str,
+                  layout: str = "NCHW") -> Callable[[], object]:
+    """A no-argument function doing one op on prepared arrays (in layout) with fastconv's given backend."""
+    return _CALLS[op.name](shape, arrays, dict(backend=backend, data_format=layout, **shape.kwargs))
 
 
-def _conv_fwd(shape: ConvShape, a: dict, backend: str):
-    return lambda: fc.conv2d(a["x"], a["w"], a["b"], backend=backend, **shape.kwargs)
+def _conv_fwd(shape: ConvShape, a: dict, options: dict):
+    return lambda: fc.conv2d(a["x"], a["w"], a["b"], **options)
 
 
-def _conv_fwd_bwd(shape: ConvShape, a: dict, backend: str):
+def _conv_fwd_bwd(shape: ConvShape, a: dict, options: dict):
     def call():
-        y = fc.conv2d(a["x"], a["w"], a["b"], backend=backend, **shape.kwargs)
-        return y, fc.conv2d_backward(a["dy"], a["x"], a["w"], backend=backend, **shape.kwargs)
+        y = fc.conv2d(a["x"], a["w"], a["b"], **options)
+        return y, fc.conv2d_backward(a["dy"], a["x"], a["w"], **options)
     return call
 
 
-def _maxpool_fwd_bwd(shape: PoolShape, a: dict, backend: str):
+def _maxpool_fwd_bwd(shape: PoolShape, a: dict, options: dict):
     def call():
-        y, indices = fc.max_pool2d(a["x"], shape.kernel_size, return_indices=True, backend=backend, **shape.kwargs)
-        return y, fc.max_pool2d_backward(a["dy"], a["x"], shape.kernel_size, indices=indices, backend=backend,
-                                         **shape.kwargs)
+        y, indices = fc.max_pool2d(a["x"], shape.kernel_size, return_indices=True, **options)
+        return y, fc.max_pool2d_backward(a["dy"], a["x"], shape.kernel_size, indices=indices, **options)
     return call
 
 
-def _avgpool_fwd_bwd(shape: PoolShape, a: dict, backend: str):
+def _avgpool_fwd_bwd(shape: PoolShape, a: dict, options: dict):
     def call():
-        y = fc.avg_pool2d(a["x"], shape.kernel_size, backend=backend, **shape.kwargs)
-        return y, fc.avg_pool2d_backward(a["dy"], a["x"], shape.kernel_size, backend=backend, **shape.kwargs)
+        y = fc.avg_pool2d(a["x"], shape.kernel_size, **options)
+        return y, fc.avg_pool2d_backward(a["dy"], a["x"], shape.kernel_size, **options)
     return call
 
 

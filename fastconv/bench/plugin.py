@@ -4,7 +4,8 @@ Loaded by `fastconv bench` (``-p fastconv.bench.plugin``) and by benchmarks/conf
 
     --fc-ops conv,pool|OP,...   --fc-shapes NAME,...   --fc-quick (the quick shape subset)
     --fc-nets all|NAME,...      --fc-batch 1,8 (every layer of these networks at these batch sizes)
-    --fc-backends NAME,...      --fc-dtypes float32,float64   --fc-threads N   --fc-progress
+    --fc-backends NAME,...      --fc-dtypes float32,float64   --fc-layouts NCHW,NHWC
+    --fc-threads N   --fc-progress
     --fc-sgemm-size N (the matrix product timed for the sgemm peak)
 
 The JSON written by ``--benchmark-json`` gains a "fastconv" section: sgemm GFLOP/s, threads, CPU, versions,
@@ -19,7 +20,8 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.bench.cases import NETWORK_CHOICES, select_backends, select_cases, select_dtypes
+from fastconv.bench.cases import (NETWORK_CHOICES, labelled, select_backends, select_cases, select_dtypes,
+                                  select_layouts)
 from fastconv.bench.peak import sgemm_gflops as measure_sgemm_gflops
 
 _SGEMM = pytest.StashKey[float]()
@@ -37,6 +39,8 @@ def pytest_addoption(parser):
     group.addoption("--fc-batch", metavar="LIST", help="batch sizes of the network layers (default: 1,8)")
     group.addoption("--fc-backends", metavar="LIST", help="fastconv backends and/or torch (default: all)")
     group.addoption("--fc-dtypes", metavar="LIST", help="float32 and/or float64 (default: float32)")
+    group.addoption("--fc-layouts", metavar="LIST", help="data_format NCHW and/or NHWC (default: NCHW); an NHWC "
+                    "row is labelled '<backend> NHWC'")
     group.addoption("--fc-threads", type=int, metavar="N", help="fastconv.set_num_threads(N) (torch follows)")
     group.addoption("--fc-sgemm-size", type=int, default=2048, metavar="N",
                     help="size of the float32 matrix product timed for the sgemm peak (default 2048)")
@@ -60,7 +64,8 @@ def _selection(config):
     option = config.getoption
     cases = select_cases(option("fc_ops"), option("fc_shapes"), option("fc_quick"), option("fc_nets"),
                          option("fc_batch"))
-    return cases, select_dtypes(option("fc_dtypes")), select_backends(option("fc_backends"))
+    return (cases, select_dtypes(option("fc_dtypes")), select_backends(option("fc_backends")),
+            select_layouts(option("fc_layouts")))
 
 
 def pytest_generate_tests(metafunc):
@@ -69,10 +74,11 @@ def pytest_generate_tests(metafunc):
     family = metafunc.definition.get_closest_marker("fastconv_family")
     if family is None:
         return
-    cases, dtypes, backends = _selection(metafunc.config)
+    cases, dtypes, backends, layouts = _selection(metafunc.config)
     metafunc.parametrize(("op", "shape"), [(case.op.name, case.shape.name) for case in cases
                                            if case.op.family == family.args[0]])
     metafunc.parametrize("dtype", dtypes)
+    metafunc.parametrize("layout", layouts)
     metafunc.parametrize("backend", backends)
 
 
@@ -101,7 +107,8 @@ class _Recorder:
             if item.get_closest_marker("fastconv_family") is not None and not isinstance(params.get("op"), str):
                 empty.append(item)
             elif "op" in params:
-                self.labels[item.nodeid] = {name: params[name] for name in ("op", "shape", "dtype", "backend")}
+                self.labels[item.nodeid] = {"op": params["op"], "shape": params["shape"], "dtype": params["dtype"],
+                                            "backend": labelled(params["backend"], params["layout"])}
         if empty:
             self.config.hook.pytest_deselected(items=empty)
             items[:] = [item for item in items if item not in empty]

@@ -62,9 +62,11 @@ class Results:
         return {case: sorted(rows, key=lambda r: r.seconds) for case, rows in cases.items()}
 
     def backends(self) -> list[str]:
-        """Backends with at least one row, in the registry's order (torch last)."""
+        """Backend columns with at least one row, in the registry's order (torch last), each followed by its
+        other layouts ("numba NHWC")."""
         present = {row.backend for row in self.rows}
-        return [name for name in BACKEND_CHOICES if name in present]
+        return [label for name in BACKEND_CHOICES for label in sorted(present)
+                if label == name or label.startswith(name + " ")]
 
     def per_shape(self) -> Results:
         """The rows of named shapes."""
@@ -105,12 +107,13 @@ def format_tables(results: Results) -> str:
     blocks = []
     for (op, shape, dtype), rows in results.cases().items():
         conv = rows[0].flops is not None
-        header = f"  {'backend':<8} {'time ms':>9} {'vs best':>8} " + (
+        width = max(8, *(len(row.backend) for row in rows))
+        header = f"  {'backend':<{width}} {'time ms':>9} {'vs best':>8} " + (
             f"{'GFLOP/s':>8} {'% sgemm':>8}" if conv else f"{'GB/s':>8}") + f" {'peak MB':>8}  kernel"
         lines = [f"{op}  {shape}  {rows[0].describe}  {dtype}", header]
         for row in rows:
             rate = _rate_columns(row, results.sgemm_gflops)
-            lines.append(f"  {row.backend:<8} {format_ms(row.seconds):>9} {row.seconds / rows[0].seconds:>7.2f}x "
+            lines.append(f"  {row.backend:<{width}} {format_ms(row.seconds):>9} {row.seconds / rows[0].seconds:>7.2f}x "
                          f"{rate} {_megabytes(row.peak_bytes):>8}  {row.kernel or ''}".rstrip())
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

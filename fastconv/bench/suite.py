@@ -13,28 +13,30 @@ import tracemalloc
 import pytest
 
 from fastconv import _backend
-from fastconv.bench.cases import Case, case_named
+from fastconv.bench.cases import Case, case_named, labelled
 from fastconv.bench.ops import fastconv_call, inputs, work
 from fastconv.bench.shapes import SMALL_SHAPES
 
 
 @pytest.mark.fastconv_family("conv")
-def test_conv(benchmark, op: str, shape: str, dtype: str, backend: str, sgemm_gflops: float):
-    _benchmark_case(benchmark, case_named(op, shape), dtype, backend, sgemm_gflops)
+def test_conv(benchmark, op: str, shape: str, dtype: str, layout: str, backend: str, sgemm_gflops: float):
+    _benchmark_case(benchmark, case_named(op, shape), dtype, layout, backend, sgemm_gflops)
 
 
 @pytest.mark.fastconv_family("pool")
-def test_pool(benchmark, op: str, shape: str, dtype: str, backend: str):
-    _benchmark_case(benchmark, case_named(op, shape), dtype, backend, sgemm_gflops=None)
+def test_pool(benchmark, op: str, shape: str, dtype: str, layout: str, backend: str):
+    _benchmark_case(benchmark, case_named(op, shape), dtype, layout, backend, sgemm_gflops=None)
 
 
-def _benchmark_case(benchmark, case: Case, dtype: str, backend: str, sgemm_gflops: float | None) -> None:
-    call = _prepared_call(case, dtype, backend)
+def _benchmark_case(benchmark, case: Case, dtype: str, layout: str, backend: str,
+                    sgemm_gflops: float | None) -> None:
+    call = _prepared_call(case, dtype, layout, backend)
     call()
     amount = work(case.op, case.shape, dtype)
     benchmark.group = case.group(dtype)
     benchmark.extra_info.update(op=case.op.name, shape=case.shape.name, describe=case.describe(),
-                                backend=backend, dtype=dtype, peak_bytes=_peak_bytes(call, backend),
+                                backend=labelled(backend, layout), layout=layout, dtype=dtype,
+                                peak_bytes=_peak_bytes(call, backend),
                                 kernel=_auto_kernels(case, dtype) if backend == "auto" else None,
                                 **case.network_info(), **amount)
     benchmark(call)
@@ -49,9 +51,11 @@ def _benchmark_case(benchmark, case: Case, dtype: str, backend: str, sgemm_gflop
         benchmark.extra_info.update(gbytes_per_s=amount["bytes"] / best / 1e9)
 
 
-def _prepared_call(case: Case, dtype: str, backend: str):
+def _prepared_call(case: Case, dtype: str, layout: str, backend: str):
     """The call to time, on freshly built inputs; pytest.skip (with the reason) when the backend cannot run."""
     if backend == "torch":
+        if layout != "NCHW":
+            pytest.skip("the torch reference row runs NCHW only")
         try:
             from fastconv.bench import torch_ref
         except ImportError as exc:
@@ -62,7 +66,7 @@ def _prepared_call(case: Case, dtype: str, backend: str):
     reason = _backend.unavailable_reason(backend)
     if reason is not None:
         pytest.skip(reason)
-    return fastconv_call(case.op, case.shape, inputs(case.op, case.shape, dtype), backend)
+    return fastconv_call(case.op, case.shape, inputs(case.op, case.shape, dtype, layout=layout), backend, layout)
 
 
 def _peak_bytes(call, backend: str) -> int | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from fastconv.bench import report
 from fastconv.bench.cases import (BACKEND_CHOICES, DTYPE_CHOICES, NETWORK_BACKENDS, NETWORK_CHOICES, network_backends,
-                                  select_backends, select_cases, select_dtypes, select_networks)
+                                  select_backends, select_cases, select_dtypes, select_layouts, select_networks)
 from fastconv.bench.networks import NETWORKS, ConvLayer
 from fastconv.bench.ops import OPS
 from fastconv.bench.shapes import QUICK_SHAPES, SHAPES, SMALL_SHAPES
@@ -69,6 +69,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--backends", metavar="LIST", help=f"among {', '.join(BACKEND_CHOICES)} (default: all; "
                         "those that cannot run here, or torch when not installed, show as skipped)")
     parser.add_argument("--dtypes", metavar="LIST", help=f"among {', '.join(DTYPE_CHOICES)} (default: float32)")
+    parser.add_argument("--layouts", metavar="LIST", help="data_format NCHW and/or NHWC (default: NCHW); NHWC rows "
+                        "appear as '<backend> NHWC' columns beside the NCHW ones")
     parser.add_argument("--threads", type=int, metavar="N", help="threads for fastconv and torch "
                         "(default: fastconv.get_num_threads(), all cores)")
     parser.add_argument("--json", metavar="FILE", help="save the pytest-benchmark JSON (all timings, extra_info "
@@ -120,6 +122,7 @@ def _check(args: argparse.Namespace) -> None:
     select_cases(args.ops, args.shapes, args.quick, args.nets, args.batch)
     select_backends(args.backends)
     select_dtypes(args.dtypes)
+    select_layouts(args.layouts)
 
 
 def _pytest_command(args: argparse.Namespace, json_path: str) -> list[str]:
@@ -129,7 +132,8 @@ def _pytest_command(args: argparse.Namespace, json_path: str) -> list[str]:
                *TIMING["quick" if args.quick else "full"]]
     backends = ",".join(network_backends(args.backends)) if args.nets else args.backends
     options = {"--fc-ops": args.ops, "--fc-shapes": args.shapes, "--fc-nets": args.nets, "--fc-batch": args.batch,
-               "--fc-backends": backends, "--fc-dtypes": args.dtypes, "--fc-threads": args.threads}
+               "--fc-backends": backends, "--fc-dtypes": args.dtypes, "--fc-layouts": args.layouts,
+               "--fc-threads": args.threads}
     command += [f"{flag}={value}" for flag, value in options.items() if value]
     if args.quick and not args.nets:
         command.append("--fc-quick")
