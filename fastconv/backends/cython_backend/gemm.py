@@ -31,19 +31,22 @@ def applies(g: ConvGeometry) -> bool:
     return True
 
 
-def tile_rows(g: ConvGeometry) -> int:
-    """Output rows per tile: its im2col columns take about COL_TILE_BYTES."""
+def tile_rows(g: ConvGeometry, every_thread: bool = True) -> int:
+    """Output rows per tile: its im2col columns take about COL_TILE_BYTES; with every_thread, also tiles for every
+    thread (a batch-1 layer in one tile would run on one thread, its GEMM on one BLAS thread inside the parallel
+    loop). The grad of w does without: its tiles split the GEMM's inner dimension, each thread summing a whole dw."""
     column_bytes = g.c_per_group * g.r * g.s * g.dtype.itemsize
-    return max(1, min(g.out_h, COL_TILE_BYTES // (column_bytes * g.out_w)))
+    rows = max(1, min(g.out_h, COL_TILE_BYTES // (column_bytes * g.out_w)))
+    if not every_thread:
+        return rows
+    tiles_per_image = -(-threads_for(g.flops) // (g.n * g.groups))
+    return max(1, min(rows, -(-g.out_h // tiles_per_image)))
 
 
-def _tile_elements(g: ConvGeometry) -> int:
-    """Elements of one im2col (or col2im) tile: c/groups*r*s rows of tile_rows(g)*out_w columns."""
-    return g.c_per_group * g.r * g.s * tile_rows(g) * g.out_w
-
-
-def _columns(g: ConvGeometry, threads: int) -> dict:
-    return {"columns": ((threads, _tile_elements(g)), g.dtype)}
+def _columns(g: ConvGeometry, threads: int, every_thread: bool = True) -> dict:
+    """Each thread's im2col (or col2im) tile: c/groups*r*s rows of tile_rows(g)*out_w columns."""
+    elements = g.c_per_group * g.r * g.s * tile_rows(g, every_thread) * g.out_w
+    return {"columns": ((threads, elements), g.dtype)}
 
 
 def partial_dw(g: ConvGeometry, threads: int) -> dict:
@@ -52,7 +55,7 @@ def partial_dw(g: ConvGeometry, threads: int) -> dict:
 
 
 def _check_blas_sizes(g: ConvGeometry) -> None:
-    largest = max(g.h * g.w, g.out_h * g.out_w, _tile_elements(g))
+    largest = max(g.h * g.w, g.out_h * g.out_w, _columns(g, 1, every_thread=False)["columns"][0][1])
     if largest > BLAS_INT_MAX:
         raise ValueError(f"cython backend: an image plane or tile of {largest:,} elements exceeds BLAS's 32-bit "
                          f"sizes; use backend='numba' or split the image")
@@ -80,7 +83,7 @@ def forward_with(plan: Plan, x, w, b, y, g: ConvGeometry) -> None:
 def grad_w_plan(g: ConvGeometry) -> Plan:
     """Each thread's im2col tile and partial dw."""
     threads = threads_for(g.flops)
-    return Plan(threads, {**_columns(g, threads), **partial_dw(g, threads)})
+    return Plan(threads, {**_columns(g, threads, every_thread=False), **partial_dw(g, threads)})
 
 
 def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
@@ -92,7 +95,8 @@ def grad_w_with(plan: Plan, dy, x, dw, db, g: ConvGeometry) -> None:
     """grad_w on plan's scratch ("partial", and "columns" unless x is its own column matrix)."""
     _check_blas_sizes(g)
     with grad_w_region(plan, dy, db, g) as (scratch, threads):
-        _gemm.grad_w(dy, x, scratch["partial"], scratch.get("columns"), vars(g), tile_rows(g), threads)
+        _gemm.grad_w(dy, x, scratch["partial"], scratch.get("columns"), vars(g), tile_rows(g, every_thread=False),
+                     threads)
     np.sum(scratch["partial"], axis=0, out=dw.reshape(scratch["partial"].shape[1:]))
 
 
