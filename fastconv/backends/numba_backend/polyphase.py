@@ -66,6 +66,21 @@ def _rows_on_pitch(rows, src, first, out_h, out_w, wq):
             rows[uint64(oh * wq + ow)] = src[first + uint64(oh * out_w + ow)]
 
 
+@njit(cache=True, inline="always")
+def _nine_taps(acc, phases, offsets, taps, first_tap, bias, cells):
+    """acc[i] = bias + the nine taps taps[first_tap:first_tap + 9] (a 3x3 kernel, the common case) in one
+    vectorized pass: no read-modify-write of acc per tap."""
+    o0, o1, o2, o3, o4, o5, o6, o7, o8 = (offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5],
+                                          offsets[6], offsets[7], offsets[8])
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = (taps[first_tap], taps[first_tap + 1], taps[first_tap + 2],
+                                          taps[first_tap + 3], taps[first_tap + 4], taps[first_tap + 5],
+                                          taps[first_tap + 6], taps[first_tap + 7], taps[first_tap + 8])
+    for i in range(cells):
+        acc[i] = (bias + w0 * phases[o0 + i] + w1 * phases[o1 + i] + w2 * phases[o2 + i] + w3 * phases[o3 + i]
+                  + w4 * phases[o4 + i] + w5 * phases[o5 + i] + w6 * phases[o6 + i] + w7 * phases[o7 + i]
+                  + w8 * phases[o8 + i])
+
+
 @parallel_kernel(fastmath=FMA_AND_REORDER)
 def _forward(x, w, bias, y, params, offsets, scratch):
     """x (N, C, H, W), w (K, 1, R, S), bias (K,) -> y (N, K, Ho, Wo); planes (n, k) split into chunks."""
@@ -84,12 +99,15 @@ def _forward(x, w, bias, y, params, offsets, scratch):
         for plane in range(first_plane, last_plane):
             n, kk = plane // k, plane % k
             _copy_plane(src, uint64((n * c + kk // kg) * height * width), height, width, phases, params, True)
-            for i in range(cells):
-                acc[i] = bias[kk]
-            for j in range(r_size * s_size):
-                offset, tap = offsets[j], taps[kk * r_size * s_size + j]
+            if r_size * s_size == 9:
+                _nine_taps(acc, phases, offsets, taps, uint64(kk * 9), bias[kk], cells)
+            else:
                 for i in range(cells):
-                    acc[i] += tap * phases[offset + i]
+                    acc[i] = bias[kk]
+                for j in range(r_size * s_size):
+                    offset, tap = offsets[j], taps[kk * r_size * s_size + j]
+                    for i in range(cells):
+                        acc[i] += tap * phases[offset + i]
             out = uint64(plane * out_h * out_w)
             for oh in range(out_h):
                 for ow in range(out_w):
