@@ -81,16 +81,22 @@ def _nine_taps(acc, phases, offsets, taps, first_tap, bias, cells):
                   + w8 * phases[o8 + i])
 
 
+@njit(cache=True, inline="always")
+def _sizes(planes, outputs, params, scratch):
+    """(C, H, W, Ho, Wo, cells, size): of the input planes (N, C, H, W), the output planes (N, K, Ho, Wo), the
+    output's cells on the phases' pitch and a chunk's scratch (phase planes, then those cells)."""
+    out_h, out_w = outputs.shape[2], outputs.shape[3]
+    return (planes.shape[1], planes.shape[2], planes.shape[3], out_h, out_w, uint64(out_h * params[5]),
+            scratch.shape[1])
+
+
 @parallel_kernel(fastmath=FMA_AND_REORDER)
 def _forward(x, w, bias, y, params, offsets, scratch):
     """x (N, C, H, W), w (K, 1, R, S), bias (K,) -> y (N, K, Ho, Wo); planes (n, k) split into chunks."""
-    n_images, c, height, width = x.shape
+    c, height, width, out_h, out_w, cells, size = _sizes(x, y, params, scratch)
+    n_images, chunks, wq = x.shape[0], scratch.shape[0], params[5]
     k, _, r_size, s_size = w.shape
     kg = k // c
-    out_h, out_w = y.shape[2], y.shape[3]
-    wq = params[5]
-    cells = uint64(out_h * wq)
-    chunks, size = scratch.shape
     src, dst, taps = x.ravel(), y.ravel(), w.ravel()
     for t in prange(chunks):
         phases, acc = scratch[t, :size - cells], scratch[t, size - cells:]
@@ -117,13 +123,10 @@ def _forward(x, w, bias, y, params, offsets, scratch):
 @parallel_kernel(fastmath=FMA_AND_REORDER)
 def _backward_dw(dy, x, dw_parts, params, offsets, scratch):
     """dy (N, K, Ho, Wo), x (N, C, H, W) -> dw_parts (chunks, K, R, S): each chunk's share of dW."""
-    n_images, c, height, width = x.shape
+    c, height, width, out_h, out_w, cells, size = _sizes(x, dy, params, scratch)
+    n_images, wq = x.shape[0], params[5]
     chunks, k, r_size, s_size = dw_parts.shape
     kg = k // c
-    out_h, out_w = dy.shape[2], dy.shape[3]
-    wq = params[5]
-    cells = uint64(out_h * wq)
-    size = scratch.shape[1]
     grads, inputs = dy.ravel(), x.ravel()
     for t in prange(chunks):
         phases, rows = scratch[t, :size - cells], scratch[t, size - cells:]
@@ -146,13 +149,10 @@ def _backward_dw(dy, x, dw_parts, params, offsets, scratch):
 def _backward_dx(dy, w, dx, params, offsets, scratch):
     """dy (N, K, Ho, Wo), w (K, 1, R, S) -> dx (N, C, H, W): input planes (n, c) split into chunks, each plane
     gathering its Kg output channels in its phase planes."""
-    n_images, c, height, width = dx.shape
+    c, height, width, out_h, out_w, cells, size = _sizes(dx, dy, params, scratch)
+    n_images, chunks, wq = dx.shape[0], scratch.shape[0], params[5]
     k, _, r_size, s_size = w.shape
     kg = k // c
-    out_h, out_w = dy.shape[2], dy.shape[3]
-    wq = params[5]
-    cells = uint64(out_h * wq)
-    chunks, size = scratch.shape
     grads, dst, taps = dy.ravel(), dx.ravel(), w.ravel()
     for t in prange(chunks):
         phases, rows = scratch[t, :size - cells], scratch[t, size - cells:]
