@@ -4,6 +4,8 @@ loader agree on the levels and modules of a portable build."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,19 @@ def test_running_level_is_one_this_cpu_runs(levels):
         assert level == _common.build_target()
         assert levels.load("_gemm").__name__ == "fastconv.backends.cython_backend._gemm"
     assert level in levels.describe()
+
+
+def test_importing_every_module_never_crashes(levels):
+    """Tools that import every submodule (documentation builders, doctest collectors) get an ImportError for a
+    level this CPU lacks, never an illegal instruction (a crash of the whole process)."""
+    script = ("import importlib, pkgutil, fastconv\n"
+              "for module in pkgutil.walk_packages(fastconv.__path__, 'fastconv.', onerror=lambda name: None):\n"
+              "    try:\n"
+              "        importlib.import_module(module.name)\n"
+              "    except ImportError as exc:\n"
+              "        print('refused', module.name, exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stdout}{done.stderr}"
+    for level in levels.ADDED_LEVELS:
+        refused = f"refused fastconv.backends.cython_backend._levels.{level.replace('-', '_')} " in done.stdout
+        assert refused != levels.supports(level), done.stdout

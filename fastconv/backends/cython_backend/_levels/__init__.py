@@ -43,16 +43,29 @@ def cpu_level() -> str | None:
     return best
 
 
+def supports(level: str) -> bool:
+    """Whether this CPU runs code built for this x86-64 level."""
+    names = list(LEVEL_FEATURES)
+    return cpu_level() is not None and names.index(level) <= names.index(cpu_level())
+
+
+def require(level: str) -> None:
+    """ImportError unless this CPU runs the level: each level's subpackage calls it first, so that importing its
+    modules where they cannot run (a tool importing every submodule, say) is an error, not a crash on an illegal
+    instruction."""
+    if not supports(level):
+        raise ImportError(f"fastconv's kernels built for {level} cannot run on this CPU (it supports "
+                          f"{cpu_level() or 'no x86-64 level'})")
+
+
 @functools.lru_cache(maxsize=None)
 def running_level() -> str:
     """The level whose kernels `load` returns: an added level of a portable build, or the baseline's build
     target ("native" for a source build, "x86-64-v2" for a portable one on a CPU without AVX2)."""
     from fastconv.backends.cython_backend import _common
 
-    levels = list(LEVEL_FEATURES)
-    supported = levels[:levels.index(cpu_level()) + 1] if cpu_level() else []
     for level in reversed(ADDED_LEVELS):
-        if level in supported and _built(level):
+        if supports(level) and _built(level):
             return level
     return _common.build_target()
 
@@ -68,8 +81,8 @@ def load(name: str):
 
 @functools.lru_cache(maxsize=None)
 def _built(level: str) -> bool:
-    """Whether a portable build put every hot module in this level's subpackage. Only for a level this CPU
-    supports: importing a module built for a higher level may execute instructions it lacks."""
+    """Whether a portable build put every hot module in this level's subpackage (for a level this CPU supports:
+    the subpackage refuses to import otherwise)."""
     try:
         for name in HOT_MODULES:
             importlib.import_module(f"{__name__}.{_subpackage(level)}.{name}")
