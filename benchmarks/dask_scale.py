@@ -14,8 +14,8 @@ dask-image's convolve.
 
 Every worker runs fastconv (numba, OpenMP and BLAS) on one thread, so that 2 workers use the 2 cores and no
 more. Each time is the best of --repeats runs after --warmups untimed runs: numba's kernels load on the first
-call, and auto times the candidates for a shape on its 8th call in each worker process (with 16 chunks on 2
-workers, the first run gives each worker 8).
+call, and auto times the candidates for a shape on its 16th call in each worker process (with 16 chunks on 2
+workers, the two default warm-ups give each worker 16).
 """
 
 from __future__ import annotations

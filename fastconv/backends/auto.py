@@ -38,9 +38,10 @@ _visits: dict[str, int] = {}
 _pending: dict[tuple, tuple[str, Callable]] = {}
 
 #: a bucket is measured on its MEASURE_ON_VISIT-th call (before, the heuristic's choice runs): shapes that come
-#: once or twice never pay for measuring, and a measurement (at most timing.BUDGET_RUNS calls' worth) is spread
-#: over the calls that made it likely to pay
-MEASURE_ON_VISIT = 8
+#: a few times never pay for measuring, and a measurement (at most timing.BUDGET_RUNS calls' worth) costs at most a
+#: third of the bucket's calls so far (measured on the workloads: 8 made a short training epoch 1.2x the fixed
+#: backend in a fresh cache, 16 about 1.03x)
+MEASURE_ON_VISIT = 16
 #: calls expected (expected_seconds) to take less than this are never measured: the heuristic's choice runs
 TINY_S = 0.5e-3
 #: the cost model's rates: lower than any kernel reaches on a large layer, so that it errs towards measuring
