@@ -43,10 +43,11 @@ def layout(g: ConvGeometry) -> tuple[int, int, int]:
     return g.stride_h * g.stride_w, hq, wq
 
 
-def scratch_cells(g: ConvGeometry) -> int:
-    """One work chunk's scratch: its phase planes, then its output (or dy) rows on pitch wq."""
+def scratch_buffer(g: ConvGeometry, chunks: int) -> dict:
+    """The plan buffer of the work chunks' scratch, one row each: its phase planes, then its output (or dy) rows
+    on pitch wq."""
     phases, hq, wq = layout(g)
-    return phases * hq * wq + g.out_h * wq
+    return {"scratch": ((chunks, phases * hq * wq + g.out_h * wq), g.dtype)}
 
 
 def params(g: ConvGeometry) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
-from fastconv.backends._polyphase import applies, params, preferred, scratch_cells, tap_offsets
+from fastconv.backends._polyphase import applies, params, preferred, scratch_buffer, tap_offsets
 from fastconv.backends._protocol import Plan
 from fastconv.backends.cython_backend import _common
 from fastconv.backends.cython_backend._levels import load
@@ -18,14 +18,10 @@ _direct = load("_direct")  # the kernels built for this CPU's instruction set
 __all__ = ["applies", "preferred", "forward", "forward_plan", "grad_w", "grad_w_plan", "grad_x", "grad_x_plan"]
 
 
-def _plan(g: ConvGeometry, planes: int, extra: dict | None = None) -> Plan:
-    """Threads for this many planes, each with its scratch row; plus the extra buffers."""
-    threads = threads_for(g.flops, planes)
-    return Plan(threads, {"scratch": ((threads, scratch_cells(g)), g.dtype), **(extra or {})})
-
-
 def forward_plan(g: ConvGeometry) -> Plan:
-    return _plan(g, g.n * g.k)
+    """Planes (image, k) over the threads, each thread with its scratch row."""
+    threads = threads_for(g.flops, g.n * g.k)
+    return Plan(threads, scratch_buffer(g, threads))
 
 
 def forward(x, w, b, y, g: ConvGeometry) -> None:
@@ -38,8 +34,9 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
 
 
 def grad_w_plan(g: ConvGeometry) -> Plan:
-    """Each thread's scratch row and its dW partial sums."""
-    return _plan(g, g.n * g.k, {"dw_parts": ((threads_for(g.flops, g.n * g.k), g.k, g.r * g.s), g.dtype)})
+    """As the forward's, and each thread's dW partial sums."""
+    plan = forward_plan(g)
+    return Plan(plan.threads, {**plan.buffers, "dw_parts": ((plan.threads, g.k, g.r * g.s), g.dtype)})
 
 
 def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
@@ -54,7 +51,9 @@ def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
 
 
 def grad_x_plan(g: ConvGeometry) -> Plan:
-    return _plan(g, g.n * g.c)
+    """Input planes (image, c) over the threads, each thread with its scratch row."""
+    threads = threads_for(g.flops, g.n * g.c)
+    return Plan(threads, scratch_buffer(g, threads))
 
 
 def grad_x(dy, w, dx, g: ConvGeometry) -> None:

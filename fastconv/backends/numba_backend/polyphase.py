@@ -8,7 +8,7 @@ from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
-from fastconv.backends._polyphase import applies, params, preferred, scratch_cells, tap_offsets
+from fastconv.backends._polyphase import applies, params, preferred, scratch_buffer, tap_offsets
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._chunks import chunk_bounds
 from fastconv.backends.numba_backend._columns import FMA_AND_REORDER
@@ -17,21 +17,17 @@ from fastconv.backends.numba_backend._parallel import parallel_kernel
 __all__ = ["applies", "preferred", "forward", "forward_plan", "backward", "backward_plan"]
 
 
-def _scratch(g: ConvGeometry, chunks: int) -> dict:
-    return {"scratch": ((chunks, scratch_cells(g)), g.dtype)}
-
-
 def forward_plan(g: ConvGeometry) -> Plan:
     """Each chunk's scratch."""
     threads = threads_for(g.flops, g.n * g.k)
-    return Plan(threads, _scratch(g, threads))
+    return Plan(threads, scratch_buffer(g, threads))
 
 
 def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
     """The chunks' scratch, and their dW partial sums."""
     threads = threads_for(g.flops, g.n * g.k)
     parts = {"dw_parts": ((threads, g.k, g.r, g.s), g.dtype)} if need_dw else {}
-    return Plan(threads, {**_scratch(g, threads), **parts})
+    return Plan(threads, {**scratch_buffer(g, threads), **parts})
 
 
 @njit(cache=True, inline="always")
