@@ -338,3 +338,23 @@ def test_network_json_holds_the_layer_records_and_reprints_the_summary(network_r
     assert cli.main(["bench", "--from-json", str(json_path)]) == 0
     reprinted = capsys.readouterr().out
     assert reprinted.split("\nNetworks\n")[1] in stdout
+
+
+def test_auto_is_warmed_up_until_it_has_decided(tmp_path, monkeypatch):
+    """auto measures a bucket on its MEASURE_ON_VISIT-th call: the suite's warm-up calls it until every kernel of
+    the case is decided, so that the timed rounds run auto's choice, not the heuristic's (labelled '?')."""
+    from fastconv.backends import auto
+    from fastconv.bench import suite
+    from fastconv.bench.ops import fastconv_call, inputs
+
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")
+    monkeypatch.setattr(auto, "MEASURE_ON_VISIT", 3)  # the real 16 would only make the test slower
+    auto.clear_memory()
+    case = case_named("conv_fwd_bwd", "mnist_5x5")
+    assert auto.expected_seconds("conv2d_forward", case.shape.geometry("float32")) >= auto.TINY_S  # measured
+    call = fastconv_call(case.op, case.shape, inputs(case.op, case.shape, "float32"), "auto", "NCHW")
+    assert "?" in suite._auto_kernels(case, "float32")
+    suite._warm_up(call, case, "float32", "auto")
+    label = suite._auto_kernels(case, "float32")
+    assert "?" not in label and label.startswith("fwd=") and " bwd=" in label, label

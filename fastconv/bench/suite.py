@@ -1,6 +1,7 @@
 """The pytest-benchmark tests: every selected op x shape x dtype x backend, parametrized by fastconv.bench.plugin.
 
-Each test builds its data, makes one untimed warm-up call (numba compiles, auto measures and caches its choice),
+Each test builds its data, makes untimed warm-up calls (numba compiles; auto is called until it has decided: it
+measures a bucket on its MEASURE_ON_VISIT-th call, and the timed rounds must run its choice, not the heuristic's),
 measures the memory one call allocates (tracemalloc), then times the call with pytest-benchmark. extra_info holds
 what the report needs: op, shape, backend, dtype, flops or bytes, GFLOP/s or GB/s, % of sgemm, peak bytes, for
 auto the kernels it chose, and for a network's layer its network, name, count and batch size.
@@ -31,7 +32,7 @@ def test_pool(benchmark, op: str, shape: str, dtype: str, layout: str, backend: 
 def _benchmark_case(benchmark, case: Case, dtype: str, layout: str, backend: str,
                     sgemm_gflops: float | None) -> None:
     call = _prepared_call(case, dtype, layout, backend)
-    call()
+    _warm_up(call, case, dtype, backend)
     amount = work(case.op, case.shape, dtype)
     benchmark.group = case.group(dtype)
     benchmark.extra_info.update(op=case.op.name, shape=case.shape.name, describe=case.describe(),
@@ -49,6 +50,16 @@ def _benchmark_case(benchmark, case: Case, dtype: str, layout: str, backend: str
                                     pct_sgemm=100 * gflops / sgemm_gflops if dtype == "float32" else None)
     else:
         benchmark.extra_info.update(gbytes_per_s=amount["bytes"] / best / 1e9)
+
+
+def _warm_up(call, case: Case, dtype: str, backend: str) -> None:
+    """One untimed call; for auto, calls until every kernel of the case is decided (at most MEASURE_ON_VISIT)."""
+    call()
+    if backend == "auto":
+        for _ in range(_backend.load("auto").MEASURE_ON_VISIT):
+            if "?" not in _auto_kernels(case, dtype):
+                return
+            call()
 
 
 def _prepared_call(case: Case, dtype: str, layout: str, backend: str):
