@@ -9,6 +9,7 @@ into its zero-padded plane (``planes``), so that every tap covers whole output r
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy
 
 from ._common cimport ConvShape, fill, total, valid_span
 
@@ -174,26 +175,33 @@ cdef void copy_phases(floating *plane, floating *phases, Py_ssize_t height, Py_s
                       const long long *params, bint into_phases) noexcept nogil:
     """plane (height, width) <-> its cells of the phase planes (padding cells untouched): into the phases when
     into_phases, else back out of them. Phase by phase: phase (a, b) holds rows i0, i0 + sh, ... and columns
-    j0, j0 + sw, ... of the plane (i0 = (a - top) mod sh), so no cell costs a division."""
+    j0, j0 + sw, ... of the plane (i0 = (a - top) mod sh), one phase row per plane row taken, so that no row
+    costs a division; at unit column stride a row is one memcpy (small maps copy many short rows)."""
     cdef Py_ssize_t sh = params[0], sw = params[1], top = params[2], left = params[3], hq = params[4]
-    cdef Py_ssize_t wq = params[5], a, b, i, i0, j0, m, q, count
+    cdef Py_ssize_t wq = params[5], a, b, i0, j0, m, q, rows, count
     cdef floating *cells
     cdef floating *inputs
     for a in range(sh):
         i0 = ((a - top) % sh + sh) % sh
+        rows = (height - i0 + sh - 1) // sh if height > i0 else 0
         for b in range(sw):
             j0 = ((b - left) % sw + sw) % sw
             count = (width - j0 + sw - 1) // sw if width > j0 else 0
-            for q in range((height - i0 + sh - 1) // sh if height > i0 else 0):
-                i = i0 + q * sh
-                cells = phases + (a * sw + b) * hq * wq + (i + top) // sh * wq + (j0 + left) // sw
-                inputs = plane + i * width + j0
-                if into_phases:
+            cells = phases + (a * sw + b) * hq * wq + (i0 + top) // sh * wq + (j0 + left) // sw
+            inputs = plane + i0 * width + j0
+            for q in range(rows):
+                if sw == 1 and into_phases:
+                    memcpy(cells, inputs, count * sizeof(floating))
+                elif sw == 1:
+                    memcpy(inputs, cells, count * sizeof(floating))
+                elif into_phases:
                     for m in range(count):
                         cells[m] = inputs[m * sw]
                 else:
                     for m in range(count):
                         inputs[m * sw] = cells[m]
+                cells += wq
+                inputs += sh * width
 
 
 cdef inline void rows_on_pitch(floating *rows, const floating *plane, Py_ssize_t out_h, Py_ssize_t out_w,
@@ -253,6 +261,7 @@ def polyphase_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::
     cdef Py_ssize_t t, plane, first, last, kk, j, i, oh, ow
     cdef floating *phases
     cdef floating *acc
+    cdef floating *out
     cdef const floating *src
     cdef floating tap
     for t in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
@@ -273,9 +282,10 @@ def polyphase_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::
                     src = phases + offsets[j]
                     for i in range(cells):
                         acc[i] += tap * src[i]
+            out = &y[plane // k, kk, 0, 0]
             for oh in range(out_h):
                 for ow in range(out_w):
-                    y[plane // k, kk, oh, ow] = acc[oh * wq + ow]
+                    out[oh * out_w + ow] = acc[oh * wq + ow]
 
 
 def polyphase_grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating[:, :, ::1] dw_parts,
