@@ -8,7 +8,8 @@
 - train_epoch: one epoch of SimpleConvNet on scikit-learn's digits (8x8 images upscaled to 28x28), batches of
   100, whose last batch is partial.
 - resnet18_b1, resnet18_b8: a forward pass of ResNet-18's convolution and pooling layers at 224x224
-  (fastconv.bench.networks; each distinct layer as often as it occurs), batch 1 and 8.
+  (fastconv.bench.networks; each distinct layer as often as it occurs), batch 1 and 8, on inputs and filters
+  drawn once, before timing.
 
 Every workload first runs once with each fixed backend (compilation, first touches: untimed). Then, per repeat,
 each fixed backend runs it, auto runs it in a fresh cache (a new cache directory, nothing in memory: every
@@ -20,6 +21,7 @@ repeats counts. The table gives seconds and auto / (best fixed backend) for the 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -60,18 +62,29 @@ def train_epoch(backend: str) -> None:
             optimizer_param={"lr": 0.001}, evaluate_sample_num_per_epoch=100, verbose=False).train()
 
 
-def network_forward(backend: str, network: str, batch: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    for layer in NETWORKS[network]:
+def network_forward(backend: str, network: str, batch: int) -> None:
+    for layer, x, w in _network_operands(network, batch):
         shape = layer.shape(batch)
-        x = rng.standard_normal(shape.x).astype(np.float32)
         for _ in range(layer.count):
             if isinstance(layer, ConvLayer):
-                fc.conv2d(x, rng.standard_normal(shape.w).astype(np.float32), backend=backend, **shape.kwargs)
+                fc.conv2d(x, w, backend=backend, **shape.kwargs)
             elif layer.mode == "max":
                 fc.max_pool2d(x, shape.kernel_size, backend=backend, **shape.kwargs)
             else:
                 fc.avg_pool2d(x, shape.kernel_size, backend=backend, **shape.kwargs)
+
+
+@functools.lru_cache(maxsize=2)
+def _network_operands(network: str, batch: int, seed: int = 0) -> list[tuple]:
+    """(layer, x, w or None) of every distinct layer, drawn once: the timed runs pay for the layers, not for
+    drawing random numbers (a large share of each timed run when they were drawn in it)."""
+    rng = np.random.default_rng(seed)
+    operands = []
+    for layer in NETWORKS[network]:
+        shape = layer.shape(batch)
+        w = rng.standard_normal(shape.w).astype(np.float32) if isinstance(layer, ConvLayer) else None
+        operands.append((layer, rng.standard_normal(shape.x).astype(np.float32), w))
+    return operands
 
 
 WORKLOADS: dict[str, Callable[[str], None]] = {
