@@ -13,7 +13,6 @@ one thread (and numba's kernels in their serial versions). Spawned and forkserve
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
@@ -140,29 +139,39 @@ def set_num_threads(n: int) -> None:
     _set_blas_threads(n)
 
 
-@contextlib.contextmanager
-def _limits(loop_threads: int, blas_threads: int | None, numba: bool):
+class _limits:
     """For the duration: BLAS limited to blas_threads (None: left alone), and with numba=True numba's thread
-    count (per calling thread, as numba keeps it) = loop_threads; both restored on exit. In a process forked
-    after kernels ran numba's pool is left alone: its kernels run their serial versions there."""
-    global _kernels_ran
-    _kernels_ran = True
-    # numba's module only when something imported it: fastconv never imports it just to set threads
-    numba_module = sys.modules.get("numba") if numba and not _forked_after_kernels else None
-    numba_before = numba_module.get_num_threads() if numba_module is not None else None
-    wanted = max(1, min(loop_threads, numba_module.config.NUMBA_NUM_THREADS)) if numba_module else None
-    if numba_before is not None and wanted != numba_before:
-        numba_module.set_num_threads(wanted)
-    blas_before = _blas_limit if _blas_limit is not None else _num_threads
-    if blas_threads is not None:
-        _set_blas_threads(blas_threads)
-    try:
-        yield loop_threads
-    finally:
-        if blas_threads is not None:
-            _set_blas_threads(blas_before)
-        if numba_before is not None and wanted != numba_before:
-            numba_module.set_num_threads(numba_before)
+    count (per calling thread, as numba keeps it) = loop_threads; both restored on exit; ``as`` gives
+    loop_threads. In a process forked after kernels ran numba's pool is left alone: its kernels run their serial
+    versions there. A class, not a generator context: it is entered around every kernel call."""
+
+    __slots__ = ("loop_threads", "blas_threads", "numba", "numba_before", "blas_before")
+
+    def __init__(self, loop_threads: int, blas_threads: int | None, numba: bool):
+        self.loop_threads, self.blas_threads, self.numba = loop_threads, blas_threads, numba
+
+    def __enter__(self) -> int:
+        global _kernels_ran
+        _kernels_ran = True
+        # numba's module only when something imported it: fastconv never imports it just to set threads
+        numba_module = sys.modules.get("numba") if self.numba and not _forked_after_kernels else None
+        self.numba_before = None
+        if numba_module is not None:
+            wanted = max(1, min(self.loop_threads, numba_module.config.NUMBA_NUM_THREADS))
+            before = numba_module.get_num_threads()
+            if wanted != before:
+                numba_module.set_num_threads(wanted)
+                self.numba_before = before
+        self.blas_before = _blas_limit if _blas_limit is not None else _num_threads
+        if self.blas_threads is not None:
+            _set_blas_threads(self.blas_threads)
+        return self.loop_threads
+
+    def __exit__(self, *exc_info) -> None:
+        if self.blas_threads is not None:
+            _set_blas_threads(self.blas_before)
+        if self.numba_before is not None:
+            sys.modules["numba"].set_num_threads(self.numba_before)
 
 
 def parallel_region(threads: int, *, blas_work: int | None = None, numba: bool = False):

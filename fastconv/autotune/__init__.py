@@ -33,7 +33,14 @@ def autotune_enabled() -> bool:
     if _enabled is not None:
         return _enabled
     value = os.environ.get("FASTCONV_AUTOTUNE", "1")
-    try:
-        return ENV_VALUES[value.strip().lower()]
-    except KeyError:
-        raise ValueError(f"FASTCONV_AUTOTUNE={value!r} is not one of {', '.join(ENV_VALUES)}") from None
+    parsed = _parsed.get(value)  # auto asks on every call
+    if parsed is None:
+        try:
+            parsed = _parsed[value] = ENV_VALUES[value.strip().lower()]
+        except KeyError:
+            raise ValueError(f"FASTCONV_AUTOTUNE={value!r} is not one of {', '.join(ENV_VALUES)}") from None
+    return parsed
+
+
+#: $FASTCONV_AUTOTUNE's values seen, parsed
+_parsed: dict[str, bool] = {}
