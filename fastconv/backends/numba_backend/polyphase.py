@@ -33,24 +33,27 @@ def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -
 @njit(cache=True, inline="always")
 def _copy_plane(src, first, height, width, phases, params, into_phases):
     """Input plane src[first:first + height*width] <-> its cells of the phase planes (padding cells untouched):
-    into the phases when into_phases, else back out of them. Phase by phase, so that no cell costs a division:
-    phase (a, b) holds input rows i0, i0 + sh, ... and columns j0, j0 + sw, ... (i0 = (a - top) mod sh)."""
+    into the phases when into_phases, else back out of them. Phase by phase: phase (a, b) holds input rows i0,
+    i0 + sh, ... and columns j0, j0 + sw, ... (i0 = (a - top) mod sh), one phase row per input row taken, so that
+    no row costs a division."""
     sh, sw, top, left, hq, wq = params
     for a in range(sh):
         i0 = (a - top) % sh
+        rows = max(0, -(-(height - i0) // sh))
         for b in range(sw):
             j0 = (b - left) % sw
             count = uint64(max(0, -(-(width - j0) // sw)))
-            phase = (a * sw + b) * hq * wq
-            for i in range(i0, height, sh):
-                cells = uint64(phase + (i + top) // sh * wq + (j0 + left) // sw)
-                inputs = first + uint64(i * width + j0)
+            cells = uint64((a * sw + b) * hq * wq + (i0 + top) // sh * wq + (j0 + left) // sw)
+            inputs = first + uint64(i0 * width + j0)
+            for _ in range(rows):
                 if into_phases:
                     for m in range(count):
                         phases[cells + m] = src[inputs + m * uint64(sw)]
                 else:
                     for m in range(count):
                         src[inputs + m * uint64(sw)] = phases[cells + m]
+                cells += uint64(wq)
+                inputs += uint64(sh * width)
 
 
 @njit(cache=True, inline="always")
