@@ -86,15 +86,14 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, data_form
     x, w = layout.to_nchw("x", x), as_array("conv2d", "w", w)
     b = None if b is None else as_array("conv2d", "b", b)
     with layout.shapes_explained():
-        g = conv_geometry(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+        g = conv_geometry(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                          channels_last=layout.channels_last)
     impl = _backend.resolve(backend)
     _check_fits("conv2d", g, [g.y_shape])
     if g.is_empty:  # every tap reads a zero (or there are none): the bias alone
-        y = np.broadcast_to(np.zeros(1, g.dtype) if b is None else b.astype(g.dtype)[:, None, None],
-                            g.y_shape).copy()
-    else:
-        y = impl.conv2d_forward(_operand(x, g.dtype), _operand(w, g.dtype), _operand(b, g.dtype), g)
-    return layout.from_nchw(y)
+        bias = np.zeros(1, g.dtype) if b is None else b.astype(g.dtype)
+        return np.broadcast_to(bias if g.channels_last else bias[:, None, None], g.y_array_shape).copy()
+    return impl.conv2d_forward(layout.operand(x, g.dtype), _operand(w, g.dtype), _operand(b, g.dtype), g)
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need_dx=True, need_dw=True,
@@ -170,29 +169,28 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
     w = as_array("conv2d_backward", "w", w)
     with layout.shapes_explained():
         g = conv_geometry(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                          op="conv2d_backward", dy=dy)
+                          op="conv2d_backward", dy=dy, channels_last=layout.channels_last)
     impl = _backend.resolve(backend)
     wanted = [shape for need, shape in ((need_dx, g.x_shape), (need_dw, g.w_shape), (need_db, (g.k,))) if need]
     _check_fits("conv2d_backward", g, wanted)
     if g.is_empty:  # x or w has no elements: no product has a nonzero gradient; db sums dy all the same
-        dx, dw, db = (np.zeros(g.x_shape, g.dtype) if need_dx else None,
-                      np.zeros(g.w_shape, g.dtype) if need_dw else None,
-                      dy.sum(axis=(0, 2, 3), dtype=g.dtype) if need_db else None)
-    else:
-        dx, dw, db = impl.conv2d_backward(_operand(dy, g.dtype), _operand(x, g.dtype), _operand(w, g.dtype), g,
-                                          bool(need_dx), bool(need_dw), bool(need_db))
-    return layout.from_nchw(dx), dw, db
+        return (np.zeros(g.x_array_shape, g.dtype) if need_dx else None,
+                np.zeros(g.w_shape, g.dtype) if need_dw else None,
+                dy.sum(axis=(0, 2, 3), dtype=g.dtype) if need_db else None)
+    return impl.conv2d_backward(layout.operand(dy, g.dtype), layout.operand(x, g.dtype), _operand(w, g.dtype), g,
+                                bool(need_dx), bool(need_dw), bool(need_db))
 
 
 def _pool(layout: Layout, x, kernel_size, stride, padding, ceil_mode, count_include_pad=True, dy=None
           ) -> tuple[np.ndarray, np.ndarray | None, PoolGeometry]:
-    """Validated (x, dy, geometry), x and dy in NCHW order; dy is converted to a kernel operand, x is left as
-    given (some callers need only its shape)."""
+    """Validated (x, dy, geometry): x viewed in NCHW order (some callers need only its shape; make it an operand
+    with layout.operand), dy as the kernel's operand."""
     x, dy = layout.to_nchw("x", x), layout.to_nchw("dy", dy)
     with layout.shapes_explained():
         g = pool_geometry(x, kernel_size, stride=stride, padding=padding, ceil_mode=ceil_mode,
-                          count_include_pad=count_include_pad, op=layout.op, dy=dy)
-    return x, _operand(dy, g.dtype), g
+                          count_include_pad=count_include_pad, op=layout.op, dy=dy,
+                          channels_last=layout.channels_last)
+    return x, layout.operand(dy, g.dtype), g
 
 
 def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, return_indices=False, data_format="NCHW",
@@ -258,10 +256,10 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, retur
     impl = _backend.resolve(backend)
     _check_fits("max_pool2d", g, [g.y_shape, g.y_shape])
     if g.is_empty:
-        y, indices = np.zeros(g.y_shape, g.dtype), np.zeros(g.y_shape, np.int64)
+        y, indices = np.zeros(g.y_array_shape, g.dtype), np.zeros(g.y_array_shape, np.int64)
     else:
-        y, indices = impl.max_pool2d_forward(_operand(x, g.dtype), g)
-    return (layout.from_nchw(y), layout.from_nchw(indices)) if return_indices else layout.from_nchw(y)
+        y, indices = impl.max_pool2d_forward(layout.operand(x, g.dtype), g)
+    return (y, indices) if return_indices else y
 
 
 def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode=False, indices=None,
@@ -340,10 +338,10 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
     impl = _backend.resolve(backend)
     _check_fits("max_pool2d_backward", g, [g.x_shape, g.y_shape])
     if g.is_empty:
-        return layout.from_nchw(np.zeros(g.x_shape, g.dtype))
-    if indices is None:
-        _, indices = impl.max_pool2d_forward(_operand(x, g.dtype), g)
-    return layout.from_nchw(impl.max_pool2d_backward(dy, contiguous(indices, np.int64), g))
+        return np.zeros(g.x_array_shape, g.dtype)
+    indices = impl.max_pool2d_forward(layout.operand(x, g.dtype), g)[1] if indices is None else \
+        layout.operand(indices, np.int64)
+    return impl.max_pool2d_backward(dy, indices, g)
 
 
 def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -405,8 +403,8 @@ def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count
     impl = _backend.resolve(backend)
     _check_fits("avg_pool2d", g, [g.y_shape])
     if g.is_empty:
-        return layout.from_nchw(np.zeros(g.y_shape, g.dtype))
-    return layout.from_nchw(impl.avg_pool2d_forward(_operand(x, g.dtype), g))
+        return np.zeros(g.y_array_shape, g.dtype)
+    return impl.avg_pool2d_forward(layout.operand(x, g.dtype), g)
 
 
 def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
@@ -466,8 +464,8 @@ def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
     impl = _backend.resolve(backend)
     _check_fits("avg_pool2d_backward", g, [g.x_shape])
     if g.is_empty:
-        return layout.from_nchw(np.zeros(g.x_shape, g.dtype))
-    return layout.from_nchw(impl.avg_pool2d_backward(dy, g))
+        return np.zeros(g.x_array_shape, g.dtype)
+    return impl.avg_pool2d_backward(dy, g)
 
 
 __all__ = ["conv2d", "conv2d_backward", "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",

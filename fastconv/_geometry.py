@@ -6,6 +6,7 @@ Kernels receive the geometry and never re-derive output sizes or re-check argume
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -15,9 +16,35 @@ import numpy as np
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+class _Layout:
+    """What both geometries say about memory order: shapes are logical (N, C, H, W); with channels_last the
+    activations x, y (and their gradients, and max pooling's indices) are C-contiguous (N, H, W, C) arrays."""
+
+    channels_last: bool
+
+    def in_memory(self, shape: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """A logical (N, C, H, W) activation shape as its array's shape: (N, H, W, C) when channels_last."""
+        n, c, h, w = shape
+        return (n, h, w, c) if self.channels_last else shape
+
+    @property
+    def x_array_shape(self) -> tuple[int, int, int, int]:
+        return self.in_memory(self.x_shape)
+
+    @property
+    def y_array_shape(self) -> tuple[int, int, int, int]:
+        return self.in_memory(self.y_shape)
+
+    @property
+    def nchw(self):
+        """This geometry with NCHW operands (itself when it has them)."""
+        return dataclasses.replace(self, channels_last=False) if self.channels_last else self
+
+
 @dataclass(frozen=True)
-class ConvGeometry:
-    """Normalized numbers of one conv2d call: x (n, c, h, w), w (k, c // groups, r, s), y (n, k, out_h, out_w)."""
+class ConvGeometry(_Layout):
+    """Normalized numbers of one conv2d call: x (n, c, h, w), w (k, c // groups, r, s), y (n, k, out_h, out_w);
+    x and y are (n, h, w, c) and (n, out_h, out_w, k) arrays when channels_last."""
 
     n: int
     c: int
@@ -38,6 +65,7 @@ class ConvGeometry:
     out_h: int
     out_w: int
     dtype: np.dtype
+    channels_last: bool = False
 
     @property
     def c_per_group(self) -> int:
@@ -109,7 +137,7 @@ class ConvGeometry:
         return ConvGeometry(self.n, self.k, self.out_h, self.out_w, self.c, self.r, self.s, 1, 1, self.dilation_h,
                             self.dilation_w, extent_h - self.pad_top, extent_h - self.pad_bottom,
                             extent_w - self.pad_left, extent_w - self.pad_right, self.groups, self.h, self.w,
-                            self.dtype)
+                            self.dtype, self.channels_last)
 
     def rotate_kernel(self, w: np.ndarray) -> np.ndarray:
         """w (k, c/groups, r, s) -> (c, k/groups, r, s), the weights of rotated():
@@ -120,8 +148,9 @@ class ConvGeometry:
 
 
 @dataclass(frozen=True)
-class PoolGeometry:
-    """Normalized numbers of one pooling call: x (n, c, h, w), y (n, c, out_h, out_w), window kh x kw.
+class PoolGeometry(_Layout):
+    """Normalized numbers of one pooling call: x (n, c, h, w), y (n, c, out_h, out_w), window kh x kw; x and y
+    are (n, h, w, c) and (n, out_h, out_w, c) arrays when channels_last.
 
     A window starts at (oh * stride_h - pad_top, ow * stride_w - pad_left). It is clipped to the padded input
     (rows -pad_top .. h + pad_bottom), which matters only with ceil_mode, and only its cells inside the input
@@ -145,6 +174,7 @@ class PoolGeometry:
     ceil_mode: bool
     count_include_pad: bool
     dtype: np.dtype
+    channels_last: bool = False
 
     @property
     def x_shape(self) -> tuple[int, int, int, int]:
@@ -207,16 +237,26 @@ class PoolGeometry:
         _covering_window(self.out_w, self.stride_w, self.kw, self.pad_left, col_window)
         return row_window, col_window
 
+    def covering_ranges(self, out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """For any windows: row_cover (h, 2), col_cover (w, 2) int64 (or written into out), the [first, stop)
+        window rows (columns) whose windows hold each input row (column); empty for cells in no window."""
+        row_cover, col_cover = out or (np.empty((self.h, 2), np.int64), np.empty((self.w, 2), np.int64))
+        _covering_range(self.out_h, self.stride_h, self.kh, self.pad_top, row_cover)
+        _covering_range(self.out_w, self.stride_w, self.kw, self.pad_left, col_cover)
+        return row_cover, col_cover
+
     def fill_tables(self, tables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Fills those of the kernels' window tables that ``tables`` holds (a method's scratch): "window_rows"
         and "window_cols" (window_bounds), "divisor" (avg_divisor), "row_window" and "col_window"
-        (covering_windows)."""
+        (covering_windows), "row_cover" and "col_cover" (covering_ranges)."""
         if "window_rows" in tables:
             self.window_bounds(out=(tables["window_rows"], tables["window_cols"]))
         if "divisor" in tables:
             self.avg_divisor(out=tables["divisor"])
         if "row_window" in tables:
             self.covering_windows(out=(tables["row_window"], tables["col_window"]))
+        if "row_cover" in tables:
+            self.covering_ranges(out=(tables["row_cover"], tables["col_cover"]))
         return tables
 
 
@@ -230,6 +270,13 @@ def _covering_window(out_size: int, stride: int, kernel: int, pad_before: int, o
     shifted = np.arange(out.shape[0]) + pad_before
     window = shifted // stride
     np.copyto(out, np.where((shifted % stride < kernel) & (window < out_size), window, -1))
+
+
+def _covering_range(out_size: int, stride: int, kernel: int, pad_before: int, out: np.ndarray) -> None:
+    """Window o holds cell i when o*stride <= i + pad_before < o*stride + kernel."""
+    shifted = np.arange(out.shape[0]) + pad_before
+    np.maximum(-((kernel - 1 - shifted) // stride), 0, out=out[:, 0])
+    np.maximum(np.minimum(shifted // stride + 1, out_size), out[:, 0], out=out[:, 1])
 
 
 def _window_counts(out: int, stride: int, kernel: int, pad_before: int, size: int, pad_after: int,
@@ -366,8 +413,10 @@ def _memoized(validate):
 
 @_memoized
 def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, stride=1, padding=0,
-                  dilation=1, groups=1, op: str = "conv2d", dy: np.ndarray | None = None) -> ConvGeometry:
-    """Validate one conv2d (or conv2d_backward, when dy is given) call and return its geometry."""
+                  dilation=1, groups=1, op: str = "conv2d", dy: np.ndarray | None = None,
+                  channels_last: bool = False) -> ConvGeometry:
+    """Validate one conv2d (or conv2d_backward, when dy is given) call and return its geometry; x and dy are
+    in (N, C, H, W) order (an NHWC argument as its transposed view, with channels_last)."""
     _check_ndim(op, "x", x, 4, "(N, C, H, W)")
     _check_ndim(op, "w", w, 4, "(K, C // groups, R, S)")
     dtype = compute_dtype(op, x=x, w=w, b=b, dy=dy)
@@ -398,7 +447,7 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
                          f"w.shape={w.shape}, stride=({sh}, {sw}), dilation=({dh}, {dw}), "
                          f"padding=(({top}, {bottom}), ({left}, {right})); pad the input or use a smaller kernel")
     g = ConvGeometry(n, c, h, width, k, r, s, sh, sw, dh, dw, top, bottom, left, right, groups, out_h, out_w,
-                     np.dtype(dtype))
+                     np.dtype(dtype), channels_last)
     if dy is not None:
         _check_dy(op, dy, g.y_shape)
     return g
@@ -406,8 +455,10 @@ def conv_geometry(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *, 
 
 @_memoized
 def pool_geometry(x: np.ndarray, kernel_size, *, stride=None, padding=0, ceil_mode=False,
-                  count_include_pad=True, op: str = "pool2d", dy: np.ndarray | None = None) -> PoolGeometry:
-    """Validate one pooling call (backward when dy is given) and return its geometry."""
+                  count_include_pad=True, op: str = "pool2d", dy: np.ndarray | None = None,
+                  channels_last: bool = False) -> PoolGeometry:
+    """Validate one pooling call (backward when dy is given) and return its geometry; x and dy in (N, C, H, W)
+    order, as for conv_geometry."""
     _check_ndim(op, "x", x, 4, "(N, C, H, W)")
     dtype = compute_dtype(op, x=x, dy=dy)
     n, c, h, width = x.shape
@@ -427,7 +478,7 @@ def pool_geometry(x: np.ndarray, kernel_size, *, stride=None, padding=0, ceil_mo
                          f"kernel_size=({kh}, {kw}), stride=({sh}, {sw}), "
                          f"padding=(({top}, {bottom}), ({left}, {right}))")
     g = PoolGeometry(n, c, h, width, kh, kw, sh, sw, top, bottom, left, right, out_h, out_w, bool(ceil_mode),
-                     bool(count_include_pad), np.dtype(dtype))
+                     bool(count_include_pad), np.dtype(dtype), channels_last)
     if dy is not None:
         _check_dy(op, dy, g.y_shape)
     return g

@@ -1,8 +1,10 @@
-"""data_format: the public functions take activations as NCHW or NHWC; every backend computes in NCHW.
+"""data_format: the public functions take activations as NCHW or NHWC, and hand them to the backends as they are.
 
-An NHWC array is validated as its NCHW transposed view, then copied once into C-contiguous NCHW by a tiled parallel
-transpose (`contiguous`), and results go back to the caller as C-contiguous NHWC arrays the same way. Filters keep
-their (K, C // groups, R, S) layout in both formats.
+An NHWC argument is validated as its (N, C, H, W) transposed view (a view, no copy), so that shapes and error
+messages are the same in both formats; the geometry then says ``channels_last`` and the backend receives the
+argument as a C-contiguous (N, H, W, C) array (copied only when it is not one) and returns its results in that
+layout. Backends run native channels-last kernels where they have them and transpose around their NCHW kernels
+elsewhere (fastconv.backends._channels_last). Filters keep their (K, C // groups, R, S) layout in both formats.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ DATA_FORMATS = ("NCHW", "NHWC")
 
 
 class Layout:
-    """The data_format of one public call: converts its activations in and its results out."""
+    """The data_format of one public call: views its activations in NCHW order for validation, and makes the
+    backend's operands in the caller's layout."""
 
     def __init__(self, op: str, data_format):
         if not isinstance(data_format, str) or data_format not in DATA_FORMATS:
@@ -35,12 +38,12 @@ class Layout:
         a = as_array(self.op, name, a)
         return a.transpose(0, 3, 1, 2) if self.channels_last and a.ndim == 4 else a
 
-    def from_nchw(self, a: np.ndarray | None) -> np.ndarray | None:
-        """A result of the backends, (N, C, H, W), in the caller's format: NHWC results are C-contiguous."""
-        if a is None or not self.channels_last:
-            return a
-        n, c, h, w = a.shape
-        return _swapped(np.ascontiguousarray(a).reshape(n, c, h * w)).reshape(n, h, w, c)
+    def operand(self, a: np.ndarray | None, dtype) -> np.ndarray | None:
+        """An activation viewed by to_nchw as the backend takes it: C-contiguous of dtype, (N, H, W, C) when
+        channels_last; no copy when it already is one (read-only stays read-only)."""
+        if a is None:
+            return None
+        return contiguous(a.transpose(0, 2, 3, 1) if self.channels_last else a, dtype)
 
     @contextmanager
     def shapes_explained(self):
@@ -56,17 +59,13 @@ class Layout:
 def contiguous(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """a as a C-contiguous array of dtype, without a copy when it already is one (read-only stays read-only).
 
-    An (N, C, H, W) view of channels-last memory (what an NHWC argument becomes) is copied by the tiled transpose,
-    not by numpy's strided copy.
+    A 4-D view of memory in the other layout (an NCHW view of an NHWC array, or the reverse) is copied by the
+    tiled transpose, not by numpy's strided copy.
     """
-    if a.ndim == 4 and a.size and not a.flags.c_contiguous and a.transpose(0, 2, 3, 1).flags.c_contiguous:
-        n, c, h, w = a.shape
-        return _swapped(a.transpose(0, 2, 3, 1).reshape(n, h * w, c)).reshape(n, c, h, w).astype(dtype, copy=False)
+    if a.ndim == 4 and a.size and not a.flags.c_contiguous:
+        for to_memory, name in (((0, 2, 3, 1), "to_channels_first"), ((0, 3, 1, 2), "to_channels_last")):
+            if a.transpose(to_memory).flags.c_contiguous:
+                from fastconv import _transpose  # numba is imported on the first such call only
+
+                return getattr(_transpose, name)(a.transpose(to_memory)).astype(dtype, copy=False)
     return np.ascontiguousarray(a, dtype=dtype)
-
-
-def _swapped(a: np.ndarray) -> np.ndarray:
-    """(N, P, Q) C-contiguous -> (N, Q, P) C-contiguous."""
-    from fastconv._transpose import swap_last_axes  # numba is imported on the first channels-last call only
-
-    return swap_last_axes(a)

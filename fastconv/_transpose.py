@@ -39,3 +39,15 @@ def swap_last_axes(src: np.ndarray) -> np.ndarray:
     with _threads.parallel_region(_threads.threads_for(src.size, tiles), numba=True):
         _swap_tiles(src, dst, TILE)
     return dst
+
+
+def to_channels_first(a: np.ndarray) -> np.ndarray:
+    """a (N, H, W, C), C-contiguous -> a new C-contiguous (N, C, H, W) array."""
+    n, h, w, c = a.shape
+    return swap_last_axes(a.reshape(n, h * w, c)).reshape(n, c, h, w)
+
+
+def to_channels_last(a: np.ndarray) -> np.ndarray:
+    """a (N, C, H, W), C-contiguous -> a new C-contiguous (N, H, W, C) array."""
+    n, c, h, w = a.shape
+    return swap_last_axes(a.reshape(n, c, h * w)).reshape(n, h, w, c)

@@ -72,10 +72,12 @@ def bucket(size: int) -> int:
 
 def decision_key(op: str, g, threads: int, flags: tuple = ()) -> str:
     """One line naming everything a decision depends on: op, every geometry field (batch and spatial sizes as
-    their buckets), dtype, threads, flags. Nearby geometries share a key, so one measurement serves them all."""
+    their buckets), dtype, threads, flags. Nearby geometries share a key, so one measurement serves them all.
+    Channels-last geometries end their fields with "NHWC" (NCHW keys stay those of files written before)."""
     fields = " ".join(f"{name}~{bucket(value)}" if name in BUCKETED else f"{name}={value}"
-                      for name, value in vars(g).items() if name not in DERIVED)
-    key = f"{op} {fields} threads={threads}"
+                      for name, value in ((f.name, getattr(g, f.name)) for f in dataclasses.fields(g))
+                      if name not in DERIVED + ("channels_last",))
+    key = f"{op} {fields}{' NHWC' if g.channels_last else ''} threads={threads}"
     return f"{key} flags={','.join(str(int(f)) for f in flags)}" if flags else key
 
 

@@ -1,7 +1,8 @@
 """What every backend module provides, written once: six kernels, and the methods behind them with their plans.
 
 A backend is a module (or package) with these functions, each taking validated C-contiguous arrays of dtype
-``g.dtype`` (possibly read-only; never written) and a geometry from ``fastconv._geometry``::
+``g.dtype`` (possibly read-only; never written) and a geometry from ``fastconv._geometry``; activations (x, y,
+their gradients, max pooling's indices) are (N, H, W, C) arrays, in and out, when ``g.channels_last``::
 
     conv2d_forward(x, w, b, g) -> y
     conv2d_backward(dy, x, w, g, need_dx, need_dw, need_db) -> (dx, dw, db)
@@ -15,6 +16,7 @@ A backend is a module (or package) with these functions, each taking validated C
 default, the one the kernel of the same name runs; auto times them all. Each :class:`Method` has a ``plan``:
 the scratch arrays and threads of one call, from which the method allocates, after checking that they fit in
 memory (the front end checks the outputs), so that the check and the allocation cannot disagree.
+For channels-last geometries fastconv.backends._channels_last adds every NCHW method run between transposes.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ class Plan:
         self.check()
         return {name: np.empty(shape, dtype) for name, (shape, dtype) in self.buffers.items()}
 
+    def holding(self, buffers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> Plan:
+        """This plan with more buffers alive throughout (in each of its phases)."""
+        return Plan(self.threads, {**buffers, **self.buffers}, tuple(phase.holding(buffers) for phase in self.phases))
+
     @staticmethod
     def peak(*phases: Plan) -> Plan:
         """The plan of phases run one after the other: the most threads of any, the largest scratch."""
@@ -75,7 +81,7 @@ class Method:
 
     name: str
     run: Callable
-    plan: Callable[..., Plan] = lambda g: NO_PLAN
+    plan: Callable[..., Plan] = lambda g, *flags: NO_PLAN
 
 
 @dataclass(frozen=True)

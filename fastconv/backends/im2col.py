@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from fastconv._geometry import ConvGeometry, PoolGeometry
-from fastconv.backends._protocol import GEOMETRY_ARG, KERNELS, Method, Methods, Plan
+from fastconv.backends._channels_last import adapted
+from fastconv.backends._protocol import GEOMETRY_ARG, KERNELS, Method, Methods, Plan, default_kernels
 
 
 def _tap_slices(g, r: int, s: int, dh: int, dw: int) -> tuple[slice, slice]:
@@ -63,9 +64,10 @@ def _crop(xp: np.ndarray, g) -> np.ndarray:
 # convolution
 
 
-def plan(op: str, g) -> Plan:
+def plan(op: str, g, *flags) -> Plan:
     """The scratch numpy allocates as the kernels run: the column matrix (and its gradient in backward) and two
-    copies of the input's size (the padded input, and its gradient or a transposed result)."""
+    copies of the input's size (the padded input, and its gradient or a transposed result), whatever the
+    backward's flags (need_dx, need_dw)."""
     if isinstance(g, ConvGeometry):
         columns = (g.n, g.c, g.r, g.s, g.out_h, g.out_w)
         padded = (g.n, g.c, g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right)
@@ -77,7 +79,7 @@ def plan(op: str, g) -> Plan:
                     "padded": ((2, *g.x_shape), g.dtype)})
 
 
-def methods(op: str, g) -> Methods:
+def _nchw_methods(op: str, g) -> Methods:
     """One method per op; its plan is checked against the machine's memory before numpy allocates."""
     return Methods.of(Method("im2col", _CHECKED[op], functools.partial(plan, op)))
 
@@ -223,4 +225,5 @@ def _checked(op: str) -> Callable:
 
 
 _CHECKED = {op: _checked(op) for op in KERNELS}
-globals().update(_CHECKED)  # conv2d_forward, ...: each checks its plan, then runs
+methods = adapted(_nchw_methods)  # channels-last geometries: the same between transposes
+globals().update(default_kernels(methods))  # conv2d_forward, ...: each checks its plan, then runs

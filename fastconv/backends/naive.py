@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv._geometry import ConvGeometry, PoolGeometry
-from fastconv.backends._protocol import KERNELS, Method, Methods
+from fastconv.backends._channels_last import adapted
+from fastconv.backends._protocol import Method, Methods, default_kernels
 
 
 def _padded(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
@@ -30,7 +31,7 @@ def _conv_outputs(g: ConvGeometry):
         yield (n, k, oh, ow), (n, channels, rows, cols)
 
 
-def conv2d_forward(x, w, b, g: ConvGeometry):
+def _conv2d_forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, C/groups, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
     xp = _padded(x, g)
     y = np.zeros(g.y_shape, g.dtype)
@@ -41,7 +42,7 @@ def conv2d_forward(x, w, b, g: ConvGeometry):
     return y
 
 
-def conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
+def _conv2d_backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
     """dy (N, K, Ho, Wo) -> dx (N, C, H, W), dw (K, C/groups, R, S), db (K,): each y[n, k, oh, ow] term
     sends dy * w[k] to its input window and dy * window to w[k]."""
     xp = _padded(x, g)
@@ -76,7 +77,7 @@ def _pool_outputs(g: PoolGeometry):
         yield (n, c, oh, ow), _pool_window(g, oh, ow)
 
 
-def max_pool2d_forward(x, g: PoolGeometry):
+def _max_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y, indices (N, C, Ho, Wo). np.argmax returns the first maximum, and the first NaN."""
     y = np.empty(g.y_shape, g.dtype)
     indices = np.empty(g.y_shape, np.int64)
@@ -88,7 +89,7 @@ def max_pool2d_forward(x, g: PoolGeometry):
     return y, indices
 
 
-def max_pool2d_backward(dy, indices, g: PoolGeometry):
+def _max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): each dy goes to the element its index names."""
     dx = np.zeros((g.n, g.c, g.h * g.w), g.dtype)
     for n, c, oh, ow in np.ndindex(*g.y_shape):
@@ -96,7 +97,7 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
     return dx.reshape(g.x_shape)
 
 
-def avg_pool2d_forward(x, g: PoolGeometry):
+def _avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo): each window's sum over its input cells / its divisor."""
     y = np.empty(g.y_shape, g.dtype)
     for (n, c, oh, ow), (h0, h1, w0, w1, divisor) in _pool_outputs(g):
@@ -104,7 +105,7 @@ def avg_pool2d_forward(x, g: PoolGeometry):
     return y
 
 
-def avg_pool2d_backward(dy, g: PoolGeometry):
+def _avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W): each dy / divisor goes to every input cell of its window."""
     dx = np.zeros(g.x_shape, g.dtype)
     for (n, c, oh, ow), (h0, h1, w0, w1, divisor) in _pool_outputs(g):
@@ -112,9 +113,10 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     return dx
 
 
-def methods(op: str, g) -> Methods:
+def _nchw_methods(op: str, g) -> Methods:
     """One method per op: the loops above (their only scratch is the padded copy)."""
-    return Methods.of(Method("loops", _KERNELS[op]))
+    return Methods.of(Method("loops", globals()[f"_{op}"]))
 
 
-_KERNELS = {op: globals()[op] for op in KERNELS}
+methods = adapted(_nchw_methods)  # channels-last geometries: the loops between transposes
+globals().update(default_kernels(methods))  # conv2d_forward, ...: each runs its op's default method

@@ -29,10 +29,12 @@ except ImportError as exc:  # the registry reports this as BackendUnavailableErr
     raise ImportError(f"the cython backend's compiled extensions are missing ({exc}); build them with `pip install .` "
                       f"(needs a C compiler) or `python setup.py build_ext --inplace` in a source checkout") from exc
 
+from fastconv.backends._channels_last import adapted
 from fastconv.backends._protocol import KERNELS, default_kernels, methods_of
 from fastconv.backends.cython_backend import conv, pool
 
-methods = methods_of(conv, pool)  # conv2d ops from conv's tables, pooling from pool's
+#: conv2d ops from conv's tables, pooling from pool's; channels-last geometries by transposes
+methods = adapted(methods_of(conv, pool))
 globals().update(default_kernels(methods))
 
 __all__ = [*KERNELS, "methods"]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numba  # noqa: F401  (an ImportError here marks the backend unavailable)
 
+from fastconv.backends._channels_last import adapted
 from fastconv.backends._protocol import KERNELS, default_kernels, methods_of
 from fastconv.backends.numba_backend import conv, pool
 
-methods = methods_of(conv, pool)  # conv2d ops from conv's tables, pooling from pool's
+#: conv2d ops from conv's tables, pooling from pool's; channels-last geometries by transposes
+methods = adapted(methods_of(conv, pool))
 globals().update(default_kernels(methods))  # conv2d_forward, ...: each runs its op's default method
 
 __all__ = [*KERNELS, "methods"]

@@ -1,0 +1,85 @@
+"""Channels-last geometries for every backend: its native channels-last methods, and each of its NCHW methods
+run between transposes.
+
+For a geometry with ``channels_last`` the activations (x, y, their gradients, max pooling's indices) are
+C-contiguous (N, H, W, C) arrays. A backend's methods for it are the native ones its modules list
+(``channels_last_methods(op, g)``), then every NCHW method as "nchw:<method>": the activations transposed into
+NCHW (fastconv._transpose), the method run on ``g.nchw``, its activation results transposed back. Its plan holds
+the NCHW copies besides the method's own scratch. The default is the first native method, else the NCHW default's
+twin; auto measures them all against each other.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import numpy as np
+
+from fastconv.backends._protocol import GEOMETRY_ARG, Method, Methods, Plan
+
+#: op -> (positions of its activation arguments, positions of its activation results; None: the result is one)
+ACTIVATIONS = {
+    "conv2d_forward": ((0,), None),
+    "conv2d_backward": ((0, 1), (0,)),
+    "max_pool2d_forward": ((0,), (0, 1)),
+    "max_pool2d_backward": ((0, 1), None),
+    "avg_pool2d_forward": ((0,), None),
+    "avg_pool2d_backward": ((0,), None),
+}
+
+
+def adapted(nchw_methods: Callable[[str, object], Methods], *native_sources) -> Callable[[str, object], Methods]:
+    """A backend's ``methods(op, g)`` for both layouts, from its NCHW ``methods`` and the modules that list its
+    native channels-last methods (each with ``channels_last_methods(op, g) -> list[Method]``)."""
+
+    @functools.lru_cache(maxsize=256)
+    def channels_last(op: str, g) -> Methods:
+        native = [method for source in native_sources for method in source.channels_last_methods(op, g)]
+        table = nchw_methods(op, g.nchw)
+        nchw = [table.chosen, *(m for m in table.options.values() if m.name != table.default)]
+        return Methods.of(*native, *(_transposed(op, method) for method in nchw))
+
+    def methods(op: str, g) -> Methods:
+        """The methods of op that apply to geometry g, and the default among them."""
+        return channels_last(op, g) if g.channels_last else nchw_methods(op, g)
+
+    return methods
+
+
+def _transposed(op: str, method: Method) -> Method:
+    """method (NCHW) as a channels-last method "nchw:<name>"."""
+    inputs, outputs = ACTIVATIONS[op]
+    at = GEOMETRY_ARG[op]
+
+    def plan(g, *flags) -> Plan:
+        return method.plan(g.nchw, *flags).holding(_copies(op, g, *flags))
+
+    def run(*args):
+        from fastconv._transpose import to_channels_first, to_channels_last
+
+        g = args[at]
+        plan(g, *(args[at + 1:at + 3] if op == "conv2d_backward" else ())).check()
+        args = [to_channels_first(a) if i in inputs else a for i, a in enumerate(args)]
+        args[at] = g.nchw
+        result = method.run(*args)
+        if outputs is None:
+            return to_channels_last(result)
+        return tuple(to_channels_last(r) if i in outputs and r is not None else r for i, r in enumerate(result))
+
+    run.__doc__ = f"{op} on channels-last arrays by the NCHW method {method.name!r}, between transposes."
+    return Method(f"nchw:{method.name}", run, plan)
+
+
+def _copies(op: str, g, need_dx: bool = True, need_dw: bool = True) -> dict:
+    """The NCHW copies of op's activations (arguments and results) that live while the NCHW method runs."""
+    x, y, indices = (g.x_shape, g.dtype), (g.y_shape, g.dtype), (g.y_shape, np.dtype(np.int64))
+    copies = {
+        "conv2d_forward": {"x": x, "y": y},
+        "conv2d_backward": {"dy": y, "x": x, **({"dx": x} if need_dx else {})},
+        "max_pool2d_forward": {"x": x, "y": y, "indices": indices},
+        "max_pool2d_backward": {"dy": y, "indices": indices, "dx": x},
+        "avg_pool2d_forward": {"x": x, "y": y},
+        "avg_pool2d_backward": {"dy": y, "dx": x},
+    }[op]
+    return {f"nchw_{name}": buffer for name, buffer in copies.items()}
