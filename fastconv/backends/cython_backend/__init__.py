@@ -9,6 +9,8 @@ One module per method, each beside the extension it wraps:
     polyphase.py  (_direct.pyx)   the same on small maps: whole-plane loops over phase planes
     winograd.py   _winograd.pyx   3x3 stride 1: F(2x2, 3x3) forward, F(3x3, 2x2) grad of w
     pool.py       _pool.pyx       max and average pooling
+    pool_nhwc.py  _nhwc.pyx       max and average pooling on channels-last arrays, channels innermost
+    pointwise_nhwc.py (_nhwc.pyx) the 1x1 convolution on channels-last arrays: one GEMM over all pixels
                   _common.pxd/.pyx, _blas.pxd   shared by the kernels: ConvShape, row loops, bias grad; GEMM
     _levels/                      which build of the kernels runs: -march=native, or a portable build's best level
     _reduce.py                    the frame of a grad-of-w pass with per-thread partials (gemm, winograd)
@@ -31,10 +33,10 @@ except ImportError as exc:  # the registry reports this as BackendUnavailableErr
 
 from fastconv.backends._channels_last import adapted
 from fastconv.backends._protocol import KERNELS, default_kernels, methods_of
-from fastconv.backends.cython_backend import conv, pool
+from fastconv.backends.cython_backend import conv, pointwise_nhwc, pool, pool_nhwc
 
-#: conv2d ops from conv's tables, pooling from pool's; channels-last geometries by transposes
-methods = adapted(methods_of(conv, pool))
+#: conv2d ops from conv's tables, pooling from pool's; channels-last geometries also from the native modules
+methods = adapted(methods_of(conv, pool), pointwise_nhwc, pool_nhwc)
 globals().update(default_kernels(methods))
 
 __all__ = [*KERNELS, "methods"]

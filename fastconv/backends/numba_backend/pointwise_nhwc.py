@@ -12,29 +12,10 @@ import numpy as np
 from numba import prange
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
-from fastconv.backends._protocol import Method, Plan
+from fastconv._threads import parallel_region
+from fastconv.backends._nhwc import pointwise_backward_plan, pointwise_forward_plan, pointwise_methods
 from fastconv.backends.numba_backend._chunks import chunk_bounds
 from fastconv.backends.numba_backend._parallel import parallel_kernel
-
-
-def applies(g: ConvGeometry) -> bool:
-    return g.channels_last and g.is_pointwise and g.groups == 1
-
-
-def _threads(g: ConvGeometry) -> int:
-    return threads_for(g.flops, g.n * g.h * g.w)
-
-
-def forward_plan(g: ConvGeometry) -> Plan:
-    """No scratch."""
-    return Plan(_threads(g))
-
-
-def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
-    """Each chunk's partial dw."""
-    threads = _threads(g)
-    return Plan(threads, {"dw_parts": ((threads, g.k, g.c), g.dtype)} if need_dw else {})
 
 
 @parallel_kernel()
@@ -64,14 +45,14 @@ def forward(x, w, b, g: ConvGeometry):
     """x (N, H, W, C), w (K, C, 1, 1), b (K,) or None -> y (N, H, W, K)."""
     y = np.empty(g.y_array_shape, g.dtype)
     bias = np.zeros(g.k, g.dtype) if b is None else b
-    with parallel_region(forward_plan(g).threads, blas_work=g.flops, numba=True) as threads:
+    with parallel_region(pointwise_forward_plan(g).threads, blas_work=g.flops, numba=True) as threads:
         _forward(x.reshape(-1, g.c), w.reshape(g.k, g.c), bias, y.reshape(-1, g.k), threads)
     return y
 
 
 def backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
     """dy (N, H, W, K) -> dx (N, H, W, C), dw (K, C, 1, 1), db (K,); None where not needed."""
-    plan = backward_plan(g, need_dx, need_dw)
+    plan = pointwise_backward_plan(g, need_dx, need_dw)
     scratch = plan.allocate()
     dx = np.empty(g.x_array_shape if need_dx else (1, 1, 1, 1), g.dtype)
     dw_parts = scratch["dw_parts"] if need_dw else np.empty((plan.threads, 1, 1), g.dtype)
@@ -83,9 +64,4 @@ def backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
             rows.sum(axis=0) if need_db else None)
 
 
-def channels_last_methods(op: str, g: ConvGeometry) -> list[Method]:
-    """"nhwc" for conv2d ops on geometries where it applies."""
-    if not op.startswith("conv2d") or not applies(g):
-        return []
-    return [Method("nhwc", forward, forward_plan) if op == "conv2d_forward" else
-            Method("nhwc", backward, backward_plan)]
+channels_last_methods = pointwise_methods(forward, backward)

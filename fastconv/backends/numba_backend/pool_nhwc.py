@@ -10,14 +10,13 @@ is written once, overlapping windows or not. Index arithmetic is unsigned, as in
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from numba import int64, njit, prange, uint64
 
 from fastconv._geometry import PoolGeometry
-from fastconv._threads import parallel_region, threads_for
-from fastconv.backends._protocol import Method, Plan
+from fastconv._threads import parallel_region
+from fastconv.backends._nhwc import pool_methods, pool_tables
+from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 from fastconv.backends.numba_backend.pool import _takes
 
@@ -110,26 +109,11 @@ def _scatter_image(dy, indices, dx, channels):
         dx[uint64(indices[o]) * channels + o % channels] += dy[o]
 
 
-def plan(op: str, g: PoolGeometry) -> Plan:
-    """(Image, output row) pairs in parallel forward, (image, input row) pairs backward; the tables the kernels
-    read: window bounds forward, covering windows and argmax hits per input row backward, the divisors (avg)."""
-    if op.endswith("forward"):
-        jobs, tables = g.n * g.out_h, {"window_rows": ((g.out_h, 2), np.int64), "window_cols": ((g.out_w, 2), np.int64)}
-    else:
-        jobs, tables = g.n * g.h, {"row_cover": ((g.h, 2), np.int64), "col_cover": ((g.w, 2), np.int64),
-                                   "hits": ((g.n * g.h,), np.int64)}
-    if op.startswith("avg"):
-        tables["divisor"] = ((g.out_h, g.out_w), g.dtype)
-    return Plan(threads_for(g.reads, jobs), tables)
-
-
 def _tables(op: str, g: PoolGeometry) -> tuple[Plan, dict]:
     """The op's plan and its tables, filled; the window tables unsigned, as the kernels index with them."""
-    op_plan = plan(op, g)
-    tables = g.fill_tables(op_plan.allocate())
-    windows = ("window_rows", "window_cols") if op.endswith("forward") else ("row_cover", "col_cover")
-    return op_plan, {name: tables[name].view(np.uint64) if name in windows else table
-                     for name, table in tables.items()}
+    op_plan, tables = pool_tables(op, g)
+    windows = ("window_rows", "window_cols", "row_cover", "col_cover")
+    return op_plan, {name: table.view(np.uint64) if name in windows else table for name, table in tables.items()}
 
 
 def _sizes(g: PoolGeometry) -> tuple:
@@ -181,11 +165,6 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     return _backward("avg_pool2d_backward", dy, None, g)
 
 
-_METHODS = {op: Method("nhwc", run, functools.partial(plan, op)) for op, run in (
-    ("max_pool2d_forward", max_pool2d_forward), ("max_pool2d_backward", max_pool2d_backward),
-    ("avg_pool2d_forward", avg_pool2d_forward), ("avg_pool2d_backward", avg_pool2d_backward))}
-
-
-def channels_last_methods(op: str, g: PoolGeometry) -> list[Method]:
-    """The native channels-last method of a pooling op ("nhwc"), every geometry; none for conv ops."""
-    return [_METHODS[op]] if op in _METHODS else []
+channels_last_methods = pool_methods({
+    "max_pool2d_forward": max_pool2d_forward, "max_pool2d_backward": max_pool2d_backward,
+    "avg_pool2d_forward": avg_pool2d_forward, "avg_pool2d_backward": avg_pool2d_backward})

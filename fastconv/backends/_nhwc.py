@@ -1,0 +1,69 @@
+"""What the compiled backends' native channels-last methods share: where they apply, their plans and tables.
+
+Pooling (pool_nhwc in each backend) splits (image, output row) pairs forward and (image, input row) pairs
+backward; the 1x1 convolution (pointwise_nhwc) splits the N*H*W pixel rows of its GEMMs into one chunk per thread.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import numpy as np
+
+from fastconv._geometry import ConvGeometry, PoolGeometry
+from fastconv._threads import threads_for
+from fastconv.backends._protocol import Method, Plan
+
+#: BLAS takes 32-bit ints for sizes and strides
+BLAS_INT_MAX = 2**31 - 1
+
+
+def pool_plan(op: str, g: PoolGeometry) -> Plan:
+    """The tables the pooling kernels read: window bounds forward; backward the windows holding each input row
+    and column, and each input row's argmax hits; the divisors (avg)."""
+    if op.endswith("forward"):
+        jobs = g.n * g.out_h
+        tables = {"window_rows": ((g.out_h, 2), np.int64), "window_cols": ((g.out_w, 2), np.int64)}
+    else:
+        jobs = g.n * g.h
+        tables = {"row_cover": ((g.h, 2), np.int64), "col_cover": ((g.w, 2), np.int64),
+                  "hits": ((g.n * g.h,), np.int64)}
+    if op.startswith("avg"):
+        tables["divisor"] = ((g.out_h, g.out_w), g.dtype)
+    return Plan(threads_for(g.reads, jobs), tables)
+
+
+def pool_tables(op: str, g: PoolGeometry) -> tuple[Plan, dict[str, np.ndarray]]:
+    """The op's plan and its tables, filled."""
+    plan = pool_plan(op, g)
+    return plan, g.fill_tables(plan.allocate())
+
+
+def pointwise_applies(g: ConvGeometry) -> bool:
+    """1x1, stride 1, unpadded, one group, channels-last, and the pixel rows within BLAS's 32-bit sizes."""
+    return g.channels_last and g.is_pointwise and g.groups == 1 and g.n * g.h * g.w <= BLAS_INT_MAX
+
+
+def pointwise_forward_plan(g: ConvGeometry) -> Plan:
+    """No scratch."""
+    return Plan(threads_for(g.flops, g.n * g.h * g.w))
+
+
+def pointwise_backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
+    """Each chunk's partial dw (K, C)."""
+    threads = threads_for(g.flops, g.n * g.h * g.w)
+    return Plan(threads, {"dw_parts": ((threads, g.k, g.c), g.dtype)} if need_dw else {})
+
+
+def pool_methods(runs: dict[str, Callable]) -> Callable[[str, object], list[Method]]:
+    """A pool module's channels_last_methods(op, g): "nhwc", running runs[op], for every pooling op in runs."""
+    table = {op: Method("nhwc", run, functools.partial(pool_plan, op)) for op, run in runs.items()}
+    return lambda op, g: [table[op]] if op in table else []
+
+
+def pointwise_methods(forward: Callable, backward: Callable) -> Callable[[str, object], list[Method]]:
+    """A pointwise module's channels_last_methods(op, g): "nhwc" for the conv2d ops where pointwise_applies."""
+    table = {"conv2d_forward": Method("nhwc", forward, pointwise_forward_plan),
+             "conv2d_backward": Method("nhwc", backward, pointwise_backward_plan)}
+    return lambda op, g: [table[op]] if op in table and pointwise_applies(g) else []

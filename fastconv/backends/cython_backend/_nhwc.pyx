@@ -1,0 +1,178 @@
+"""Kernels on channels-last (n, h, w, c) float32/float64 arrays, GIL released: pooling, and the 1x1 convolution.
+
+Pooling: each window cell is a run of c contiguous channels, the innermost loop (it vectorizes); work items are
+(image, output row) pairs forward and (image, input row) pairs backward. rows (out_h, 2) and cols (out_w, 2) hold
+each window's [start, stop) clipped to the input (PoolGeometry.window_bounds); row_cover (h, 2) and col_cover
+(w, 2) the [first, stop) windows holding each input row and column (PoolGeometry.covering_ranges). Ties go to the
+first maximum in row-major window order and a NaN wins, as in _pool.pyx; built without -ffast-math for that.
+
+1x1 convolution (stride 1, unpadded, one group): x (p, c) and y (p, k) over all p = n*h*w pixels, w (k, c);
+each thread runs one GEMM on its chunk of rows (scipy's BLAS, single-threaded inside the parallel loop).
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+
+from ._blas cimport gemm
+
+
+cdef void max_row(const floating *x, floating *y, long long *index, const long long *row, const long long *cols,
+                  Py_ssize_t w, Py_ssize_t c, Py_ssize_t out_w) noexcept nogil:
+    """One output row of one image: x (h, w, c) -> y, index (out_w, c); row = [h0, h1) of its windows."""
+    cdef Py_ssize_t ow, i, j, ch, q, first
+    cdef const floating *src
+    cdef floating v, best
+    cdef bint take
+    for ow in range(out_w):
+        first = row[0] * w + cols[2 * ow]
+        src = x + first * c
+        for ch in range(c):
+            y[ch] = src[ch]
+            index[ch] = first
+        for i in range(row[0], row[1]):
+            for j in range(cols[2 * ow], cols[2 * ow + 1]):
+                q = i * w + j
+                if q != first:
+                    src = x + q * c
+                    for ch in range(c):
+                        v = src[ch]
+                        best = y[ch]
+                        take = (best == best) & (not (v <= best))  # a larger value or a NaN, unless best is NaN
+                        y[ch] = v if take else best
+                        index[ch] = q if take else index[ch]
+        y += c
+        index += c
+
+
+def max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, long long[:, :, :, ::1] indices,
+                const long long[:, ::1] rows, const long long[:, ::1] cols, int num_threads):
+    """y, indices (n, out_h, out_w, c) from x (n, h, w, c); indices are flat h*w positions in the image."""
+    cdef Py_ssize_t h = x.shape[1], w = x.shape[2], c = x.shape[3], out_h = y.shape[1], out_w = y.shape[2], job
+    for job in prange(x.shape[0] * out_h, nogil=True, schedule="static", num_threads=num_threads):
+        max_row(&x[0, 0, 0, 0] + job // out_h * h * w * c, &y[0, 0, 0, 0] + job * out_w * c,
+                &indices[0, 0, 0, 0] + job * out_w * c, &rows[job % out_h, 0], &cols[0, 0], w, c, out_w)
+
+
+cdef void avg_row(const floating *x, floating *y, const floating *divisor, const long long *row,
+                  const long long *cols, Py_ssize_t w, Py_ssize_t c, Py_ssize_t out_w) noexcept nogil:
+    """One output row of one image: y (out_w, c) = window sums of x (h, w, c) / divisor (out_w,)."""
+    cdef Py_ssize_t ow, i, q, ch
+    cdef const floating *src
+    for ow in range(out_w):
+        for ch in range(c):
+            y[ch] = 0
+        for i in range(row[0], row[1]):
+            for q in range(i * w + cols[2 * ow], i * w + cols[2 * ow + 1]):
+                src = x + q * c
+                for ch in range(c):
+                    y[ch] += src[ch]
+        for ch in range(c):
+            y[ch] = y[ch] / divisor[ow]
+        y += c
+
+
+def avg_forward(const floating[:, :, :, ::1] x, const floating[:, ::1] divisor, floating[:, :, :, ::1] y,
+                const long long[:, ::1] rows, const long long[:, ::1] cols, int num_threads):
+    """y (n, out_h, out_w, c) from x (n, h, w, c); divisor (out_h, out_w)."""
+    cdef Py_ssize_t h = x.shape[1], w = x.shape[2], c = x.shape[3], out_h = y.shape[1], out_w = y.shape[2], job
+    for job in prange(x.shape[0] * out_h, nogil=True, schedule="static", num_threads=num_threads):
+        avg_row(&x[0, 0, 0, 0] + job // out_h * h * w * c, &y[0, 0, 0, 0] + job * out_w * c,
+                &divisor[job % out_h, 0], &rows[job % out_h, 0], &cols[0, 0], w, c, out_w)
+
+
+cdef Py_ssize_t gather_row(const floating *dy, const long long *index, const floating *divisor, floating *dx,
+                           Py_ssize_t ih, const long long *cover, const long long *col_cover, Py_ssize_t w,
+                           Py_ssize_t c, Py_ssize_t out_w, bint is_max) noexcept nogil:
+    """Input row ih of one image: dx (w, c), each cell the sum of what the windows holding it send, in row-major
+    window order: dy (out_h, out_w, c) where index names the cell (max), or dy / divisor (avg). Returns the
+    argmax hits (max)."""
+    cdef Py_ssize_t iw, oh, ow, ch, o, q, hits = 0
+    cdef floating share
+    for iw in range(w):
+        q = ih * w + iw
+        for ch in range(c):
+            dx[ch] = 0
+        for oh in range(cover[0], cover[1]):
+            for ow in range(col_cover[2 * iw], col_cover[2 * iw + 1]):
+                o = (oh * out_w + ow) * c
+                if is_max:
+                    for ch in range(c):
+                        dx[ch] += dy[o + ch] if index[o + ch] == q else 0
+                        hits += index[o + ch] == q
+                else:
+                    share = divisor[oh * out_w + ow]
+                    for ch in range(c):
+                        dx[ch] += dy[o + ch] / share
+        dx += c
+    return hits
+
+
+cdef void scatter_image(const floating *dy, const long long *index, floating *dx, Py_ssize_t outputs,
+                        Py_ssize_t cells, Py_ssize_t c) noexcept nogil:
+    """dx (cells,) = zeros, plus each dy[o] (o < outputs) at its index's cell, in its channel o % c."""
+    cdef Py_ssize_t o, i
+    for i in range(cells):
+        dx[i] = 0
+    for o in range(outputs):
+        dx[index[o] * c + o % c] += dy[o]
+
+
+def backward_gather(const floating[:, :, :, ::1] dy, const long long[:, :, :, ::1] indices,
+                    const floating[:, ::1] divisor, floating[:, :, :, ::1] dx, const long long[:, ::1] row_cover,
+                    const long long[:, ::1] col_cover, long long[::1] hits, bint is_max, int num_threads):
+    """dx (n, h, w, c) from dy (n, out_h, out_w, c): max pooling with indices (as dy), avg pooling with divisor
+    (out_h, out_w); every dx cell written once. hits (n*h,): each input row's argmax hits; an image whose hits
+    fall short of its outputs has an index outside its own window (user-given only) and is redone by a scatter."""
+    cdef Py_ssize_t n = dx.shape[0], h = dx.shape[1], w = dx.shape[2], c = dx.shape[3]
+    cdef Py_ssize_t out_h = dy.shape[1], out_w = dy.shape[2], job, image, i, total
+    cdef Py_ssize_t outputs = out_h * out_w * c, cells = h * w * c
+    for job in prange(n * h, nogil=True, schedule="static", num_threads=num_threads):
+        hits[job] = gather_row(&dy[0, 0, 0, 0] + job // h * outputs,
+                               &indices[0, 0, 0, 0] + (job // h * outputs if is_max else 0), &divisor[0, 0],
+                               &dx[0, 0, 0, 0] + job * w * c, job % h, &row_cover[job % h, 0], &col_cover[0, 0],
+                               w, c, out_w, is_max)
+    if not is_max:
+        return
+    for image in prange(n, nogil=True, schedule="static", num_threads=num_threads):
+        total = 0
+        for i in range(h):
+            total = total + hits[image * h + i]
+        if total != outputs:
+            scatter_image(&dy[0, 0, 0, 0] + image * outputs, &indices[0, 0, 0, 0] + image * outputs,
+                          &dx[0, 0, 0, 0] + image * cells, outputs, cells, c)
+
+
+def pointwise_forward(const floating[:, ::1] x, const floating[:, ::1] w, const floating[::1] bias,
+                      floating[:, ::1] y, int num_threads):
+    """y (p, k) = x (p, c) @ w (k, c)^T + bias (k,), rows in num_threads chunks."""
+    cdef Py_ssize_t p = x.shape[0], c = x.shape[1], k = w.shape[0], t, p0, p1, i, j
+    for t in prange(num_threads, nogil=True, schedule="static", num_threads=num_threads):
+        p0 = p * t // num_threads
+        p1 = p * (t + 1) // num_threads
+        if p1 > p0:
+            for i in range(p0, p1):
+                for j in range(k):
+                    y[i, j] = bias[j]
+            gemm(False, True, <int>(p1 - p0), <int>k, <int>c, 1, &x[p0, 0], <int>c, &w[0, 0], <int>c, 1,
+                 &y[p0, 0], <int>k)
+
+
+def pointwise_backward(const floating[:, ::1] dy, const floating[:, ::1] x, const floating[:, ::1] w,
+                       floating[:, ::1] dx, floating[:, :, ::1] dw_parts, bint need_dx, bint need_dw,
+                       int num_threads):
+    """dx (p, c) = dy (p, k) @ w (k, c); dw_parts[t] (k, c) = dy^T @ x over chunk t of the rows (one chunk per
+    thread: dw_parts has num_threads of them, summed by the caller)."""
+    cdef Py_ssize_t p = x.shape[0], c = x.shape[1], k = w.shape[0], t, p0, p1, i, j
+    for t in prange(num_threads, nogil=True, schedule="static", num_threads=num_threads):
+        p0 = p * t // num_threads
+        p1 = p * (t + 1) // num_threads
+        if p1 > p0 and need_dx:
+            gemm(False, False, <int>(p1 - p0), <int>c, <int>k, 1, &dy[p0, 0], <int>k, &w[0, 0], <int>c, 0,
+                 &dx[p0, 0], <int>c)
+        if p1 > p0 and need_dw:
+            gemm(True, False, <int>k, <int>c, <int>(p1 - p0), 1, &dy[p0, 0], <int>k, &x[p0, 0], <int>c, 0,
+                 &dw_parts[t, 0, 0], <int>c)
+        elif need_dw:
+            for i in range(k):
+                for j in range(c):
+                    dw_parts[t, i, j] = 0

@@ -1,0 +1,59 @@
+"""Max and average pooling on channels-last arrays (_nhwc.pyx): channels innermost, (image, row) pairs in
+parallel; the backward passes gather, writing each dx cell once (see _nhwc.pyx)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastconv._geometry import PoolGeometry
+from fastconv._threads import parallel_region
+from fastconv.backends._nhwc import pool_methods, pool_tables
+from fastconv.backends.cython_backend._levels import load
+
+_nhwc = load("_nhwc")  # the kernels built for this CPU's instruction set
+
+
+def max_pool2d_forward(x, g: PoolGeometry):
+    """x (N, H, W, C) -> y (N, Ho, Wo, C), indices (N, Ho, Wo, C) int64 (flat h*W + w)."""
+    plan, tables = pool_tables("max_pool2d_forward", g)
+    y = np.empty(g.y_array_shape, g.dtype)
+    indices = np.empty(g.y_array_shape, np.int64)
+    with parallel_region(plan.threads) as threads:
+        _nhwc.max_forward(x, y, indices, tables["window_rows"], tables["window_cols"], threads)
+    return y, indices
+
+
+def avg_pool2d_forward(x, g: PoolGeometry):
+    """x (N, H, W, C) -> y (N, Ho, Wo, C)."""
+    plan, tables = pool_tables("avg_pool2d_forward", g)
+    y = np.empty(g.y_array_shape, g.dtype)
+    with parallel_region(plan.threads) as threads:
+        _nhwc.avg_forward(x, tables["divisor"], y, tables["window_rows"], tables["window_cols"], threads)
+    return y
+
+
+def _backward(op: str, dy, indices, g: PoolGeometry):
+    """dx (N, H, W, C) by the gather kernel: max pooling with indices, avg pooling without."""
+    plan, tables = pool_tables(op, g)
+    dx = np.empty(g.x_array_shape, g.dtype)
+    is_max = indices is not None
+    with parallel_region(plan.threads) as threads:
+        _nhwc.backward_gather(dy, indices if is_max else np.zeros((1, 1, 1, 1), np.int64),
+                              np.ones((1, 1), g.dtype) if is_max else tables["divisor"], dx, tables["row_cover"],
+                              tables["col_cover"], tables["hits"], is_max, threads)
+    return dx
+
+
+def max_pool2d_backward(dy, indices, g: PoolGeometry):
+    """dy, indices (N, Ho, Wo, C) -> dx (N, H, W, C): each dy added at the cell its index names."""
+    return _backward("max_pool2d_backward", dy, indices, g)
+
+
+def avg_pool2d_backward(dy, g: PoolGeometry):
+    """dy (N, Ho, Wo, C) -> dx (N, H, W, C)."""
+    return _backward("avg_pool2d_backward", dy, None, g)
+
+
+channels_last_methods = pool_methods({
+    "max_pool2d_forward": max_pool2d_forward, "max_pool2d_backward": max_pool2d_backward,
+    "avg_pool2d_forward": avg_pool2d_forward, "avg_pool2d_backward": avg_pool2d_backward})
