@@ -53,7 +53,11 @@ def _transposed(op: str, method: Method) -> Method:
     at = GEOMETRY_ARG[op]
 
     def plan(g, *flags) -> Plan:
-        return method.plan(g.nchw, *flags).holding(_copies(op, g, *flags))
+        """The NCHW method's plan with the argument copies alive, then the copies of its results as they are
+        transposed back."""
+        arguments, results = _copies(op, g, *flags)
+        inner = method.plan(g.nchw, *flags)
+        return Plan.peak(inner.holding(arguments), Plan(inner.threads, {**arguments, **results}))
 
     def run(*args):
         from fastconv._transpose import to_channels_first, to_channels_last
@@ -71,15 +75,17 @@ def _transposed(op: str, method: Method) -> Method:
     return Method(f"nchw:{method.name}", run, plan)
 
 
-def _copies(op: str, g, need_dx: bool = True, need_dw: bool = True) -> dict:
-    """The NCHW copies of op's activations (arguments and results) that live while the NCHW method runs."""
+def _copies(op: str, g, need_dx: bool = True, need_dw: bool = True) -> tuple[dict, dict]:
+    """The NCHW copies of op's activation arguments (alive while the NCHW method runs) and of its results (alive
+    while they are transposed back), as plan buffers."""
     x, y, indices = (g.x_shape, g.dtype), (g.y_shape, g.dtype), (g.y_shape, np.dtype(np.int64))
-    copies = {
-        "conv2d_forward": {"x": x, "y": y},
-        "conv2d_backward": {"dy": y, "x": x, **({"dx": x} if need_dx else {})},
-        "max_pool2d_forward": {"x": x, "y": y, "indices": indices},
-        "max_pool2d_backward": {"dy": y, "indices": indices, "dx": x},
-        "avg_pool2d_forward": {"x": x, "y": y},
-        "avg_pool2d_backward": {"dy": y, "dx": x},
+    arguments, results = {
+        "conv2d_forward": ({"x": x}, {"y": y}),
+        "conv2d_backward": ({"dy": y, "x": x}, {"dx": x} if need_dx else {}),
+        "max_pool2d_forward": ({"x": x}, {"y": y, "indices": indices}),
+        "max_pool2d_backward": ({"dy": y, "indices": indices}, {"dx": x}),
+        "avg_pool2d_forward": ({"x": x}, {"y": y}),
+        "avg_pool2d_backward": ({"dy": y}, {"dx": x}),
     }[op]
-    return {f"nchw_{name}": buffer for name, buffer in copies.items()}
+    return ({f"nchw_{name}": buffer for name, buffer in arguments.items()},
+            {f"nchw_{name}": buffer for name, buffer in results.items()})

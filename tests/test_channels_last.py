@@ -1,0 +1,186 @@
+"""Channels-last geometries: every method a compiled backend lists for them (its native "nhwc" kernels and its NCHW
+methods between transposes, "nchw:<method>") agrees with naive in NCHW, on random geometries, ties and NaN
+included; the methods never write their inputs; auto keeps NHWC decisions apart from NCHW ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import fastconv as fc
+from fastconv import _backend
+from fastconv._geometry import conv_geometry, pool_geometry
+from fastconv.autotune import cache
+
+from _helpers import assert_close, random_array, require_backend
+import test_protocol
+from test_protocol import assert_plan_is_traced
+
+COMPILED = ["numba", "cython"]
+POOL_OPS = ("max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward")
+RANDOM = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def nhwc(a: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> a read-only C-contiguous (N, H, W, C) copy (the methods must not write it)."""
+    copy = np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+    copy.flags.writeable = False
+    return copy
+
+
+def _pool_data(data, rng) -> tuple[np.ndarray, object, dict]:
+    """x (N, C, H, W) float64 with ties (few distinct values) and sometimes NaN, and pooling arguments that
+    cover strides, asymmetric ("same") padding, ceil_mode and both divisor rules."""
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    kh, kw = draw(1, 4), draw(1, 4)
+    padding = data.draw(st.sampled_from(["same", "valid", (draw(0, kh // 2), draw(0, kw // 2))]))
+    kwargs = dict(stride=(draw(1, 3), draw(1, 3)), padding=padding, ceil_mode=data.draw(st.booleans()))
+    shape = (draw(1, 3), draw(1, 9), draw(kh, kh + 9), draw(kw, kw + 9))
+    x = rng.integers(-3, 3, shape).astype(np.float64)
+    try:
+        pool_geometry(x, (kh, kw), **kwargs)
+    except ValueError:  # "same" padding over half the window, or no output
+        assume(False)
+    if data.draw(st.booleans()):
+        x[tuple(rng.integers(0, d) for d in shape)] = np.nan
+    return x, (kh, kw), kwargs
+
+
+@RANDOM
+@given(data=st.data())
+@pytest.mark.parametrize("name", COMPILED)
+def test_every_channels_last_pool_method_matches_naive(name, data):
+    module = _backend.load(require_backend(name))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    x, kernel, kwargs = _pool_data(data, rng)
+    include_pad = data.draw(st.booleans())
+    y_ref, i_ref = fc.max_pool2d(x, kernel, return_indices=True, backend="naive", **kwargs)
+    dy = rng.standard_normal(y_ref.shape)
+    expected = {
+        "max_pool2d_forward": (y_ref, i_ref),
+        "max_pool2d_backward": fc.max_pool2d_backward(dy, x, kernel, indices=i_ref, backend="naive", **kwargs),
+        "avg_pool2d_forward": fc.avg_pool2d(x, kernel, count_include_pad=include_pad, backend="naive", **kwargs),
+        "avg_pool2d_backward": fc.avg_pool2d_backward(dy, x, kernel, count_include_pad=include_pad,
+                                                      backend="naive", **kwargs)}
+    for op in POOL_OPS:
+        g = pool_geometry(x, kernel, count_include_pad=include_pad, channels_last=True, **kwargs)
+        args = {"max_pool2d_forward": (nhwc(x), g), "max_pool2d_backward": (nhwc(dy), nhwc(i_ref), g),
+                "avg_pool2d_forward": (nhwc(x), g), "avg_pool2d_backward": (nhwc(dy), g)}[op]
+        methods = module.methods(op, g)
+        assert methods.default == "nhwc" and any(n.startswith("nchw:") for n in methods.options), methods.options
+        for method in methods.options.values():
+            actual = method.run(*args)
+            for a, e in zip(*(r if isinstance(r, tuple) else (r,) for r in (actual, expected[op]))):
+                assert a.flags.c_contiguous and a.shape == nhwc(e).shape, (op, method.name, a.shape)
+                np.testing.assert_allclose(a, nhwc(e), rtol=1e-12, atol=1e-12,
+                                           err_msg=f"{op} {method.name} {x.shape} {kernel} {kwargs}")
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_channels_last_max_pool_backward_takes_indices_outside_their_windows(name, rng):
+    """User-given indices may name any cell of the plane: such an image is scattered, the others gathered."""
+    module = _backend.load(require_backend(name))
+    x = random_array(rng, (3, 5, 8, 6), np.float64)
+    g = pool_geometry(x, 2, stride=2, channels_last=True)
+    indices = fc.max_pool2d(x, 2, return_indices=True, backend="naive")[1]
+    indices[1, 2, 0, 0] = 47  # image 1 only
+    dy = random_array(rng, g.y_shape, np.float64)
+    expected = fc.max_pool2d_backward(dy, x, 2, indices=indices, backend="naive")
+    for method in module.methods("max_pool2d_backward", g).options.values():
+        assert_close(method.run(nhwc(dy), nhwc(indices), g), nhwc(expected), np.float64, method.name)
+
+
+@RANDOM
+@given(data=st.data())
+@pytest.mark.parametrize("name", COMPILED)
+def test_every_channels_last_pointwise_method_matches_naive(name, data):
+    module = _backend.load(require_backend(name))
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    rng = np.random.default_rng(draw(0, 2 ** 16))
+    x = random_array(rng, (draw(1, 3), draw(1, 20), draw(1, 7), draw(1, 7)), np.float64)
+    w = random_array(rng, (draw(1, 20), x.shape[1], 1, 1), np.float64)
+    b = random_array(rng, w.shape[0], np.float64) if data.draw(st.booleans()) else None
+    need_dx, need_dw, need_db = (data.draw(st.booleans()) for _ in range(3))
+    g = conv_geometry(x, w, b, channels_last=True)
+    dy = random_array(rng, g.y_shape, np.float64)
+    y_ref = fc.conv2d(x, w, b, backend="naive")
+    grads_ref = fc.conv2d_backward(dy, x, w, backend="naive")
+    forward, backward = module.methods("conv2d_forward", g), module.methods("conv2d_backward", g)
+    assert forward.default == backward.default == "nhwc"
+    for method in forward.options.values():
+        assert_close(method.run(nhwc(x), w, b, g), nhwc(y_ref), np.float64, f"forward {method.name}")
+    for method in backward.options.values():
+        dx, dw, db = method.run(nhwc(dy), nhwc(x), w, g, need_dx, need_dw, need_db)
+        for what, need, actual, expected in (("dx", need_dx, dx, nhwc(grads_ref[0])),
+                                             ("dw", need_dw, dw, grads_ref[1]), ("db", need_db, db, grads_ref[2])):
+            assert (actual is None) != need, (method.name, what)
+            if need:
+                assert_close(actual, expected, np.float64, f"backward {method.name} {what}")
+
+
+@pytest.mark.parametrize("name", ["naive", "im2col", *COMPILED, "auto"])
+def test_grouped_or_strided_1x1_goes_through_transposes(name, rng):
+    """Only ungrouped unit-stride unpadded 1x1 layers have a native method; other layers run an NCHW method
+    between transposes, on every backend."""
+    module = _backend.load(require_backend(name))
+    x, w = random_array(rng, (2, 4, 5, 5), np.float32), random_array(rng, (6, 2, 1, 1), np.float32)
+    g = conv_geometry(x, w, groups=2, channels_last=True)
+    assert all(n.split(":")[-2] == "nchw" for n in module.methods("conv2d_forward", g).options), name
+    assert_close(fc.conv2d(nhwc(x), w, groups=2, data_format="NHWC", backend=name),
+                 nhwc(fc.conv2d(x, w, groups=2, backend="naive")), np.float32, name)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_non_contiguous_nhwc_inputs_and_float32(name, rng):
+    """NHWC views of NCHW memory, read-only, in float32: the same results as the NCHW call, inputs untouched."""
+    base = random_array(rng, (2, 16, 9, 8), np.float32)
+    x = base.transpose(0, 2, 3, 1)  # an NHWC view, not contiguous
+    x.flags.writeable = False
+    w = random_array(rng, (8, 16, 1, 1), np.float32)
+    before = base.copy()
+    assert_close(fc.conv2d(x, w, data_format="NHWC", backend=name), nhwc(fc.conv2d(base, w, backend=name)),
+                 np.float32, "pointwise")
+    y, indices = fc.max_pool2d(x, 3, stride=2, padding=1, return_indices=True, data_format="NHWC", backend=name)
+    y_ref, i_ref = fc.max_pool2d(base, 3, stride=2, padding=1, return_indices=True, backend=name)
+    assert_close(y, nhwc(y_ref), np.float32, "max y")
+    np.testing.assert_array_equal(indices, nhwc(i_ref))
+    dx = fc.avg_pool2d_backward(np.ones_like(y), x, 3, stride=2, padding=1, data_format="NHWC", backend=name)
+    assert_close(dx, nhwc(fc.avg_pool2d_backward(np.ones_like(y_ref), base, 3, stride=2, padding=1, backend=name)),
+                 np.float32, "avg dx")
+    np.testing.assert_array_equal(base, before)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_channels_last_plans_are_what_the_methods_allocate(name, rng, monkeypatch):
+    """Native methods allocate their tables and partials; "nchw:" methods also the NCHW copies."""
+    module = _backend.load(require_backend(name))
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)  # several threads even on these small layers
+    # each transpose's parallel launch allocates about 1 KiB of numba's own on top of the planned copies
+    monkeypatch.setattr(test_protocol, "PAGE", 2 * test_protocol.PAGE)
+    x = random_array(rng, (2, 32, 24, 20), np.float32)
+    for kernel, kwargs in ((2, {}), (3, dict(stride=2, padding=1))):
+        g = pool_geometry(x, kernel, channels_last=True, **kwargs)
+        y, indices = fc.max_pool2d(nhwc(x), kernel, return_indices=True, data_format="NHWC", backend=name, **kwargs)
+        for op, args in (("max_pool2d_forward", (nhwc(x), g)), ("max_pool2d_backward", (y, indices, g)),
+                         ("avg_pool2d_forward", (nhwc(x), g)), ("avg_pool2d_backward", (y, g))):
+            for method in module.methods(op, g).options.values():
+                assert_plan_is_traced(method, method.plan(g), args, f"{op} {kernel}")
+    for w in (random_array(rng, (48, 32, 1, 1), np.float32), random_array(rng, (16, 32, 3, 3), np.float32)):
+        g = conv_geometry(x, w, channels_last=True)
+        dy = nhwc(random_array(rng, g.y_shape, np.float32))
+        for method in module.methods("conv2d_forward", g).options.values():
+            assert_plan_is_traced(method, method.plan(g), (nhwc(x), w, None, g), f"forward {w.shape}")
+        for need_dx, need_dw in ((True, True), (True, False), (False, True)):
+            for method in module.methods("conv2d_backward", g).options.values():
+                assert_plan_is_traced(method, method.plan(g, need_dx, need_dw),
+                                      (dy, nhwc(x), w, g, need_dx, need_dw, True), f"backward {w.shape}")
+
+
+def test_auto_decides_channels_last_apart():
+    x, w = np.zeros((2, 8, 6, 6)), np.zeros((4, 8, 1, 1))
+    nchw, nhwc_g = conv_geometry(x, w), conv_geometry(x, w, channels_last=True)
+    assert cache.decision_key("conv2d_forward", nchw, 2) != cache.decision_key("conv2d_forward", nhwc_g, 2)
+    assert "NHWC" not in cache.decision_key("conv2d_forward", nchw, 2)
+    assert nhwc_g.nchw == nchw and nhwc_g.x_array_shape == (2, 6, 6, 8)
