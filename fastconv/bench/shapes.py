@@ -24,8 +24,9 @@ class ConvShape:
     kwargs: dict = field(default_factory=dict)
     small: bool = False  # naive runs only on small shapes
 
-    def geometry(self, dtype) -> ConvGeometry:
-        return conv_geometry(np.empty(self.x, dtype), np.empty(self.w, dtype), **self.kwargs)
+    def geometry(self, dtype, channels_last: bool = False) -> ConvGeometry:
+        return conv_geometry(np.empty(self.x, dtype), np.empty(self.w, dtype), channels_last=channels_last,
+                             **self.kwargs)
 
     def describe(self) -> str:
         return f"x{_dims(self.x)} w{_dims(self.w)}{_options(self.kwargs)}"
@@ -42,8 +43,8 @@ class PoolShape:
     kwargs: dict = field(default_factory=dict)
     small: bool = False
 
-    def geometry(self, dtype) -> PoolGeometry:
-        return pool_geometry(np.empty(self.x, dtype), self.kernel_size, **self.kwargs)
+    def geometry(self, dtype, channels_last: bool = False) -> PoolGeometry:
+        return pool_geometry(np.empty(self.x, dtype), self.kernel_size, channels_last=channels_last, **self.kwargs)
 
     def describe(self) -> str:
         kh, kw = (self.kernel_size,) * 2 if isinstance(self.kernel_size, int) else self.kernel_size

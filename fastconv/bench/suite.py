@@ -38,7 +38,7 @@ def _benchmark_case(benchmark, case: Case, dtype: str, layout: str, backend: str
     benchmark.extra_info.update(op=case.op.name, shape=case.shape.name, describe=case.describe(),
                                 backend=labelled(backend, layout), layout=layout, dtype=dtype,
                                 peak_bytes=_peak_bytes(call, backend),
-                                kernel=_auto_kernels(case, dtype) if backend == "auto" else None,
+                                kernel=_auto_kernels(case, dtype, layout) if backend == "auto" else None,
                                 **case.network_info(), **amount)
     benchmark(call)
     if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
@@ -98,11 +98,11 @@ def _peak_bytes(call, backend: str) -> int | None:
             tracemalloc.stop()
 
 
-def _auto_kernels(case: Case, dtype: str) -> str:
-    """The candidates auto runs for this case's kernels, e.g. "fwd=cython:winograd bwd=numba:rotated"; an
-    unmeasured choice (the heuristic's) ends in "?"."""
+def _auto_kernels(case: Case, dtype: str, layout: str) -> str:
+    """The candidates auto runs for this case's kernels in this layout, e.g. "fwd=cython:winograd
+    bwd=numba:rotated"; an unmeasured choice (the heuristic's) ends in "?"."""
     auto = _backend.load("auto")
-    g = case.shape.geometry(dtype)
+    g = case.shape.geometry(dtype, channels_last=layout == "NHWC")
 
     def label(kernel: str) -> str:
         return auto.chosen(kernel, g) or auto.heuristic_method(kernel, g)[0] + "?"
