@@ -354,7 +354,7 @@ def test_auto_is_warmed_up_until_it_has_decided(tmp_path, monkeypatch):
     case = case_named("conv_fwd_bwd", "mnist_5x5")
     assert auto.expected_seconds("conv2d_forward", case.shape.geometry("float32")) >= auto.TINY_S  # measured
     call = fastconv_call(case.op, case.shape, inputs(case.op, case.shape, "float32"), "auto", "NCHW")
-    assert "?" in suite._auto_kernels(case, "float32")
-    suite._warm_up(call, case, "float32", "auto")
-    label = suite._auto_kernels(case, "float32")
+    assert "?" in suite._auto_kernels(case, "float32", "NCHW")
+    suite._warm_up(call, case, "float32", "NCHW", "auto")
+    label = suite._auto_kernels(case, "float32", "NCHW")
     assert "?" not in label and label.startswith("fwd=") and " bwd=" in label, label

@@ -32,7 +32,7 @@ def test_pool(benchmark, op: str, shape: str, dtype: str, layout: str, backend: 
 def _benchmark_case(benchmark, case: Case, dtype: str, layout: str, backend: str,
                     sgemm_gflops: float | None) -> None:
     call = _prepared_call(case, dtype, layout, backend)
-    _warm_up(call, case, dtype, backend)
+    _warm_up(call, case, dtype, layout, backend)
     amount = work(case.op, case.shape, dtype)
     benchmark.group = case.group(dtype)
     benchmark.extra_info.update(op=case.op.name, shape=case.shape.name, describe=case.describe(),
@@ -52,12 +52,12 @@ def _benchmark_case(benchmark, case: Case, dtype: str, layout: str, backend: str
         benchmark.extra_info.update(gbytes_per_s=amount["bytes"] / best / 1e9)
 
 
-def _warm_up(call, case: Case, dtype: str, backend: str) -> None:
+def _warm_up(call, case: Case, dtype: str, layout: str, backend: str) -> None:
     """One untimed call; for auto, calls until every kernel of the case is decided (at most MEASURE_ON_VISIT)."""
     call()
     if backend == "auto":
         for _ in range(_backend.load("auto").MEASURE_ON_VISIT):
-            if "?" not in _auto_kernels(case, dtype):
+            if "?" not in _auto_kernels(case, dtype, layout):
                 return
             call()
 
