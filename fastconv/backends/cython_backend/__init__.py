@@ -11,6 +11,7 @@ One module per method, each beside the extension it wraps:
     pool.py       _pool.pyx       max and average pooling
     pool_nhwc.py  _nhwc.pyx       max and average pooling on channels-last arrays, channels innermost
     pointwise_nhwc.py (_nhwc.pyx) the 1x1 convolution on channels-last arrays: one GEMM over all pixels
+    channelwise_nhwc.py (_nhwc.pyx) depthwise convolution on channels-last arrays, channels innermost
                   _common.pxd/.pyx, _blas.pxd   shared by the kernels: ConvShape, row loops, bias grad; GEMM
     _levels/                      which build of the kernels runs: -march=native, or a portable build's best level
     _reduce.py                    the frame of a grad-of-w pass with per-thread partials (gemm, winograd)
@@ -33,10 +34,10 @@ except ImportError as exc:  # the registry reports this as BackendUnavailableErr
 
 from fastconv.backends._channels_last import adapted
 from fastconv.backends._protocol import KERNELS, default_kernels, methods_of
-from fastconv.backends.cython_backend import conv, pointwise_nhwc, pool, pool_nhwc
+from fastconv.backends.cython_backend import channelwise_nhwc, conv, pointwise_nhwc, pool, pool_nhwc
 
 #: conv2d ops from conv's tables, pooling from pool's; channels-last geometries also from the native modules
-methods = adapted(methods_of(conv, pool), pointwise_nhwc, pool_nhwc)
+methods = adapted(methods_of(conv, pool), pointwise_nhwc, channelwise_nhwc, pool_nhwc)
 globals().update(default_kernels(methods))
 
 __all__ = [*KERNELS, "methods"]

@@ -1,10 +1,13 @@
-"""Kernels on channels-last (n, h, w, c) float32/float64 arrays, GIL released: pooling, and the 1x1 convolution.
+"""Kernels on channels-last (n, h, w, c) float32/float64 arrays, GIL released: pooling, depthwise and 1x1 convolution.
 
 Pooling: each window cell is a run of c contiguous channels, the innermost loop (it vectorizes); work items are
 (image, output row) pairs forward and (image, input row) pairs backward. rows (out_h, 2) and cols (out_w, 2) hold
 each window's [start, stop) clipped to the input (PoolGeometry.window_bounds); row_cover (h, 2) and col_cover
 (w, 2) the [first, stop) windows holding each input row and column (PoolGeometry.covering_ranges). Ties go to the
 first maximum in row-major window order and a NaN wins, as in _pool.pyx; built without -ffast-math for that.
+
+Depthwise convolution (one input channel per group; fastconv.backends._channelwise_nhwc has the tables): output
+rows accumulate their taps along the channels; the grad of x gathers per input row, the grad of w sums per thread.
 
 1x1 convolution (stride 1, unpadded, one group): x (p, c) and y (p, k) over all p = n*h*w pixels, w (k, c);
 each thread runs one GEMM on its chunk of rows (scipy's BLAS, single-threaded inside the parallel loop).
@@ -176,3 +179,118 @@ def pointwise_backward(const floating[:, ::1] dy, const floating[:, ::1] x, cons
             for i in range(k):
                 for j in range(c):
                     dw_parts[t, i, j] = 0
+
+
+
+cdef inline void add_products(floating *out, const floating *a, const floating *x, Py_ssize_t c,
+                              Py_ssize_t m) noexcept nogil:
+    """out[j] += a[j] * x[j // m] for j < c * m."""
+    cdef Py_ssize_t j, ch
+    cdef floating v
+    if m == 1:
+        for j in range(c):
+            out[j] += a[j] * x[j]
+    else:
+        for ch in range(c):
+            v = x[ch]
+            for j in range(ch * m, (ch + 1) * m):
+                out[j] += a[j] * v
+
+
+cdef void channelwise_row(floating *pixels, floating *taps, const floating *x, const long long *row_taps,
+                          const long long *cols, Py_ssize_t r_size, Py_ssize_t s_size, Py_ssize_t out_w,
+                          Py_ssize_t width, Py_ssize_t c, Py_ssize_t m, bint into_taps) noexcept nogil:
+    """One output row of one image: pixels (out_w, k) and x the image (h, width, c); row_taps (r_size,) and cols
+    (out_w, s_size) the input row and column of each tap (-1 in the padding). Adds taps (r, s, k) * x into the
+    pixels (forward) or pixels * x into the taps (grad of w)."""
+    cdef Py_ssize_t ow, r, s, k = c * m
+    cdef const floating *src
+    for ow in range(out_w):
+        for r in range(r_size):
+            if row_taps[r] >= 0:
+                for s in range(s_size):
+                    if cols[ow * s_size + s] >= 0:
+                        src = x + (row_taps[r] * width + cols[ow * s_size + s]) * c
+                        if into_taps:
+                            add_products(taps + (r * s_size + s) * k, pixels + ow * k, src, c, m)
+                        else:
+                            add_products(pixels + ow * k, taps + (r * s_size + s) * k, src, c, m)
+
+
+def channelwise_forward(const floating[::1] x, const floating[::1] filters, const floating[::1] bias,
+                        floating[::1] y, const long long[:, ::1] rows, const long long[:, ::1] cols,
+                        Py_ssize_t images, Py_ssize_t height, Py_ssize_t width, Py_ssize_t c, int num_threads):
+    """y (n, out_h, out_w, k) from x (n, height, width, c) and filters (r, s, k); (image, output row) pairs in
+    num_threads chunks."""
+    cdef Py_ssize_t out_h = rows.shape[0], out_w = cols.shape[0], k = bias.shape[0], jobs = images * out_h
+    cdef Py_ssize_t t, job, i, j
+    for t in prange(num_threads, nogil=True, schedule="static", num_threads=num_threads):
+        for job in range(jobs * t // num_threads, jobs * (t + 1) // num_threads):
+            for i in range(job * out_w, (job + 1) * out_w):
+                for j in range(k):
+                    y[i * k + j] = bias[j]
+            channelwise_row(&y[0] + job * out_w * k, <floating *>&filters[0], &x[0] + job // out_h * height * width * c,
+                            &rows[job % out_h, 0], &cols[0, 0], rows.shape[1], cols.shape[1], out_w, width, c,
+                            k // c, False)
+
+
+def channelwise_grad_w(const floating[::1] dy, const floating[::1] x, floating[:, ::1] dw_parts,
+                       const long long[:, ::1] rows, const long long[:, ::1] cols, Py_ssize_t images,
+                       Py_ssize_t height, Py_ssize_t width, Py_ssize_t c):
+    """dw_parts[t] (r, s, k): chunk t of the (image, output row) pairs' share of dy * x, one chunk per thread."""
+    cdef Py_ssize_t out_h = rows.shape[0], out_w = cols.shape[0], k = dw_parts.shape[1] // (rows.shape[1] * cols.shape[1])
+    cdef Py_ssize_t jobs = images * out_h, chunks = dw_parts.shape[0], t, job, i
+    for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        for i in range(dw_parts.shape[1]):
+            dw_parts[t, i] = 0
+        for job in range(jobs * t // chunks, jobs * (t + 1) // chunks):
+            channelwise_row(<floating *>&dy[0] + job * out_w * k, &dw_parts[t, 0],
+                            &x[0] + job // out_h * height * width * c, &rows[job % out_h, 0], &cols[0, 0],
+                            rows.shape[1], cols.shape[1], out_w, width, c, k // c, True)
+
+
+cdef void channelwise_gather_row(const floating *dy, const floating *filters, floating *dx,
+                                 const long long *row_sources, const long long *col_sources, Py_ssize_t r_size,
+                                 Py_ssize_t s_size, Py_ssize_t width, Py_ssize_t out_w, Py_ssize_t c,
+                                 Py_ssize_t m) noexcept nogil:
+    """One input row of one image, dx (width, c): each cell the sum over the taps that read it of
+    filters (r, s, k) * dy (out_h, out_w, k) over its m output channels; row_sources (r_size,) and col_sources
+    (width, s_size) the output row and column reading it by each tap (-1 where none)."""
+    cdef Py_ssize_t iw, r, s, ch, j, k = c * m
+    cdef const floating *tap
+    cdef const floating *src
+    cdef floating acc
+    for iw in range(width):
+        for ch in range(c):
+            dx[ch] = 0
+        for r in range(r_size):
+            if row_sources[r] >= 0:
+                for s in range(s_size):
+                    if col_sources[iw * s_size + s] >= 0:
+                        src = dy + (row_sources[r] * out_w + col_sources[iw * s_size + s]) * k
+                        tap = filters + (r * s_size + s) * k
+                        if m == 1:
+                            for ch in range(c):
+                                dx[ch] += tap[ch] * src[ch]
+                        else:
+                            for ch in range(c):
+                                acc = 0
+                                for j in range(ch * m, (ch + 1) * m):
+                                    acc = acc + tap[j] * src[j]
+                                dx[ch] += acc
+        dx += c
+
+
+def channelwise_grad_x(const floating[::1] dy, const floating[::1] filters, floating[::1] dx,
+                       const long long[:, ::1] row_sources, const long long[:, ::1] col_sources, Py_ssize_t images,
+                       Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t c, int num_threads):
+    """dx (n, h, w, c) from dy (n, out_h, out_w, k); (image, input row) pairs in num_threads chunks, every dx
+    cell written once."""
+    cdef Py_ssize_t h = row_sources.shape[0], width = col_sources.shape[0], k = filters.shape[0] // (
+        row_sources.shape[1] * col_sources.shape[1])
+    cdef Py_ssize_t jobs = images * h, t, job
+    for t in prange(num_threads, nogil=True, schedule="static", num_threads=num_threads):
+        for job in range(jobs * t // num_threads, jobs * (t + 1) // num_threads):
+            channelwise_gather_row(&dy[0] + job // h * out_h * out_w * k, &filters[0], &dx[0] + job * width * c,
+                                   &row_sources[job % h, 0], &col_sources[0, 0], row_sources.shape[1],
+                                   col_sources.shape[1], width, out_w, c, k // c)
