@@ -51,12 +51,13 @@ def _row(pixels, taps, x, rows, cols, job, height, width, channels, m, into_taps
 def _forward(x, filters, bias, y, rows, cols, images, height, width, channels, threads):
     height, width, channels = uint64(height), uint64(width), uint64(channels)
     jobs, k_size = uint64(images) * uint64(rows.shape[0]), uint64(bias.shape[0])
-    row_size = uint64(cols.shape[0]) * k_size
+    out_w = uint64(cols.shape[0])
     for t in prange(threads):
         j0, j1 = chunk_bounds(jobs, uint64(threads), uint64(t))
         for job in range(j0, j1):
-            for i in range(row_size):
-                y[job * row_size + i] = bias[i % k_size]
+            for i in range(job * out_w, (job + 1) * out_w):
+                for k in range(k_size):
+                    y[i * k_size + k] = bias[k]
             _row(y, filters, x, rows, cols, job, height, width, channels, k_size // channels, False)
 
 
