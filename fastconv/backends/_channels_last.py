@@ -6,7 +6,8 @@ C-contiguous (N, H, W, C) arrays. A backend's methods for it are the native ones
 (``channels_last_methods(op, g)``), then every NCHW method as "nchw:<method>": the activations transposed into
 NCHW (fastconv._transpose), the method run on ``g.nchw``, its activation results transposed back. Its plan holds
 the NCHW copies besides the method's own scratch. The default is the first native method, else the NCHW default's
-twin; auto measures them all against each other.
+twin; a module with ``channels_last_default = False`` lists its methods last (measured slower than the transposes;
+auto may still pick them); auto measures them all against each other.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ def adapted(nchw_methods: Callable[[str, object], Methods], *native_sources) -> 
 
     @functools.lru_cache(maxsize=256)
     def channels_last(op: str, g) -> Methods:
-        native = [method for source in native_sources for method in source.channels_last_methods(op, g)]
+        native = [(getattr(source, "channels_last_default", True), method) for source in native_sources
+                  for method in source.channels_last_methods(op, g)]
         table = nchw_methods(op, g.nchw)
-        nchw = [table.chosen, *(m for m in table.options.values() if m.name != table.default)]
-        return Methods.of(*native, *(_transposed(op, method) for method in nchw))
+        nchw = [_transposed(op, method) for method in
+                (table.chosen, *(m for m in table.options.values() if m.name != table.default))]
+        return Methods.of(*(m for first, m in native if first), *nchw, *(m for first, m in native if not first))
 
     def methods(op: str, g) -> Methods:
         """The methods of op that apply to geometry g, and the default among them."""

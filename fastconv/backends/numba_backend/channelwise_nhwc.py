@@ -110,4 +110,7 @@ def _grad_x(dy, filters, dx, row_sources, col_sources, images, out_h, out_w, cha
                                         dx[cell + c] += acc
 
 
+#: not the default: single-threaded, 10-40% slower than nchw:polyphase on (8, 960, 7, 7) and (8, 144, 56, 56) 3x3
+#: layers, both passes (its channel loops do not vectorize yet; the cython kernel's do, 4-5x faster than the transposes)
+channels_last_default = False
 channels_last_methods = channelwise_methods(_forward, _grad_x, _grad_w, numba=True)
