@@ -1,6 +1,6 @@
-"""Channels-last geometries: every method a compiled backend lists for them (its native "nhwc" kernels and its NCHW
-methods between transposes, "nchw:<method>") agrees with naive in NCHW, on random geometries, ties and NaN
-included; the methods never write their inputs; auto keeps NHWC decisions apart from NCHW ones."""
+"""Channels-last geometries: every method a compiled backend lists for them (its native "nhwc" and "nhwc_direct"
+kernels and its NCHW methods between transposes, "nchw:<method>") agrees with naive in NCHW, on random geometries,
+ties and NaN included; the methods never write their inputs; auto keeps NHWC decisions apart from NCHW ones."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import fastconv as fc
 from fastconv import _backend
 from fastconv._geometry import conv_geometry, pool_geometry
+from fastconv.backends._nhwc import pointwise_applies
 from fastconv.autotune import cache
 
 from _helpers import assert_close, random_array, require_backend
@@ -167,8 +168,10 @@ def test_channels_last_plans_are_what_the_methods_allocate(name, rng, monkeypatc
                          ("avg_pool2d_forward", (nhwc(x), g)), ("avg_pool2d_backward", (y, g))):
             for method in module.methods(op, g).options.values():
                 assert_plan_is_traced(method, method.plan(g), args, f"{op} {kernel}")
-    for w in (random_array(rng, (48, 32, 1, 1), np.float32), random_array(rng, (16, 32, 3, 3), np.float32)):
-        g = conv_geometry(x, w, channels_last=True)
+    for w, groups in ((random_array(rng, (48, 32, 1, 1), np.float32), 1),
+                      (random_array(rng, (16, 32, 3, 3), np.float32), 1),
+                      (random_array(rng, (64, 1, 3, 3), np.float32), 32)):
+        g = conv_geometry(x, w, groups=groups, channels_last=True)
         dy = nhwc(random_array(rng, g.y_shape, np.float32))
         for method in module.methods("conv2d_forward", g).options.values():
             assert_plan_is_traced(method, method.plan(g), (nhwc(x), w, None, g), f"forward {w.shape}")
@@ -184,3 +187,57 @@ def test_auto_decides_channels_last_apart():
     assert cache.decision_key("conv2d_forward", nchw, 2) != cache.decision_key("conv2d_forward", nhwc_g, 2)
     assert "NHWC" not in cache.decision_key("conv2d_forward", nchw, 2)
     assert nhwc_g.nchw == nchw and nhwc_g.x_array_shape == (2, 6, 6, 8)
+
+
+@RANDOM
+@given(data=st.data())
+@pytest.mark.parametrize("name", COMPILED)
+def test_channels_last_depthwise_matches_naive(name, data):
+    """nhwc_direct on random one-channel-per-group layers: strides, dilations, asymmetric and "same" padding,
+    channel multipliers, kernels as large as the input; the default is the native method on cython only."""
+    module = _backend.load(require_backend(name))
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    rng = np.random.default_rng(draw(0, 2 ** 16))
+    c, r, s = draw(1, 9), draw(1, 4), draw(1, 4)
+    x = random_array(rng, (draw(1, 3), c, draw(r, r + 8), draw(s, s + 8)), np.float64)
+    w = random_array(rng, (c * draw(1, 3), 1, r, s), np.float64)
+    padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s)))]))
+    kwargs = dict(stride=(draw(1, 3), draw(1, 3)), dilation=(draw(1, 2), draw(1, 2)), padding=padding, groups=c)
+    b = random_array(rng, w.shape[0], np.float64) if data.draw(st.booleans()) else None
+    try:
+        g = conv_geometry(x, w, b, channels_last=True, **kwargs)
+    except ValueError:  # no output, or "same" with a stride
+        assume(False)
+    need_dx, need_dw, need_db = (data.draw(st.booleans()) for _ in range(3))
+    dy = random_array(rng, g.y_shape, np.float64)
+    expected = fc.conv2d_backward(dy, x, w, backend="naive", **kwargs)
+    forward, backward = module.methods("conv2d_forward", g), module.methods("conv2d_backward", g)
+    assert (forward.default == backward.default == "nhwc_direct") == (name == "cython" and not pointwise_applies(g))
+    y = forward.options["nhwc_direct"].run(nhwc(x), w, b, g)
+    np.testing.assert_allclose(y, nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), rtol=1e-12, atol=1e-12)
+    grads = backward.options["nhwc_direct"].run(nhwc(dy), nhwc(x), w, g, need_dx, need_dw, need_db)
+    for what, need, actual, wanted in zip("dx dw db".split(), (need_dx, need_dw, need_db), grads,
+                                          (nhwc(expected[0]), *expected[1:])):
+        assert (actual is None) != need, what
+        if need:
+            assert actual.flags.c_contiguous and actual.shape == wanted.shape, what
+            np.testing.assert_allclose(actual, wanted, rtol=1e-12, atol=1e-12, err_msg=f"{what} {g}")
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_channels_last_depthwise_public_calls(name, rng):
+    """Through the public functions in float32, read-only NHWC views: the NCHW results, inputs untouched."""
+    base = random_array(rng, (2, 12, 9, 8), np.float32)
+    x = base.transpose(0, 2, 3, 1)
+    x.flags.writeable = False
+    w = random_array(rng, (24, 1, 3, 3), np.float32)
+    before = base.copy()
+    kwargs = dict(stride=2, padding=1, groups=12)
+    y = fc.conv2d(x, w, data_format="NHWC", backend=name, **kwargs)
+    assert_close(y, nhwc(fc.conv2d(base, w, backend=name, **kwargs)), np.float32, "y")
+    grads = fc.conv2d_backward(np.ones_like(y), x, w, data_format="NHWC", backend=name, **kwargs)
+    expected = fc.conv2d_backward(np.ones(fc.conv2d(base, w, **kwargs).shape, np.float32), base, w, backend=name,
+                                  **kwargs)
+    for what, actual, wanted in zip("dx dw db".split(), grads, (nhwc(expected[0]), *expected[1:])):
+        assert_close(actual, wanted, np.float32, what)
+    np.testing.assert_array_equal(base, before)
