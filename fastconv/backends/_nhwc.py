@@ -56,8 +56,22 @@ def pointwise_backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool
     return Plan(threads, {"dw_parts": ((threads, g.k, g.c), g.dtype)} if need_dw else {})
 
 
-def pool_methods(runs: dict[str, Callable]) -> Callable[[str, object], list[Method]]:
-    """A pool module's channels_last_methods(op, g): "nhwc", running runs[op], for every pooling op in runs."""
+def pool_methods(max_forward: Callable, avg_forward: Callable, backward: Callable
+                 ) -> Callable[[str, object], list[Method]]:
+    """A pool module's channels_last_methods(op, g): "nhwc" for the four pooling ops, from its forward kernels
+    (max_forward(x, g) -> (y, indices), avg_forward(x, g) -> y) and its backward gather backward(op, dy, indices,
+    g) -> dx, where indices is None for average pooling."""
+
+    def max_backward(dy, indices, g):
+        """dy, indices (N, Ho, Wo, C) -> dx (N, H, W, C): each dy added at the cell its index names."""
+        return backward("max_pool2d_backward", dy, indices, g)
+
+    def avg_backward(dy, g):
+        """dy (N, Ho, Wo, C) -> dx (N, H, W, C)."""
+        return backward("avg_pool2d_backward", dy, None, g)
+
+    runs = {"max_pool2d_forward": max_forward, "max_pool2d_backward": max_backward,
+            "avg_pool2d_forward": avg_forward, "avg_pool2d_backward": avg_backward}
     table = {op: Method("nhwc", run, functools.partial(pool_plan, op)) for op, run in runs.items()}
     return lambda op, g: [table[op]] if op in table else []
 

@@ -44,16 +44,4 @@ def _backward(op: str, dy, indices, g: PoolGeometry):
     return dx
 
 
-def max_pool2d_backward(dy, indices, g: PoolGeometry):
-    """dy, indices (N, Ho, Wo, C) -> dx (N, H, W, C): each dy added at the cell its index names."""
-    return _backward("max_pool2d_backward", dy, indices, g)
-
-
-def avg_pool2d_backward(dy, g: PoolGeometry):
-    """dy (N, Ho, Wo, C) -> dx (N, H, W, C)."""
-    return _backward("avg_pool2d_backward", dy, None, g)
-
-
-channels_last_methods = pool_methods({
-    "max_pool2d_forward": max_pool2d_forward, "max_pool2d_backward": max_pool2d_backward,
-    "avg_pool2d_forward": avg_pool2d_forward, "avg_pool2d_backward": avg_pool2d_backward})
+channels_last_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward)
