@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from fastconv._geometry import ConvGeometry, PoolGeometry
-from fastconv._threads import threads_for
+from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._protocol import Method, Plan
 
 #: BLAS takes 32-bit ints for sizes and strides
@@ -76,8 +76,36 @@ def pool_methods(max_forward: Callable, avg_forward: Callable, backward: Callabl
     return lambda op, g: [table[op]] if op in table else []
 
 
-def pointwise_methods(forward: Callable, backward: Callable) -> Callable[[str, object], list[Method]]:
-    """A pointwise module's channels_last_methods(op, g): "nhwc" for the conv2d ops where pointwise_applies."""
+def pointwise_methods(forward_kernel: Callable, backward_kernel: Callable, *, numba: bool
+                      ) -> Callable[[str, object], list[Method]]:
+    """A pointwise module's channels_last_methods(op, g): "nhwc" for the conv2d ops where pointwise_applies, from
+    its GEMM kernels on the arrays as rows of pixels, each running ``chunks`` chunks of rows in parallel:
+
+        forward_kernel(x (P, C), w (K, C), bias (K,), y (P, K), chunks)
+        backward_kernel(dy (P, K), x (P, C), w (K, C), dx (P, C), dw_parts (chunks, K, C), need_dx, need_dw, chunks)
+    """
+
+    def forward(x, w, b, g: ConvGeometry):
+        """x (N, H, W, C), w (K, C, 1, 1), b (K,) or None -> y (N, H, W, K)."""
+        y = np.empty(g.y_array_shape, g.dtype)
+        bias = np.zeros(g.k, g.dtype) if b is None else b
+        with parallel_region(pointwise_forward_plan(g).threads, blas_work=g.flops, numba=numba) as threads:
+            forward_kernel(x.reshape(-1, g.c), w.reshape(g.k, g.c), bias, y.reshape(-1, g.k), threads)
+        return y
+
+    def backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
+        """dy (N, H, W, K) -> dx (N, H, W, C), dw (K, C, 1, 1), db (K,); None where not needed."""
+        plan = pointwise_backward_plan(g, need_dx, need_dw)
+        scratch = plan.allocate()
+        dx = np.empty(g.x_array_shape if need_dx else (1, 1, 1, 1), g.dtype)
+        dw_parts = scratch["dw_parts"] if need_dw else np.empty((plan.threads, 1, 1), g.dtype)
+        rows = dy.reshape(-1, g.k)
+        with parallel_region(plan.threads, blas_work=g.flops, numba=numba) as threads:
+            backward_kernel(rows, x.reshape(-1, g.c), w.reshape(g.k, g.c), dx.reshape(-1, dx.shape[-1]), dw_parts,
+                            need_dx, need_dw, threads)
+        return (dx if need_dx else None, dw_parts.sum(axis=0).reshape(g.w_shape) if need_dw else None,
+                rows.sum(axis=0) if need_db else None)
+
     table = {"conv2d_forward": Method("nhwc", forward, pointwise_forward_plan),
              "conv2d_backward": Method("nhwc", backward, pointwise_backward_plan)}
     return lambda op, g: [table[op]] if op in table and pointwise_applies(g) else []
