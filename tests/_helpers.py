@@ -86,6 +86,9 @@ CONV_CASES = [
     ConvCase("zero_width_padded", (2, 2, 9, 0), (2, 2, 4, 5), dict(padding=((10, 8), (7, 13)))),
     ConvCase("zero_height_strided", (1, 2, 0, 6), (3, 2, 3, 3), dict(padding=2, stride=2)),
     ConvCase("padding_larger_than_kernel", (1, 2, 4, 4), (2, 2, 2, 2), dict(padding=3)),
+    # the grad of x by rotation has padding -1 here (a kernel of one row padded by one): it must not reach the
+    # polyphase copies, which wrote before their scratch for a negative side (heap corruption, an abort later)
+    ConvCase("depthwise_padding_beyond_kernel", (2, 3, 7, 3), (3, 1, 1, 3), dict(padding=1, groups=3)),
 ]
 
 POOL_CASES = [

@@ -105,6 +105,23 @@ def test_every_forward_method_agrees_with_naive(cython_backend, rng, dtype, shap
         assert_close(method.run(x, w, b, g), expected, dtype)
 
 
+def test_rotated_grad_x_with_negative_padding_takes_no_polyphase(cython_backend):
+    """Padding beyond the kernel's extent makes the rotated geometry's padding negative (here -1 on the rows): the
+    rotated forward must be the direct method, whose padded planes crop, not polyphase, whose phase copies wrote
+    before their scratch buffer for a negative side; polyphase's kernel parameters refuse such a geometry."""
+    from fastconv.backends import _polyphase
+    from fastconv.backends.cython_backend import conv
+
+    g = conv_geometry(np.empty((2, 3, 7, 3)), np.empty((3, 1, 1, 3)), padding=1, groups=3)
+    rotated = g.rotated()
+    assert (rotated.pad_top, rotated.pad_left) == (-1, 1)
+    assert cython_backend.methods("conv2d_backward", g).default == "rotated"
+    assert not _polyphase.applies(rotated)
+    assert conv.default_method(rotated) == "direct"
+    with pytest.raises(ValueError, match="negative padding"):
+        _polyphase.params(rotated)
+
+
 @pytest.mark.parametrize("groups, padding", [(1, 1), (2, ((0, 2), (1, 0)))])
 def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rng, dtype, groups, padding,
                                                               two_threads):

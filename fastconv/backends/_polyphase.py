@@ -27,7 +27,10 @@ PREFERRED_MAX_OUT_W = 32
 
 
 def applies(g: ConvGeometry) -> bool:
-    return g.is_channelwise
+    """One input channel per group, and no negative padding. A negative side (the rotated geometry of a grad of x
+    whose padding exceeds the kernel's extent, ConvGeometry.rotated) would crop input rows or columns, which the
+    phase copies cannot skip: they would write before the phase planes, out of the scratch buffer."""
+    return g.is_channelwise and min(g.pad_top, g.pad_bottom, g.pad_left, g.pad_right) >= 0
 
 
 def preferred(g: ConvGeometry) -> bool:
@@ -51,7 +54,11 @@ def scratch_buffer(g: ConvGeometry, chunks: int) -> dict:
 
 
 def params(g: ConvGeometry) -> np.ndarray:
-    """(sh, sw, top, left, hq, wq) int64: what the kernels need of the geometry besides the tap offsets."""
+    """(sh, sw, top, left, hq, wq) int64: what the kernels need of the geometry besides the tap offsets.
+    ValueError where the method does not apply (every kernel call builds these: a wrong dispatch is an error, not
+    a write out of the scratch)."""
+    if not applies(g):
+        raise ValueError(f"polyphase: needs one input channel per group and no negative padding, not {g}")
     return np.array([g.stride_h, g.stride_w, g.pad_top, g.pad_left, *layout(g)[1:]], np.int64)
 
 
