@@ -73,3 +73,23 @@ def test_import_fastconv_neither_imports_numba_backend_nor_compiles():
             "print('fastconv.backends.numba_backend' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_polyphase_forward_reads_no_offsets_past_their_end(numba_backend, rng):
+    """numba's parallel pass hoists the nine-tap path's reads of offsets[0..8] ahead of its branch: a 1x3
+    depthwise kernel (three taps) read six offsets past the end, unless the offsets are padded to nine. The
+    forward kernel compiled with bounds checks raises IndexError on such a read."""
+    import numba
+
+    from fastconv._geometry import conv_geometry
+    from fastconv.backends import _polyphase
+    from fastconv.backends.numba_backend import polyphase
+
+    x = random_array(rng, (2, 3, 7, 3), np.float64)
+    w = random_array(rng, (3, 1, 1, 3), np.float64)
+    g = conv_geometry(x, w, padding=1, groups=3)
+    checked = numba.njit(parallel=True, boundscheck=True)(polyphase._forward._func)
+    y = np.empty(g.y_shape)
+    scratch = np.empty(_polyphase.scratch_buffer(g, 2)["scratch"][0])
+    checked(x, w, np.zeros(g.k), y, _polyphase.params(g), polyphase._forward_offsets(g), scratch)
+    assert_close(y, fc.conv2d(x, w, padding=1, groups=3, backend="naive"), np.float64)

@@ -91,7 +91,8 @@ def _sizes(planes, outputs, params, scratch):
 
 @parallel_kernel(fastmath=FMA_AND_REORDER)
 def _forward(x, w, bias, y, params, offsets, scratch):
-    """x (N, C, H, W), w (K, 1, R, S), bias (K,) -> y (N, K, Ho, Wo); planes (n, k) split into chunks."""
+    """x (N, C, H, W), w (K, 1, R, S), bias (K,) -> y (N, K, Ho, Wo); planes (n, k) split into chunks. offsets:
+    the R*S tap offsets, then zeros up to nine entries at least (_forward_offsets)."""
     c, height, width, out_h, out_w, cells, size = _sizes(x, y, params, scratch)
     n_images, chunks, wq = x.shape[0], scratch.shape[0], params[5]
     k, _, r_size, s_size = w.shape
@@ -169,13 +170,21 @@ def _backward_dx(dy, w, dx, params, offsets, scratch):
             _copy_plane(dst, uint64(plane * height * width), height, width, phases, params, False)
 
 
+def _forward_offsets(g: ConvGeometry) -> np.ndarray:
+    """The tap offsets, zero-padded to at least nine entries: numba's parallel pass hoists _nine_taps' reads of
+    offsets[0] .. offsets[8] out of the prange, ahead of the branch that takes them only for nine taps, so that
+    a kernel of fewer taps would read past the end of its offsets (padding entries are never used as taps)."""
+    offsets = tap_offsets(g)
+    return np.pad(offsets, (0, max(0, 9 - offsets.size)))
+
+
 def forward(x, w, b, g: ConvGeometry):
     """x (N, C, H, W), w (K, 1, R, S), b (K,) or None -> y (N, K, Ho, Wo)."""
     plan = forward_plan(g)
     scratch = plan.allocate()
     y = np.empty(g.y_shape, g.dtype)
     with parallel_region(plan.threads, numba=True):
-        _forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, params(g), tap_offsets(g),
+        _forward(x, w, np.zeros(g.k, g.dtype) if b is None else b, y, params(g), _forward_offsets(g),
                  scratch["scratch"])
     return y
 
