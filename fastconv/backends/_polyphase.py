@@ -30,7 +30,7 @@ def applies(g: ConvGeometry) -> bool:
     """One input channel per group, and no negative padding. A negative side (the rotated geometry of a grad of x
     whose padding exceeds the kernel's extent, ConvGeometry.rotated) would crop input rows or columns, which the
     phase copies cannot skip: they would write before the phase planes, out of the scratch buffer."""
-    return g.is_channelwise and min(g.pad_top, g.pad_bottom, g.pad_left, g.pad_right) >= 0
+    return g.is_channelwise and g.pad_top >= 0 and g.pad_bottom >= 0 and g.pad_left >= 0 and g.pad_right >= 0
 
 
 def preferred(g: ConvGeometry) -> bool:

@@ -175,7 +175,11 @@ def _forward_offsets(g: ConvGeometry) -> np.ndarray:
     offsets[0] .. offsets[8] out of the prange, ahead of the branch that takes them only for nine taps, so that
     a kernel of fewer taps would read past the end of its offsets (padding entries are never used as taps)."""
     offsets = tap_offsets(g)
-    return np.pad(offsets, (0, max(0, 9 - offsets.size)))
+    if offsets.size >= 9:
+        return offsets
+    padded = np.zeros(9, offsets.dtype)
+    padded[:offsets.size] = offsets
+    return padded
 
 
 def forward(x, w, b, g: ConvGeometry):
