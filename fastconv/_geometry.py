@@ -129,15 +129,9 @@ class ConvGeometry(_Layout):
     def rotated(self) -> ConvGeometry:
         """The grad of x at stride 1 as a forward convolution: dy (n, k, out_h, out_w) -> dx (n, c, h, w) with the
         kernel rotated by 180 degrees (rotate_kernel), padded by dilation*(kernel - 1) - pad on each side (a side
-        may be negative: that many border rows of dy are never read)."""
-        if self.stride_h != 1 or self.stride_w != 1:
-            raise ValueError(f"rotated: the grad of x is a forward convolution only at stride 1, not "
-                             f"({self.stride_h}, {self.stride_w})")
-        extent_h, extent_w = self.dilation_h * (self.r - 1), self.dilation_w * (self.s - 1)
-        return ConvGeometry(self.n, self.k, self.out_h, self.out_w, self.c, self.r, self.s, 1, 1, self.dilation_h,
-                            self.dilation_w, extent_h - self.pad_top, extent_h - self.pad_bottom,
-                            extent_w - self.pad_left, extent_w - self.pad_right, self.groups, self.h, self.w,
-                            self.dtype, self.channels_last)
+        may be negative: that many border rows of dy are never read). Made once per geometry (every backward call
+        by rotation asks)."""
+        return _rotated(self)
 
     def rotate_kernel(self, w: np.ndarray) -> np.ndarray:
         """w (k, c/groups, r, s) -> (c, k/groups, r, s), the weights of rotated():
@@ -145,6 +139,17 @@ class ConvGeometry(_Layout):
         per_group = w.reshape(self.groups, self.k_per_group, self.c_per_group, self.r, self.s)[:, :, :, ::-1, ::-1]
         return np.ascontiguousarray(per_group.transpose(0, 2, 1, 3, 4)).reshape(self.c, self.k_per_group, self.r,
                                                                                  self.s)
+
+
+@functools.lru_cache(maxsize=256)
+def _rotated(g: ConvGeometry) -> ConvGeometry:
+    if g.stride_h != 1 or g.stride_w != 1:
+        raise ValueError(f"rotated: the grad of x is a forward convolution only at stride 1, not "
+                         f"({g.stride_h}, {g.stride_w})")
+    extent_h, extent_w = g.dilation_h * (g.r - 1), g.dilation_w * (g.s - 1)
+    return ConvGeometry(g.n, g.k, g.out_h, g.out_w, g.c, g.r, g.s, 1, 1, g.dilation_h, g.dilation_w,
+                        extent_h - g.pad_top, extent_h - g.pad_bottom, extent_w - g.pad_left, extent_w - g.pad_right,
+                        g.groups, g.h, g.w, g.dtype, g.channels_last)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from fastconv.backends._nhwc import pointwise_applies
 from fastconv.autotune import cache
 
 from _helpers import assert_close, random_array, require_backend
-import test_protocol
 from test_protocol import assert_plan_is_traced
 
 COMPILED = ["numba", "cython"]
@@ -158,8 +157,6 @@ def test_channels_last_plans_are_what_the_methods_allocate(name, rng, monkeypatc
     """Native methods allocate their tables and partials; "nchw:" methods also the NCHW copies."""
     module = _backend.load(require_backend(name))
     monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)  # several threads even on these small layers
-    # each transpose's parallel launch allocates about 1 KiB of numba's own on top of the planned copies
-    monkeypatch.setattr(test_protocol, "PAGE", 2 * test_protocol.PAGE)
     x = random_array(rng, (2, 32, 24, 20), np.float32)
     for kernel, kwargs in ((2, {}), (3, dict(stride=2, padding=1))):
         g = pool_geometry(x, kernel, channels_last=True, **kwargs)
