@@ -16,6 +16,7 @@ import fastconv as fc
 from fastconv._geometry import conv_geometry
 from fastconv.autotune import cache, timing
 from fastconv.backends import auto
+from fastconv.backends._protocol import Method
 
 from _helpers import CONV_CASES, POOL_CASES, assert_close, check_conv, check_pools, random_array, use_stable_candidates
 
@@ -305,3 +306,33 @@ def test_measuring_skips_the_warm_up_of_methods_this_process_ran(monkeypatch, rn
         fc.conv2d(random_array(rng, (2, 3, 10, width), np.float64), w, padding=1, backend="auto")
     g = geometry(random_array(rng, (2, 3, 10, 10), np.float64), w)
     assert len(passed) == 1 and auto.heuristic_method("conv2d_forward", g)[0] in passed[0]
+
+
+@pytest.mark.parametrize("winner_is_faster_in_context", [False, True])
+def test_a_switch_is_kept_only_if_as_fast_where_the_workload_runs_it(monkeypatch, operands,
+                                                                      winner_is_faster_in_context):
+    """A measured winner other than the heuristic's choice runs its next TRIAL_CALLS calls on trial, timed: slower
+    than the heuristic's choice was on the same geometry while pending, the heuristic's choice is kept (and
+    cached) after all; as fast, the winner stays."""
+    im2col = fc._backend.load("im2col").conv2d_forward
+
+    def slow(*args):
+        time.sleep(0.005)
+        return im2col(*args)
+
+    steady, flattered = (slow, im2col) if winner_is_faster_in_context else (im2col, slow)
+    monkeypatch.setattr(auto, "MEASURE_ON_VISIT", 3)
+    monkeypatch.setattr(auto, "candidates", lambda op, g: {"steady": steady, "flattered": flattered})
+    monkeypatch.setattr(auto, "heuristic_method", lambda op, g: ("steady", Method("steady", steady)))
+    monkeypatch.setattr(timing, "fastest", lambda calls, warmed: ("flattered", {"steady": 1.0, "flattered": 0.5},
+                                                                   calls["steady"]()))
+    x, w = operands
+    for _ in range(3):  # two visits while pending (the heuristic's choice, timed), then the measurement
+        fc.conv2d(x, w, padding=1, backend="auto")
+    assert auto.chosen("conv2d_forward", geometry(x, w)) is None  # on trial
+    for _ in range(auto.TRIAL_CALLS):
+        y = fc.conv2d(x, w, padding=1, backend="auto")
+    assert_close(y, fc.conv2d(x, w, padding=1, backend="naive"), np.dtype(np.float64))
+    kept = "flattered" if winner_is_faster_in_context else "steady"
+    assert auto.chosen("conv2d_forward", geometry(x, w)) == kept
+    assert cache.lookup(cache.decision_key("conv2d_forward", geometry(x, w), fc.get_num_threads())).choice == kept

@@ -6,7 +6,10 @@ among CANDIDATE_BACKENDS (never naive), named "backend:method". Decisions are pe
 be tiny runs the heuristic's choice and is never timed; a bucket's first calls run the heuristic's choice too,
 and on its MEASURE_ON_VISIT-th call the candidates run on the real inputs within a budget proportional to the
 call (fastconv.autotune.timing). The fastest is kept and cached in memory and on disk
-(fastconv.autotune.cache); a cached decision is reused while the candidates are the same.
+(fastconv.autotune.cache); a cached decision is reused while the candidates are the same. A measurement that
+switches away from the heuristic's choice is put on trial where the workload runs it: its next TRIAL_CALLS calls
+are timed, and if none was as fast as the heuristic's choice was on the same geometry in the same workload (timed
+while the bucket was pending), the heuristic's choice is kept after all.
 With autotuning off (fastconv.set_autotune(False) or FASTCONV_AUTOTUNE=0) the first available backend in
 CANDIDATE_BACKENDS' order runs, with its own default method. A candidate whose scratch does not fit in memory
 raises MemoryError from its plan and is skipped.
@@ -14,8 +17,10 @@ raises MemoryError from its plan and is skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
+import time
 from typing import Callable
 
 from fastconv import _backend
@@ -47,6 +52,15 @@ TINY_S = 0.5e-3
 #: the cost model's rates: lower than any kernel reaches on a large layer, so that it errs towards measuring
 FLOPS_PER_SECOND = 20e9
 READS_PER_SECOND = 2e9
+#: calls of a measured winner (when it is not the heuristic's choice) timed where the workload runs it, before the
+#: switch is kept: candidates timed back to back on one geometry flatter some methods (measured: ResNet-18 at
+#: batch 1 ran 4% slower with auto than with cython's defaults, switched to numba's gemm on layers where it took
+#: 1.1-1.6x cython's time between the network's other layers)
+TRIAL_CALLS = 4
+#: fast key -> the fastest call of the heuristic's choice on it while its bucket was pending (seconds)
+_in_context: dict[tuple, float] = {}
+#: fast key -> its winner's trial
+_trials: dict[tuple, _Trial] = {}
 _tuning = threading.RLock()  # re-entrant: a kernel may itself call fastconv with the default backend
 #: (candidate, dtype) pairs that have run in this process: a measurement needs no warm-up run for them
 _warmed: set[tuple[str, str]] = set()
@@ -98,9 +112,12 @@ def chosen(op: str, g, *, need_dx: bool = True, need_dw: bool = True, need_db: b
     """The candidate auto runs for op on geometry g ("numba:winograd", "cython", ...), or None when autotuning
     is on and this key has not been measured yet among the current candidates (in this process or a cached one)."""
     flags = _flags(op, need_dx, need_dw, need_db)
-    hit = _resolved.get(_fast_key(op, g, flags))
+    fast_key = _fast_key(op, g, flags)
+    hit = _resolved.get(fast_key)
     if hit is not None:
         return hit[0]
+    if fast_key in _trials:
+        return None
     if not autotune_enabled():
         return heuristic(op, g)
     return _cached_choice(cache.decision_key(op, g, get_num_threads(), flags), candidates(op, g))
@@ -111,6 +128,8 @@ def clear_memory() -> None:
     _resolved.clear()
     _visits.clear()
     _pending.clear()
+    _in_context.clear()
+    _trials.clear()
     cache.clear_memory()
 
 
@@ -157,6 +176,9 @@ def _run(op: str, g, flags: tuple, *args):
     hit = _resolved.get(fast_key)
     if hit is not None:
         return hit[1](*args)
+    trial = _trials.get(fast_key)
+    if trial is not None:
+        return trial.run(fast_key, args)
     if not autotune_enabled():
         name = heuristic(op, g)
         kernel = getattr(_backend.load(name), op)
@@ -167,7 +189,7 @@ def _run(op: str, g, flags: tuple, *args):
         visits = _visits.get(pending[0], 0) + 1
         if visits < MEASURE_ON_VISIT:
             _bounded_put(_visits, pending[0], visits)
-            return pending[1](*args)
+            return _timed_in_context(fast_key, pending[1], args)
     with _tuning:  # one measurement at a time, so that concurrent threads do not disturb each other's timings
         key = cache.decision_key(op, g, fast_key[3], flags)
         if cache.lookup(key) is not None:
@@ -185,7 +207,7 @@ def _run(op: str, g, flags: tuple, *args):
         if visits < MEASURE_ON_VISIT:
             _bounded_put(_visits, key, visits)
             _bounded_put(_pending, fast_key, (key, default.run))
-            return default.run(*args)
+            return _timed_in_context(fast_key, default.run, args)
         _visits.pop(key, None)
         options = candidates(op, g)
         winner, seconds, result = timing.fastest(
@@ -193,9 +215,53 @@ def _run(op: str, g, flags: tuple, *args):
             warmed=frozenset(name for name in options if (name, g.dtype.name) in _warmed))
         _warmed.update((name, g.dtype.name) for name in seconds)
         # only the candidates that ran count: after a failure the next process measures again
-        cache.store(key, cache.Entry(winner, tuple(seconds),
-                                     tuple((name, round(s * 1e3, 4)) for name, s in seconds.items())))
-        _remember(fast_key, winner, options[winner])
+        entry = cache.Entry(winner, tuple(seconds), tuple((name, round(s * 1e3, 4)) for name, s in seconds.items()))
+        cache.store(key, entry)
+        reference = _in_context.pop(fast_key, None)
+        if winner != name and name in options and reference is not None:
+            _bounded_put(_trials, fast_key, _Trial(key, entry, options[winner], name, options[name], reference))
+        else:
+            _remember(fast_key, winner, options[winner])
+        return result
+
+
+def _timed_in_context(fast_key: tuple, kernel: Callable, args: tuple):
+    """kernel(*args), its time kept in _in_context when it is the fastest seen on fast_key."""
+    start = time.perf_counter()
+    result = kernel(*args)
+    elapsed = time.perf_counter() - start
+    if elapsed < _in_context.get(fast_key, elapsed + 1):
+        _bounded_put(_in_context, fast_key, elapsed)
+    return result
+
+
+@dataclasses.dataclass
+class _Trial:
+    """A measured winner on trial on one fast key, against the heuristic's choice's time in the same workload."""
+
+    key: str
+    entry: cache.Entry
+    kernel: Callable
+    heuristic_name: str
+    heuristic_kernel: Callable
+    heuristic_seconds: float
+    calls: int = 0
+    best: float = float("inf")
+
+    def run(self, fast_key: tuple, args: tuple):
+        """The winner's call, timed; the TRIAL_CALLS-th decides: the winner stays if one of its calls was at least
+        as fast as the heuristic's choice was, else the heuristic's choice is remembered and cached."""
+        start = time.perf_counter()
+        result = self.kernel(*args)
+        self.best = min(self.best, time.perf_counter() - start)
+        self.calls += 1
+        if self.calls >= TRIAL_CALLS and _trials.pop(fast_key, None) is not None:
+            if self.best <= self.heuristic_seconds:
+                _remember(fast_key, self.entry.choice, self.kernel)
+            else:
+                with _tuning:
+                    cache.store(self.key, dataclasses.replace(self.entry, choice=self.heuristic_name))
+                _remember(fast_key, self.heuristic_name, self.heuristic_kernel)
         return result
 
 

@@ -53,10 +53,12 @@ def _benchmark_case(benchmark, case: Case, dtype: str, layout: str, backend: str
 
 
 def _warm_up(call, case: Case, dtype: str, layout: str, backend: str) -> None:
-    """One untimed call; for auto, calls until every kernel of the case is decided (at most MEASURE_ON_VISIT)."""
+    """One untimed call; for auto, calls until every kernel of the case is decided (measured, and a switch tried:
+    at most MEASURE_ON_VISIT + TRIAL_CALLS calls)."""
     call()
     if backend == "auto":
-        for _ in range(_backend.load("auto").MEASURE_ON_VISIT):
+        auto = _backend.load("auto")
+        for _ in range(auto.MEASURE_ON_VISIT + auto.TRIAL_CALLS):
             if "?" not in _auto_kernels(case, dtype, layout):
                 return
             call()

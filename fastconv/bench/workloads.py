@@ -14,7 +14,8 @@
 Every workload first runs once with each fixed backend (compilation, first touches: untimed). Then, per repeat,
 each fixed backend runs it, auto runs it in a fresh cache (a new cache directory, nothing in memory: every
 decision and every measurement is paid in the timed run), and auto runs it again in a warm cache (after
-auto.MEASURE_ON_VISIT untimed runs, so that every bucket worth measuring has been measured). The minimum over
+auto.MEASURE_ON_VISIT + auto.TRIAL_CALLS untimed runs, so that every bucket worth measuring has been measured and
+every switch tried where the workload runs it). The minimum over
 repeats counts. The table gives seconds and auto / (best fixed backend) for the fresh and the warm cache.
 """
 
@@ -117,7 +118,7 @@ def measure(name: str, repeats: int) -> dict[str, float]:
         times = {backend: _seconds(run, backend) for backend in FIXED_BACKENDS}
         _fresh_cache()
         times["auto fresh"] = _seconds(run, "auto")
-        for _ in range(auto.MEASURE_ON_VISIT):
+        for _ in range(auto.MEASURE_ON_VISIT + auto.TRIAL_CALLS):
             run("auto")
         times["auto warm"] = _seconds(run, "auto")
         best = {key: min(seconds, best.get(key, seconds)) for key, seconds in times.items()}
