@@ -190,12 +190,13 @@ def test_auto_decides_channels_last_apart():
 @given(data=st.data())
 @pytest.mark.parametrize("name", COMPILED)
 def test_channels_last_depthwise_matches_naive(name, data):
-    """nhwc_direct on random one-channel-per-group layers: strides, dilations, asymmetric and "same" padding,
-    channel multipliers, kernels as large as the input; the default is the native method on cython only."""
+    """nhwc_direct on random depthwise layers (one input channel per group, groups > 1): strides, dilations,
+    asymmetric and "same" padding, channel multipliers, kernels as large as the input; the default is the native
+    method on cython only."""
     module = _backend.load(require_backend(name))
     draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
     rng = np.random.default_rng(draw(0, 2 ** 16))
-    c, r, s = draw(1, 9), draw(1, 4), draw(1, 4)
+    c, r, s = draw(2, 9), draw(1, 4), draw(1, 4)
     x = random_array(rng, (draw(1, 3), c, draw(r, r + 8), draw(s, s + 8)), np.float64)
     w = random_array(rng, (c * draw(1, 3), 1, r, s), np.float64)
     padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s)))]))
@@ -238,3 +239,12 @@ def test_channels_last_depthwise_public_calls(name, rng):
     for what, actual, wanted in zip("dx dw db".split(), grads, (nhwc(expected[0]), *expected[1:])):
         assert_close(actual, wanted, np.float32, what)
     np.testing.assert_array_equal(base, before)
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_a_single_channel_image_is_not_depthwise_in_channels_last(name):
+    """C == 1 with one group is channelwise but not depthwise: its NHWC input is its NCHW input, so the transposed
+    methods run it (nhwc_direct's channel loops over one input channel were slower there)."""
+    g = conv_geometry(np.ones((1, 1, 12, 12)), np.ones((8, 1, 5, 5)), channels_last=True)
+    names = _backend.load(require_backend(name)).methods("conv2d_forward", g).options
+    assert "nhwc_direct" not in names and all(method.startswith("nchw:") for method in names)

@@ -35,7 +35,10 @@ NAME = "nhwc_direct"
 
 
 def applies(g: ConvGeometry) -> bool:
-    return g.channels_last and g.is_channelwise
+    """Depthwise channels-last layers (groups > 1). A single-channel image (C == 1, one group) is left to the
+    transposed methods: its NHWC input is its NCHW input, and this kernel's K-long channel loops over one input
+    channel were 2.5x slower than the NCHW GEMM on mnist_5x5_b1."""
+    return g.channels_last and g.is_channelwise and g.groups > 1
 
 
 def forward_plan(g: ConvGeometry) -> Plan:
