@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -70,13 +71,19 @@ def bucket(size: int) -> int:
     return 1 << (size - 1).bit_length() if size > 0 else 0
 
 
+@functools.cache
+def _key_fields(geometry_class: type) -> tuple[tuple[str, bool], ...]:
+    """(field name, whether bucketed) of the fields a decision key names, in order (asked on every new shape)."""
+    return tuple((f.name, f.name in BUCKETED) for f in dataclasses.fields(geometry_class)
+                 if f.name not in DERIVED + ("channels_last",))
+
+
 def decision_key(op: str, g, threads: int, flags: tuple = ()) -> str:
     """One line naming everything a decision depends on: op, every geometry field (batch and spatial sizes as
     their buckets), dtype, threads, flags. Nearby geometries share a key, so one measurement serves them all.
     Channels-last geometries end their fields with "NHWC" (NCHW keys stay those of files written before)."""
-    fields = " ".join(f"{name}~{bucket(value)}" if name in BUCKETED else f"{name}={value}"
-                      for name, value in ((f.name, getattr(g, f.name)) for f in dataclasses.fields(g))
-                      if name not in DERIVED + ("channels_last",))
+    fields = " ".join(f"{name}~{bucket(getattr(g, name))}" if bucketed else f"{name}={getattr(g, name)}"
+                      for name, bucketed in _key_fields(type(g)))
     key = f"{op} {fields}{' NHWC' if g.channels_last else ''} threads={threads}"
     return f"{key} flags={','.join(str(int(f)) for f in flags)}" if flags else key
 

@@ -59,6 +59,8 @@ READS_PER_SECOND = 2e9
 TRIAL_CALLS = 4
 #: fast key -> the fastest call of the heuristic's choice on it while its bucket was pending (seconds)
 _in_context: dict[tuple, float] = {}
+#: decision keys whose cached decision was taken among this process's candidates
+_checked: dict[str, bool] = {}
 #: fast key -> its winner's trial
 _trials: dict[tuple, _Trial] = {}
 _tuning = threading.RLock()  # re-entrant: a kernel may itself call fastconv with the default backend
@@ -130,6 +132,7 @@ def clear_memory() -> None:
     _pending.clear()
     _in_context.clear()
     _trials.clear()
+    _checked.clear()
     cache.clear_memory()
 
 
@@ -148,6 +151,27 @@ def _cached_choice(key: str, options: dict[str, Callable]) -> str | None:
     if entry is not None and entry.choice in options and set(entry.candidates) == set(options):
         return entry.choice
     return None
+
+
+def _decided_kernel(op: str, g, key: str) -> tuple[str, Callable] | None:
+    """(name, kernel) of the cached decision of g's bucket, None when there is none among the current candidates.
+    The candidates are compared with the decision's once per bucket in this process; another shape of a bucket
+    checked before looks up the chosen backend's method alone (building every backend's methods cost about 30 us
+    on each new shape)."""
+    entry = cache.lookup(key)
+    if entry is None:
+        return None
+    if key in _checked:
+        backend, _, method = entry.choice.partition(":")
+        found = _backend.load(backend).methods(op, g).options.get(method)
+        if found is not None:
+            return entry.choice, found.run
+    options = candidates(op, g)
+    choice = _cached_choice(key, options)
+    if choice is None:
+        return None
+    _bounded_put(_checked, key, True)
+    return choice, options[choice]
 
 
 def _bounded_put(memo: dict, key, value) -> None:
@@ -192,12 +216,10 @@ def _run(op: str, g, flags: tuple, *args):
             return _timed_in_context(fast_key, pending[1], args)
     with _tuning:  # one measurement at a time, so that concurrent threads do not disturb each other's timings
         key = cache.decision_key(op, g, fast_key[3], flags)
-        if cache.lookup(key) is not None:
-            options = candidates(op, g)
-            choice = _cached_choice(key, options)
-            if choice is not None:
-                _remember(fast_key, choice, options[choice])
-                return options[choice](*args)
+        decided = _decided_kernel(op, g, key)
+        if decided is not None:
+            _remember(fast_key, *decided)
+            return decided[1](*args)
         name, default = heuristic_method(op, g)
         _warmed.add((name, g.dtype.name))
         if expected_seconds(op, g) < TINY_S:
