@@ -26,13 +26,19 @@ PATH="$work/tools/bin:$PATH" auditwheel repair --wheel-dir "$out" "$work"/dist/f
 cp "$work"/dist/fastconv-*.tar.gz "$out"/
 wheel=$(ls -t "$out"/fastconv-*manylinux*.whl | head -1)
 PATH="$work/tools/bin:$PATH" auditwheel show "$wheel"
-python3 - "$wheel" <<'CHECK'
-import sys, zipfile
+python3 - "$wheel" "$root/setup.py" <<'CHECK'
+import ast, sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
+settings = {target.id: ast.literal_eval(node.value) for node in ast.parse(open(sys.argv[2]).read()).body
+            if isinstance(node, ast.Assign) for target in node.targets if isinstance(target, ast.Name)
+            and target.id in ("HOT_MODULES", "ADDED_LEVELS")}
+expected = {f"{level.replace('-', '_')}/{module}" for level in settings["ADDED_LEVELS"]
+            for module in settings["HOT_MODULES"]}
 sources = [name for name in names if name.endswith(".c")]
-levels = [name for name in names if "/_levels/x86_64_v" in name and name.endswith(".so")]
+levels = {name.split("/_levels/")[1].split(".")[0] for name in names if "/_levels/x86_64_v" in name
+          and name.endswith(".so")}
 assert not sources, f"the wheel ships C sources: {sources}"
-assert len(levels) == 8, f"expected the 4 hot modules at 2 added levels, found {levels}"
+assert levels == expected, f"setup.py's hot modules at its added levels: expected {sorted(expected)}, found {sorted(levels)}"
 print(f"wheel: {len(names)} files, kernels for the added levels: {len(levels)}")
 CHECK
 
