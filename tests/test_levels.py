@@ -4,6 +4,7 @@ loader agree on the levels and modules of a portable build."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,30 @@ def test_importing_every_module_never_crashes(levels):
     for level in levels.ADDED_LEVELS:
         refused = f"refused fastconv.backends.cython_backend._levels.{level.replace('-', '_')} " in done.stdout
         assert refused != levels.supports(level), done.stdout
+
+
+@pytest.mark.parametrize("bundled, user_policy, expected", [(True, None, "passive"), (True, "active", "active"),
+                                                            (False, None, None)])
+def test_a_wheel_with_its_own_openmp_runtime_lets_idle_threads_sleep(tmp_path, bundled, user_policy, expected):
+    """Beside a bundled libgomp (fastconv.libs, as auditwheel repairs a wheel) the cython backend sets
+    OMP_WAIT_POLICY=passive unless the user set it: two runtimes' spinning idle threads slowed each other."""
+    import shutil
+
+    import fastconv
+
+    shutil.copytree(Path(fastconv.__file__).parent, tmp_path / "fastconv",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if bundled:
+        (tmp_path / "fastconv.libs").mkdir()
+        (tmp_path / "fastconv.libs" / "libgomp-0123abcd.so.1.0.0").touch()
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    env["PYTHONPATH"] = str(tmp_path)
+    if user_policy:
+        env["OMP_WAIT_POLICY"] = user_policy
+    # the copy's extensions may not load (a wheel's look for its own libgomp beside them): the policy is set first
+    code = ("import os, fastconv\nassert fastconv.__file__.startswith(os.environ['PYTHONPATH'])\n"
+            "try:\n    import fastconv.backends.cython_backend\nexcept ImportError:\n    pass\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(expected)
