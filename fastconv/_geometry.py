@@ -252,12 +252,14 @@ class PoolGeometry(_Layout):
 
     def fill_tables(self, tables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Fills those of the kernels' window tables that ``tables`` holds (a method's scratch): "window_rows"
-        and "window_cols" (window_bounds), "divisor" (avg_divisor), "row_window" and "col_window"
-        (covering_windows), "row_cover" and "col_cover" (covering_ranges)."""
+        and "window_cols" (window_bounds), "divisor" (avg_divisor) or "inverse_divisor" (its reciprocal),
+        "row_window" and "col_window" (covering_windows), "row_cover" and "col_cover" (covering_ranges)."""
         if "window_rows" in tables:
             self.window_bounds(out=(tables["window_rows"], tables["window_cols"]))
         if "divisor" in tables:
             self.avg_divisor(out=tables["divisor"])
+        if "inverse_divisor" in tables:
+            np.reciprocal(self.avg_divisor(out=tables["inverse_divisor"]), out=tables["inverse_divisor"])
         if "row_window" in tables:
             self.covering_windows(out=(tables["row_window"], tables["col_window"]))
         if "row_cover" in tables:

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 import fastconv as fc
 from fastconv import _backend
 from fastconv._geometry import conv_geometry, pool_geometry
-from fastconv.backends._nhwc import pointwise_applies, pool_tables
+from fastconv.backends._nhwc import pointwise_applies, pool_plan
+from fastconv.backends._pool_tables import WINDOW_TABLES, pool_scratch
 from fastconv.autotune import cache
 
 from _helpers import assert_close, random_array, require_backend
@@ -182,13 +183,13 @@ def test_channels_last_plans_are_what_the_methods_allocate(name, rng, monkeypatc
 def test_small_pool_tables_are_kept_read_only_and_large_ones_filled_per_call(op):
     small = pool_geometry(np.zeros((1, 6, 28, 28), np.float32), 2, channels_last=True)
     large = pool_geometry(np.zeros((1, 1, 3000, 3000), np.float32), 3, stride=1, channels_last=True)
-    first, again = pool_tables(op, small)[1], pool_tables(op, small)[1]
-    kept = [name for name in first if name != "hits"]
+    first, again = (pool_scratch(pool_plan(op, small), small) for _ in range(2))
+    kept = WINDOW_TABLES & set(first)
     assert kept and all(first[name] is again[name] and not first[name].flags.writeable for name in kept)
-    assert all(first[name] is not again[name] for name in set(first) - set(kept))  # the kernels' own scratch
-    fresh = [pool_tables(op, large)[1] for _ in range(2)]
+    assert all(first[name] is not again[name] for name in set(first) - kept)  # the kernels' own scratch
+    fresh = [pool_scratch(pool_plan(op, large), large) for _ in range(2)]
     assert all(fresh[0][name] is not fresh[1][name] and fresh[0][name].flags.writeable for name in fresh[0])
-    reference = small.fill_tables({name: np.empty_like(table) for name, table in first.items() if name in kept})
+    reference = small.fill_tables({name: np.empty_like(first[name]) for name in kept})
     for name in kept:
         np.testing.assert_array_equal(first[name], reference[name])
 

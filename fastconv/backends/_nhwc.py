@@ -13,58 +13,33 @@ import numpy as np
 
 from fastconv._geometry import ConvGeometry, PoolGeometry
 from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._pool_tables import pool_scratch
 from fastconv.backends._protocol import Method, Plan
 
 #: BLAS takes 32-bit ints for sizes and strides
 BLAS_INT_MAX = 2**31 - 1
 
 
-#: window tables of at most this many bytes are filled once per geometry and kept read-only (at batch 1 on a
-#: LeNet map, filling them per call took about half of the call); larger ones are filled per call, a negligible
-#: share of a call that size, and not kept
-KEPT_TABLE_BYTES = 64 * 1024
-
-
-def _window_tables(op: str, g: PoolGeometry) -> dict:
-    """The tables the pooling kernels read: window bounds forward; backward the windows holding each input row
-    and column; the divisors (avg)."""
-    if op.endswith("forward"):
-        tables = {"window_rows": ((g.out_h, 2), np.int64), "window_cols": ((g.out_w, 2), np.int64)}
-    else:
-        tables = {"row_cover": ((g.h, 2), np.int64), "col_cover": ((g.w, 2), np.int64)}
-    if op.startswith("avg"):
-        tables["divisor"] = ((g.out_h, g.out_w), g.dtype)
-    return tables
-
-
 @functools.lru_cache(maxsize=256)
 def pool_plan(op: str, g: PoolGeometry) -> Plan:
-    """The window tables and, backward, each input row's argmax hits (made once per geometry)."""
-    jobs = g.n * (g.out_h if op.endswith("forward") else g.h)
-    hits = {} if op.endswith("forward") else {"hits": ((g.n * g.h,), np.int64)}
-    return Plan(threads_for(g.reads, jobs), {**_window_tables(op, g), **hits})
-
-
-@functools.lru_cache(maxsize=256)
-def _kept_tables(op: str, g: PoolGeometry) -> dict[str, np.ndarray] | None:
-    """The window tables of a geometry, filled once and read-only; None when they are too large to keep."""
-    plan = Plan(1, _window_tables(op, g))
-    if plan.nbytes > KEPT_TABLE_BYTES:
-        return None
-    tables = g.fill_tables(plan.allocate())
-    for table in tables.values():
-        table.flags.writeable = False
-    return tables
+    """The tables the pooling kernels read: window bounds forward; backward the windows holding each input row
+    and column, and each input row's argmax hits; the divisors (avg). Made once per geometry."""
+    if op.endswith("forward"):
+        jobs = g.n * g.out_h
+        tables = {"window_rows": ((g.out_h, 2), np.int64), "window_cols": ((g.out_w, 2), np.int64)}
+    else:
+        jobs = g.n * g.h
+        tables = {"row_cover": ((g.h, 2), np.int64), "col_cover": ((g.w, 2), np.int64),
+                  "hits": ((g.n * g.h,), np.int64)}
+    if op.startswith("avg"):
+        tables["divisor"] = ((g.out_h, g.out_w), g.dtype)
+    return Plan(threads_for(g.reads, jobs), tables)
 
 
 def pool_tables(op: str, g: PoolGeometry) -> tuple[Plan, dict[str, np.ndarray]]:
-    """The op's plan, its window tables filled (kept from an earlier call when small) and its other scratch."""
+    """The op's plan, and its scratch with the window tables filled."""
     plan = pool_plan(op, g)
-    kept = _kept_tables(op, g)
-    if kept is None:
-        return plan, g.fill_tables(plan.allocate())
-    rest = Plan(plan.threads, {name: buffer for name, buffer in plan.buffers.items() if name not in kept})
-    return plan, {**kept, **rest.allocate()}
+    return plan, pool_scratch(plan, g)
 
 
 def pointwise_applies(g: ConvGeometry) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 
 from fastconv._geometry import PoolGeometry
 from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._pool_tables import pool_scratch
 from fastconv.backends._protocol import Method, Methods, Plan
 from fastconv.backends.cython_backend._levels import load
 
@@ -24,12 +25,6 @@ def _windows(g: PoolGeometry) -> dict:
 def _divisor(g: PoolGeometry) -> dict:
     """avg pooling's divisor of each window."""
     return {"divisor": ((g.out_h, g.out_w), g.dtype)}
-
-
-def _scratch(plan: Plan, g: PoolGeometry) -> dict:
-    """plan's scratch with the geometry's tables filled in: first, so that the temporaries of filling them are
-    gone before the outputs are allocated."""
-    return g.fill_tables(plan.allocate())
 
 
 def max_pool2d_forward_plan(g: PoolGeometry) -> Plan:
@@ -54,7 +49,7 @@ def max_pool2d_backward_plan(g: PoolGeometry) -> Plan:
 def max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W): each dy added at the element its index names."""
     plan = max_pool2d_backward_plan(g)
-    scratch = _scratch(plan, g)
+    scratch = pool_scratch(plan, g)
     dx = np.empty(g.x_shape, g.dtype)
     with parallel_region(plan.threads) as threads:
         if g.overlapping:
@@ -73,7 +68,7 @@ def avg_pool2d_forward_plan(g: PoolGeometry) -> Plan:
 def avg_pool2d_forward(x, g: PoolGeometry):
     """x (N, C, H, W) -> y (N, C, Ho, Wo)."""
     plan = avg_pool2d_forward_plan(g)
-    scratch = _scratch(plan, g)
+    scratch = pool_scratch(plan, g)
     y = np.empty(g.y_shape, g.dtype)
     with parallel_region(plan.threads) as threads:
         _pool.avg_forward(x, scratch["divisor"], y, vars(g), threads)
@@ -93,7 +88,7 @@ def avg_pool2d_backward_plan(g: PoolGeometry) -> Plan:
 def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
     plan = avg_pool2d_backward_plan(g)
-    scratch = _scratch(plan, g)
+    scratch = pool_scratch(plan, g)
     dx = np.empty(g.x_shape, g.dtype)
     with parallel_region(plan.threads) as threads:
         if g.overlapping:

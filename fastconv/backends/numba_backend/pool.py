@@ -16,6 +16,7 @@ from numba import int64, njit, prange, uint64
 
 from fastconv._geometry import PoolGeometry
 from fastconv._threads import parallel_region, threads_for
+from fastconv.backends._pool_tables import pool_scratch
 from fastconv.backends._protocol import Method, Methods, Plan
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 
@@ -249,12 +250,15 @@ def _planes(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0] * a.shape[1], -1)
 
 
+@functools.lru_cache(maxsize=256)
 def plan(op: str, g: PoolGeometry) -> Plan:
-    """Planes in parallel; the tables the kernels read: window bounds (rows and columns), the average's divisors, and
-    for the backward of non-overlapping windows the window covering each input row and column."""
+    """Planes in parallel; the tables the kernels read: window bounds (rows and columns), the average's divisors
+    (their reciprocals for the backward of non-overlapping windows), and for that backward the window covering each
+    input row and column. Made once per geometry."""
     tables = {"window_rows": ((g.out_h, 2), np.int64), "window_cols": ((g.out_w, 2), np.int64)}
     if op.startswith("avg"):
-        tables["divisor"] = ((g.out_h, g.out_w), g.dtype)
+        name = "inverse_divisor" if op.endswith("backward") and not g.overlapping else "divisor"
+        tables[name] = ((g.out_h, g.out_w), g.dtype)
     if op.endswith("backward") and not g.overlapping:
         tables |= {"row_window": ((g.h,), np.int64), "col_window": ((g.w,), np.int64)}
     if op == "max_pool2d_backward" and g.overlapping:
@@ -265,7 +269,7 @@ def plan(op: str, g: PoolGeometry) -> Plan:
 def _tables(op: str, g: PoolGeometry) -> tuple[Plan, dict]:
     """The op's plan and its tables, filled; window bounds unsigned, as the kernels index with them."""
     op_plan = plan(op, g)
-    tables = g.fill_tables(op_plan.allocate())
+    tables = pool_scratch(op_plan, g)
     if "window_rows" in tables:
         tables["window_rows"] = tables["window_rows"].view(np.uint64)
         tables["window_cols"] = tables["window_cols"].view(np.uint64)
@@ -315,14 +319,12 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
     op_plan, tables = _tables("avg_pool2d_backward", g)
     dx = np.empty(g.x_shape, g.dtype)
-    divisor = tables["divisor"].ravel()
     with parallel_region(op_plan.threads, numba=True):
         if g.overlapping:
-            _avg_backward_scatter(_planes(dy), divisor, _planes(dx), *_window_args(tables, g))
+            _avg_backward_scatter(_planes(dy), tables["divisor"].ravel(), _planes(dx), *_window_args(tables, g))
         else:
-            inverse = np.reciprocal(divisor, out=divisor)
-            _backward_disjoint(_planes(dy), np.zeros((1, 1), np.int64), inverse, _planes(dx),
-                               *_window_args(tables, g), *_inner_columns(g), tables["row_window"],
+            _backward_disjoint(_planes(dy), np.zeros((1, 1), np.int64), tables["inverse_divisor"].ravel(),
+                               _planes(dx), *_window_args(tables, g), *_inner_columns(g), tables["row_window"],
                                tables["col_window"], False)
     return dx
 
