@@ -1,6 +1,6 @@
-"""Channels-last geometries: every method a compiled backend lists for them (its native "nhwc" and "nhwc_direct"
-kernels and its NCHW methods between transposes, "nchw:<method>") agrees with naive in NCHW, on random geometries,
-ties and NaN included; the methods never write their inputs; auto keeps NHWC decisions apart from NCHW ones."""
+"""Channels-last geometries: every method a compiled backend lists for them (its native "nhwc", "nhwc_scatter" and
+"nhwc_direct" kernels and its NCHW methods between transposes, "nchw:<method>") agrees with naive in NCHW, on random
+geometries, ties and NaN included; the methods never write their inputs; auto keeps NHWC decisions apart from NCHW ones."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import fastconv as fc
 from fastconv import _backend
 from fastconv._geometry import conv_geometry, pool_geometry
-from fastconv.backends._nhwc import pointwise_applies, pool_plan
+from fastconv.backends._nhwc import pointwise_applies, pool_plan, scatter_first
 from fastconv.backends._pool_tables import WINDOW_TABLES, pool_scratch
 from fastconv.autotune import cache
 
@@ -70,7 +70,8 @@ def test_every_channels_last_pool_method_matches_naive(name, data):
         args = {"max_pool2d_forward": (nhwc(x), g), "max_pool2d_backward": (nhwc(dy), nhwc(i_ref), g),
                 "avg_pool2d_forward": (nhwc(x), g), "avg_pool2d_backward": (nhwc(dy), g)}[op]
         methods = module.methods(op, g)
-        assert methods.default == "nhwc" and any(n.startswith("nchw:") for n in methods.options), methods.options
+        native = "nhwc_scatter" if op == "max_pool2d_backward" and scatter_first(g) else "nhwc"
+        assert methods.default == native and any(n.startswith("nchw:") for n in methods.options), methods.options
         for method in methods.options.values():
             actual = method.run(*args)
             for a, e in zip(*(r if isinstance(r, tuple) else (r,) for r in (actual, expected[op]))):
@@ -192,6 +193,16 @@ def test_small_pool_tables_are_kept_read_only_and_large_ones_filled_per_call(op)
     reference = small.fill_tables({name: np.empty_like(first[name]) for name in kept})
     for name in kept:
         np.testing.assert_array_equal(first[name], reference[name])
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_max_pool_backward_scatters_few_channels_and_gathers_many(name):
+    module = _backend.load(require_backend(name))
+    lenet = pool_geometry(np.zeros((1, 6, 28, 28), np.float32), 2, channels_last=True)
+    wide = pool_geometry(np.zeros((1, 64, 28, 28), np.float32), 2, channels_last=True)
+    assert module.methods("max_pool2d_backward", lenet).default == "nhwc_scatter"
+    assert module.methods("max_pool2d_backward", wide).default == "nhwc"
+    assert "nhwc_scatter" in module.methods("max_pool2d_backward", wide).options  # auto measures it
 
 
 def test_auto_decides_channels_last_apart():

@@ -120,6 +120,17 @@ cdef void scatter_image(const floating *dy, const long long *index, floating *dx
         dx[index[o] * c + o % c] += dy[o]
 
 
+def max_backward_scatter(const floating[:, :, :, ::1] dy, const long long[:, :, :, ::1] indices,
+                         floating[:, :, :, ::1] dx, int num_threads):
+    """dx (n, h, w, c) = zeros plus each dy (n, out_h, out_w, c) at the cell its index names, images in
+    parallel (windows in order, so overlapping windows add up as the gather adds them)."""
+    cdef Py_ssize_t outputs = dy.shape[1] * dy.shape[2] * dy.shape[3], cells = dx.shape[1] * dx.shape[2] * dx.shape[3]
+    cdef Py_ssize_t image
+    for image in prange(dx.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+        scatter_image(&dy[0, 0, 0, 0] + image * outputs, &indices[0, 0, 0, 0] + image * outputs,
+                      &dx[0, 0, 0, 0] + image * cells, outputs, cells, dx.shape[3])
+
+
 def backward_gather(const floating[:, :, :, ::1] dy, const long long[:, :, :, ::1] indices,
                     const floating[:, ::1] divisor, floating[:, :, :, ::1] dx, const long long[:, ::1] row_cover,
                     const long long[:, ::1] col_cover, long long[::1] hits, bint is_max, int num_threads):

@@ -7,7 +7,7 @@ import numpy as np
 
 from fastconv._geometry import PoolGeometry
 from fastconv._threads import parallel_region
-from fastconv.backends._nhwc import pool_methods, pool_tables
+from fastconv.backends._nhwc import pool_methods, pool_tables, scatter_plan
 from fastconv.backends.cython_backend._levels import load
 
 _nhwc = load("_nhwc")  # the kernels built for this CPU's instruction set
@@ -44,4 +44,12 @@ def _backward(op: str, dy, indices, g: PoolGeometry):
     return dx
 
 
-channels_last_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward)
+def max_pool2d_backward_scatter(dy, indices, g: PoolGeometry):
+    """dy, indices (N, Ho, Wo, C) -> dx (N, H, W, C) by the scatter kernel."""
+    dx = np.empty(g.x_array_shape, g.dtype)
+    with parallel_region(scatter_plan(g).threads) as threads:
+        _nhwc.max_backward_scatter(dy, indices, dx, threads)
+    return dx
+
+
+channels_last_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward, max_pool2d_backward_scatter)

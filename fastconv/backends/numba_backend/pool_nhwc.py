@@ -15,7 +15,7 @@ from numba import int64, njit, prange, uint64
 
 from fastconv._geometry import PoolGeometry
 from fastconv._threads import parallel_region
-from fastconv.backends._nhwc import pool_methods, pool_tables
+from fastconv.backends._nhwc import pool_methods, pool_tables, scatter_plan
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 from fastconv.backends.numba_backend.pool import _takes
@@ -101,6 +101,16 @@ def _backward_gather(dy, indices, divisor, dx, row_cover, col_cover, out_h, out_
                            dx[n * cells:(n + 1) * cells], channels)
 
 
+@parallel_kernel()
+def _max_backward_scatter(dy, indices, dx, images, channels):
+    """dy, indices (N*Ho*Wo*C,) -> dx (N*H*W*C,): zeros plus each dy at the cell its index names, images in
+    parallel (windows in order, so overlapping windows add up as the gather adds them)."""
+    outputs, cells = dy.shape[0] // images, dx.shape[0] // images
+    for n in prange(images):
+        _scatter_image(dy[n * outputs:(n + 1) * outputs], indices[n * outputs:(n + 1) * outputs],
+                       dx[n * cells:(n + 1) * cells], channels)
+
+
 @njit(cache=True)
 def _scatter_image(dy, indices, dx, channels):
     """dy, indices (Ho*Wo*C,) of one image -> dx (H*W*C,) zeroed, then each dy added at its cell's channel."""
@@ -155,4 +165,12 @@ def _backward(op: str, dy, indices, g: PoolGeometry):
     return dx
 
 
-channels_last_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward)
+def max_pool2d_backward_scatter(dy, indices, g: PoolGeometry):
+    """dy, indices (N, Ho, Wo, C) -> dx (N, H, W, C) by _max_backward_scatter."""
+    dx = np.empty(g.x_array_shape, g.dtype)
+    with parallel_region(scatter_plan(g).threads, numba=True):
+        _max_backward_scatter(dy.ravel(), indices.ravel(), dx.ravel(), g.n, np.uint64(g.c))
+    return dx
+
+
+channels_last_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward, max_pool2d_backward_scatter)
