@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from fastconv import _backend
@@ -16,9 +18,10 @@ def _operand(a: np.ndarray | None, dtype: np.dtype) -> np.ndarray | None:
     return None if a is None else contiguous(a, dtype)
 
 
-def _check_fits(op: str, g, outputs: list[tuple]) -> None:
+@functools.lru_cache(maxsize=256)
+def _check_fits(op: str, g, outputs: tuple[tuple, ...]) -> None:
     """MemoryError before allocating outputs that exceed physical memory (each method's plan checks its own
-    scratch before allocating it)."""
+    scratch before allocating it); once per geometry, as what fits does not change."""
     ensure_fits(sum(nbytes(shape, g.dtype) for shape in outputs), op)
 
 
@@ -89,7 +92,7 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, data_form
         g = conv_geometry(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
                           channels_last=layout.channels_last)
     impl = _backend.resolve(backend)
-    _check_fits("conv2d", g, [g.y_shape])
+    _check_fits("conv2d", g, (g.y_shape,))
     if g.is_empty:  # every tap reads a zero (or there are none): the bias alone
         bias = np.zeros(1, g.dtype) if b is None else b.astype(g.dtype)
         return np.broadcast_to(bias if g.channels_last else bias[:, None, None], g.y_array_shape).copy()
@@ -171,7 +174,7 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, need
         g = conv_geometry(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
                           op="conv2d_backward", dy=dy, channels_last=layout.channels_last)
     impl = _backend.resolve(backend)
-    wanted = [shape for need, shape in ((need_dx, g.x_shape), (need_dw, g.w_shape), (need_db, (g.k,))) if need]
+    wanted = tuple(shape for need, shape in ((need_dx, g.x_shape), (need_dw, g.w_shape), (need_db, (g.k,))) if need)
     _check_fits("conv2d_backward", g, wanted)
     if g.is_empty:  # x or w has no elements: no product has a nonzero gradient; db sums dy all the same
         return (np.zeros(g.x_array_shape, g.dtype) if need_dx else None,
@@ -254,7 +257,7 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, retur
     layout = Layout("max_pool2d", data_format)
     x, _, g = _pool(layout, x, kernel_size, stride, padding, ceil_mode)
     impl = _backend.resolve(backend)
-    _check_fits("max_pool2d", g, [g.y_shape, g.y_shape])
+    _check_fits("max_pool2d", g, (g.y_shape, g.y_shape))
     if g.is_empty:
         y, indices = np.zeros(g.y_array_shape, g.dtype), np.zeros(g.y_array_shape, np.int64)
     else:
@@ -336,7 +339,7 @@ def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
         with layout.shapes_explained():
             check_indices("max_pool2d_backward", indices, g)
     impl = _backend.resolve(backend)
-    _check_fits("max_pool2d_backward", g, [g.x_shape, g.y_shape])
+    _check_fits("max_pool2d_backward", g, (g.x_shape, g.y_shape))
     if g.is_empty:
         return np.zeros(g.x_array_shape, g.dtype)
     indices = impl.max_pool2d_forward(layout.operand(x, g.dtype), g)[1] if indices is None else \
@@ -401,7 +404,7 @@ def avg_pool2d(x, kernel_size, *, stride=None, padding=0, ceil_mode=False, count
     layout = Layout("avg_pool2d", data_format)
     x, _, g = _pool(layout, x, kernel_size, stride, padding, ceil_mode, count_include_pad)
     impl = _backend.resolve(backend)
-    _check_fits("avg_pool2d", g, [g.y_shape])
+    _check_fits("avg_pool2d", g, (g.y_shape,))
     if g.is_empty:
         return np.zeros(g.y_array_shape, g.dtype)
     return impl.avg_pool2d_forward(layout.operand(x, g.dtype), g)
@@ -462,7 +465,7 @@ def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, ceil_mode
     layout = Layout("avg_pool2d_backward", data_format)
     x, dy, g = _pool(layout, x, kernel_size, stride, padding, ceil_mode, count_include_pad, dy=dy)
     impl = _backend.resolve(backend)
-    _check_fits("avg_pool2d_backward", g, [g.x_shape])
+    _check_fits("avg_pool2d_backward", g, (g.x_shape,))
     if g.is_empty:
         return np.zeros(g.x_array_shape, g.dtype)
     return impl.avg_pool2d_backward(dy, g)

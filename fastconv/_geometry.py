@@ -394,8 +394,10 @@ GEOMETRY_MEMO_SIZE = 1024
 
 
 def _signature(value) -> object:
-    """An argument's part of a call signature: an array's shape and dtype, anything else its repr (so that 1,
-    True and np.int64(1) stay apart, as validation treats them)."""
+    """An argument's part of a call signature: an array's shape and dtype, a plain int itself, anything else its
+    repr (so that 1, True and np.int64(1) stay apart, as validation treats them)."""
+    if type(value) is int:
+        return value
     return (value.shape, value.dtype) if isinstance(value, np.ndarray) else repr(value)
 
 

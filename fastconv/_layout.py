@@ -9,7 +9,7 @@ elsewhere (fastconv.backends._channels_last). Filters keep their (K, C // groups
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -45,14 +45,15 @@ class Layout:
             return None
         return contiguous(a.transpose(0, 2, 3, 1) if self.channels_last else a, dtype)
 
-    @contextmanager
     def shapes_explained(self):
-        """Validation errors of an NHWC call say that the shapes they quote are in NCHW order."""
+        """Context: validation errors of an NHWC call say that the shapes they quote are in NCHW order."""
+        return self._explained() if self.channels_last else nullcontext()
+
+    @contextmanager
+    def _explained(self):
         try:
             yield
         except ValueError as exc:
-            if not self.channels_last:
-                raise
             raise ValueError(f"{exc} [data_format='NHWC': shapes are quoted in (N, C, H, W) order]") from None
 
 

@@ -110,6 +110,22 @@ def threads_for(work: int, items: int | None = None) -> int:
     return threads if items is None else max(1, min(threads, items))
 
 
+def per_budget(plan):
+    """plan(...) (a method's Plan or a tile size, from hashable arguments such as a geometry) made once per
+    arguments and thread budget (what threads_for reads: set_num_threads, a fork after kernels ran,
+    MIN_WORK_PER_THREAD). Making a plan costs a few microseconds, a share of a batch-1 call."""
+
+    @functools.lru_cache(maxsize=512)
+    def made(budget, args, kwargs):
+        return plan(*args, **dict(kwargs))
+
+    @functools.wraps(plan)
+    def cached(*args, **kwargs):
+        return made((_num_threads, _forked_after_kernels, MIN_WORK_PER_THREAD), args, tuple(kwargs.items()))
+
+    return cached
+
+
 def set_num_threads(n: int) -> None:
     """Use n threads for numba's parallel loops, the Cython extension's OpenMP loops and BLAS together.
 

@@ -86,3 +86,13 @@ def test_output_too_large_is_a_memory_error_before_allocating():
 def test_set_num_threads_rejects_nonsense():
     with pytest.raises(ValueError, match="n must be a positive int"):
         fc.set_num_threads(0)
+
+
+@pytest.mark.parametrize("bad", [True, 1.0, "1", (1, True)])
+def test_a_remembered_valid_call_does_not_let_a_similar_invalid_one_through(bad):
+    x, w = np.zeros((1, 1, 5, 5), np.float32), np.zeros((1, 1, 3, 3), np.float32)
+    fc.conv2d(x, w, stride=1, padding=(1, 1), backend="naive")  # remembered
+    with pytest.raises(TypeError, match="stride"):
+        fc.conv2d(x, w, stride=bad, padding=(1, 1), backend="naive")
+    with pytest.raises((TypeError, ValueError), match="padding"):  # a tuple's repr as a string, or a bool in it
+        fc.conv2d(x, w, stride=1, padding=(1, True) if bad != "1" else "(1, 1)", backend="naive")

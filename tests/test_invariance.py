@@ -7,6 +7,8 @@ import pytest
 
 import fastconv as fc
 from fastconv import _threads
+from fastconv._geometry import pool_geometry
+from fastconv.backends._nhwc import pool_plan
 
 from _helpers import assert_close, random_array
 
@@ -112,3 +114,15 @@ def test_small_calls_run_on_fewer_threads(monkeypatch):
     fc.set_num_threads(2)
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1000)
     assert [_threads.threads_for(work) for work in (0, 999, 1999, 2000, 10**9)] == [1, 1, 1, 2, 2]
+
+
+def test_plans_made_once_follow_the_thread_budget(monkeypatch):
+    g = pool_geometry(np.zeros((8, 64, 64, 64), np.float32), 2, channels_last=True)
+    fc.set_num_threads(2)  # the autouse fixture restores the budget
+    assert pool_plan("max_pool2d_forward", g).threads == 2
+    assert pool_plan("max_pool2d_forward", g) is pool_plan("max_pool2d_forward", g)
+    fc.set_num_threads(1)
+    assert pool_plan("max_pool2d_forward", g).threads == 1
+    fc.set_num_threads(2)
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 10**12)
+    assert pool_plan("max_pool2d_forward", g).threads == 1

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from fastconv._geometry import ConvGeometry, PoolGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._pool_tables import pool_scratch
 from fastconv.backends._protocol import Method, Plan
 
@@ -22,7 +22,7 @@ BLAS_INT_MAX = 2**31 - 1
 SHORTEST_VECTOR_BYTES = 32
 
 
-@functools.lru_cache(maxsize=256)
+@per_budget
 def pool_plan(op: str, g: PoolGeometry) -> Plan:
     """The tables the pooling kernels read: window bounds forward; backward the windows holding each input row
     and column, and each input row's argmax hits; the divisors (avg). Made once per geometry."""

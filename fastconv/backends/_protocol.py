@@ -21,6 +21,7 @@ For channels-last geometries fastconv.backends._channels_last adds every NCHW me
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
@@ -45,9 +46,9 @@ class Plan:
     buffers: dict[str, tuple[tuple[int, ...], np.dtype]] = field(default_factory=dict)
     phases: tuple[Plan, ...] = ()
 
-    @property
+    @functools.cached_property
     def nbytes(self) -> int:
-        """Scratch bytes at the call's peak, in Python integers (no overflow)."""
+        """Scratch bytes at the call's peak, in Python integers (no overflow); computed once per plan."""
         own = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in self.buffers.values())
         return max([own, *(phase.nbytes for phase in self.phases)])
 

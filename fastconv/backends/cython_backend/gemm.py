@@ -11,10 +11,12 @@ then read x in place as the column matrix.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.cython_backend._levels import load
 from fastconv.backends.cython_backend._reduce import grad_w_region
@@ -31,6 +33,7 @@ def applies(g: ConvGeometry) -> bool:
     return True
 
 
+@per_budget
 def tile_rows(g: ConvGeometry, every_thread: bool = True) -> int:
     """Output rows per tile: its im2col columns take about COL_TILE_BYTES; with every_thread, also tiles for every
     thread (a batch-1 layer in one tile would run on one thread, its GEMM on one BLAS thread inside the parallel
@@ -54,6 +57,7 @@ def partial_dw(g: ConvGeometry, threads: int) -> dict:
     return {"partial": ((threads, g.k, g.c_per_group * g.r * g.s), g.dtype)}
 
 
+@functools.lru_cache(maxsize=256)
 def _check_blas_sizes(g: ConvGeometry) -> None:
     largest = max(g.h * g.w, g.out_h * g.out_w, _columns(g, 1, every_thread=False)["columns"][0][1])
     if largest > BLAS_INT_MAX:
@@ -61,6 +65,7 @@ def _check_blas_sizes(g: ConvGeometry) -> None:
                          f"sizes; use backend='numba' or split the image")
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """Each thread's im2col tile."""
     threads = threads_for(g.flops)
@@ -80,6 +85,7 @@ def forward_with(plan: Plan, x, w, b, y, g: ConvGeometry) -> None:
         _gemm.forward(x, w, b, y, scratch.get("columns"), vars(g), tile_rows(g), threads)
 
 
+@per_budget
 def grad_w_plan(g: ConvGeometry) -> Plan:
     """Each thread's im2col tile and partial dw."""
     threads = threads_for(g.flops)
@@ -100,6 +106,7 @@ def grad_w_with(plan: Plan, dy, x, dw, db, g: ConvGeometry) -> None:
     np.sum(scratch["partial"], axis=0, out=dw.reshape(scratch["partial"].shape[1:]))
 
 
+@per_budget
 def grad_x_plan(g: ConvGeometry) -> Plan:
     """Each thread's GEMM output tile, which col2im scatters into dx."""
     threads = threads_for(g.flops)

@@ -15,7 +15,7 @@ import numpy as np
 from numba import int64, njit, prange, uint64
 
 from fastconv._geometry import PoolGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._pool_tables import pool_scratch
 from fastconv.backends._protocol import Method, Methods, Plan
 from fastconv.backends.numba_backend._parallel import parallel_kernel
@@ -250,7 +250,7 @@ def _planes(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0] * a.shape[1], -1)
 
 
-@functools.lru_cache(maxsize=256)
+@per_budget
 def plan(op: str, g: PoolGeometry) -> Plan:
     """Planes in parallel; the tables the kernels read: window bounds (rows and columns), the average's divisors
     (their reciprocals for the backward of non-overlapping windows), and for that backward the window covering each
