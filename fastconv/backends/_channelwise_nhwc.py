@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Method, Plan
 
 NAME = "nhwc_direct"
@@ -41,6 +41,7 @@ def applies(g: ConvGeometry) -> bool:
     return g.channels_last and g.is_channelwise and g.groups > 1
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """The re-laid filters and the taps' tables."""
     return Plan(threads_for(g.flops, g.n * g.out_h), {
@@ -48,6 +49,7 @@ def forward_plan(g: ConvGeometry) -> Plan:
         "cols": ((g.out_w, g.s), np.int64)})
 
 
+@per_budget
 def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
     """The grad of x's filters and source tables; the grad of w's tables and one partial dw per thread."""
     threads = threads_for(g.flops, g.n * g.out_h)

@@ -49,17 +49,20 @@ def pointwise_applies(g: ConvGeometry) -> bool:
     return g.channels_last and g.is_pointwise and g.groups == 1 and g.n * g.h * g.w <= BLAS_INT_MAX
 
 
+@per_budget
 def pointwise_forward_plan(g: ConvGeometry) -> Plan:
     """No scratch."""
     return Plan(threads_for(g.flops, g.n * g.h * g.w))
 
 
+@per_budget
 def pointwise_backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
     """Each chunk's partial dw (K, C)."""
     threads = threads_for(g.flops, g.n * g.h * g.w)
     return Plan(threads, {"dw_parts": ((threads, g.k, g.c), g.dtype)} if need_dw else {})
 
 
+@per_budget
 def scatter_plan(g: PoolGeometry) -> Plan:
     """Max pooling's backward scatter: images in parallel, no scratch."""
     return Plan(threads_for(g.reads, g.n))

@@ -15,7 +15,7 @@ import functools
 import numpy as np
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._defaults import winograd_pays
 from fastconv.backends._protocol import Method, Methods, Plan
 from fastconv.backends.cython_backend import _common, direct, gemm, pointwise, polyphase, winograd
@@ -75,6 +75,7 @@ def _rotated_forward(g: ConvGeometry):
     return rotated, MODULES[default_method(rotated)]
 
 
+@per_budget
 def rotated_grad_x_plan(g: ConvGeometry) -> Plan:
     """The rotated kernel (from g.rotate_kernel) and, while it lives, the rotated forward convolution's plan."""
     rotated, module = _rotated_forward(g)
@@ -103,6 +104,7 @@ BACKWARD_PASSES = {"gemm": ("gemm", "gemm"), "pointwise": ("pointwise", "gemm"),
                    "rotated": (None, "rotated")}
 
 
+@per_budget
 def _bias_plan(g: ConvGeometry) -> Plan:
     """db without dw: no scratch."""
     return Plan(threads_for(g.flops))

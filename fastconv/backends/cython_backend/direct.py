@@ -8,7 +8,7 @@ the grad of w sums each tap along rows in the thread's ``sums``, and db with it.
 from __future__ import annotations
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.cython_backend._levels import load
 
@@ -26,6 +26,7 @@ def _planes(g: ConvGeometry, threads: int) -> dict:
     return {"planes": ((threads, rows * cols), g.dtype)}
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """Each thread's padded plane."""
     threads = threads_for(g.flops)
@@ -40,6 +41,7 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
         _direct.forward(x, w, b, y, scratch["planes"], vars(g), threads)
 
 
+@per_budget
 def grad_w_plan(g: ConvGeometry) -> Plan:
     """Each thread's padded plane, and its row sums: one row of Wo per tap and one for db."""
     threads = threads_for(g.flops)
@@ -54,6 +56,7 @@ def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
         _direct.grad_w(dy, x, dw, db, scratch["sums"], scratch["planes"], vars(g), threads)
 
 
+@per_budget
 def grad_x_plan(g: ConvGeometry) -> Plan:
     """No scratch."""
     return Plan(threads_for(g.flops))

@@ -7,7 +7,7 @@ Its backward method takes dx from gemm (col2im of w^T dy, a copy for a 1x1 kerne
 from __future__ import annotations
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import threads_for
+from fastconv._threads import per_budget, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.cython_backend import gemm
 
@@ -16,6 +16,7 @@ def applies(g: ConvGeometry) -> bool:
     return g.is_pointwise
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """No scratch."""
     return Plan(threads_for(g.flops))
@@ -26,6 +27,7 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
     gemm.forward_with(forward_plan(g), x, w, b, y, g)
 
 
+@per_budget
 def grad_w_plan(g: ConvGeometry) -> Plan:
     """Each thread's partial dw."""
     threads = threads_for(g.flops)

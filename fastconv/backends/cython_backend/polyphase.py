@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._polyphase import applies, params, preferred, scratch_buffer, tap_offsets
 from fastconv.backends._protocol import Plan
 from fastconv.backends.cython_backend import _common
@@ -18,6 +18,7 @@ _direct = load("_direct")  # the kernels built for this CPU's instruction set
 __all__ = ["applies", "preferred", "forward", "forward_plan", "grad_w", "grad_w_plan", "grad_x", "grad_x_plan"]
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """Planes (image, k) over the threads, each thread with its scratch row."""
     threads = threads_for(g.flops, g.n * g.k)
@@ -33,6 +34,7 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
                                   scratch["scratch"], threads)
 
 
+@per_budget
 def grad_w_plan(g: ConvGeometry) -> Plan:
     """As the forward's, and each thread's dW partial sums."""
     plan = forward_plan(g)
@@ -50,6 +52,7 @@ def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
     scratch["dw_parts"].sum(axis=0, out=dw.reshape(g.k, g.r * g.s))
 
 
+@per_budget
 def grad_x_plan(g: ConvGeometry) -> Plan:
     """Input planes (image, c) over the threads, each thread with its scratch row."""
     threads = threads_for(g.flops, g.n * g.c)

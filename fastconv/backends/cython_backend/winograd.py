@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.cython_backend._levels import load
 from fastconv.backends.cython_backend._reduce import grad_w_region
@@ -54,6 +54,7 @@ def _block_buffers(g: ConvGeometry, threads: int, forward: bool) -> dict:
             "rows": ((threads, rows), g.dtype)}
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """u (groups, 16, K/groups, C/groups), and each thread's block."""
     threads = threads_for(g.flops)
@@ -73,6 +74,7 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
                           _tiling(g)[1], threads)
 
 
+@per_budget
 def grad_w_plan(g: ConvGeometry) -> Plan:
     """Each thread's M (groups, 16, K/groups, C/groups) and block."""
     threads = threads_for(g.flops)

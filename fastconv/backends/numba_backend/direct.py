@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._columns import FMA_AND_REORDER, axpy, column_ranges, dot, params
 from fastconv.backends.numba_backend._parallel import parallel_kernel
@@ -30,11 +30,13 @@ def preferred(g: ConvGeometry) -> bool:
     return applies(g) and g.groups > 1
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """Planes (n, k) in parallel; no scratch."""
     return Plan(threads_for(g.flops, g.n * g.k))
 
 
+@per_budget
 def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
     """The per-image dW partial sums."""
     threads = threads_for(g.flops, g.n * g.k)

@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._chunks import add_into, chunk_bounds
 from fastconv.backends.numba_backend._columns import add_columns, fill_columns, next_row, params
@@ -42,11 +42,13 @@ def _tile_buffers(g: ConvGeometry, threads: int) -> dict:
             "tile": ((threads, g.k_per_group * cols), g.dtype)}
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     threads = threads_for(g.flops, g.n)
     return Plan(threads, _tile_buffers(g, threads))
 
 
+@per_budget
 def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
     """The tile buffers, and for dW each chunk's GEMM result and accumulator."""
     threads = threads_for(g.flops, g.n)

@@ -11,7 +11,7 @@ import numpy as np
 from numba import prange
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._chunks import add_into, chunk_bounds
 from fastconv.backends.numba_backend._parallel import parallel_kernel
@@ -21,10 +21,12 @@ def applies(g: ConvGeometry) -> bool:
     return g.is_pointwise
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     return Plan(threads_for(g.flops, g.n))
 
 
+@per_budget
 def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
     """Each chunk's dW GEMM result and accumulator."""
     threads = threads_for(g.flops, g.n)

@@ -7,7 +7,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._polyphase import applies, params, preferred, scratch_buffer, tap_offsets
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._chunks import chunk_bounds
@@ -17,12 +17,14 @@ from fastconv.backends.numba_backend._parallel import parallel_kernel
 __all__ = ["applies", "preferred", "forward", "forward_plan", "backward", "backward_plan"]
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """Each chunk's scratch."""
     threads = threads_for(g.flops, g.n * g.k)
     return Plan(threads, scratch_buffer(g, threads))
 
 
+@per_budget
 def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
     """The chunks' scratch, and their dW partial sums."""
     threads = threads_for(g.flops, g.n * g.k)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 
@@ -87,6 +87,7 @@ def applies(g) -> bool:
     return g.is_3x3_unit_stride and g.groups == 1 and -(-g.out_w // TILE) <= COLS
 
 
+@per_budget
 def plan(g, m: int = TILE) -> Plan:
     """V (alpha^2, K, C), and per chunk a block's U and M planes (alpha^2 rows of C or K times the block's tiles,
     plus COLS + SKEW slack), the input rows of a tile row and the two columns past their ends, and the
