@@ -6,8 +6,9 @@ C-contiguous (N, H, W, C) arrays. A backend's methods for it are the native ones
 (``channels_last_methods(op, g)``), then every NCHW method as "nchw:<method>": the activations transposed into
 NCHW (fastconv._transpose), the method run on ``g.nchw``, its activation results transposed back. Its plan holds
 the NCHW copies besides the method's own scratch. The default is the first native method, else the NCHW default's
-twin; a module with ``channels_last_default = False`` lists its methods last (measured slower than the transposes;
-auto may still pick them); auto measures them all against each other.
+twin; a module with ``channels_last_default = False`` (or a predicate of the geometry that is False on it) lists
+its methods last (measured slower than the transposes; auto may still pick them); auto measures them all against
+each other.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def adapted(nchw_methods: Callable[[str, object], Methods], *native_sources) -> 
 
     @functools.lru_cache(maxsize=256)
     def channels_last(op: str, g) -> Methods:
-        native = [(getattr(source, "channels_last_default", True), method) for source in native_sources
+        native = [(_leads(source, g), method) for source in native_sources
                   for method in source.channels_last_methods(op, g)]
         table = nchw_methods(op, g.nchw)
         nchw = [_transposed(op, method) for method in
@@ -48,6 +49,13 @@ def adapted(nchw_methods: Callable[[str, object], Methods], *native_sources) -> 
         return channels_last(op, g) if g.channels_last else nchw_methods(op, g)
 
     return methods
+
+
+def _leads(source, g) -> bool:
+    """Whether source's native methods come before the transposed ones on g: its ``channels_last_default``, a
+    bool or a predicate of the geometry (True when it has none)."""
+    leads = getattr(source, "channels_last_default", True)
+    return leads(g) if callable(leads) else leads
 
 
 def _transposed(op: str, method: Method) -> Method:

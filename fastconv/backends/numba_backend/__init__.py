@@ -15,10 +15,11 @@ import numba  # noqa: F401  (an ImportError here marks the backend unavailable)
 
 from fastconv.backends._channels_last import adapted
 from fastconv.backends._protocol import KERNELS, default_kernels, methods_of
-from fastconv.backends.numba_backend import channelwise_nhwc, conv, pointwise_nhwc, pool, pool_nhwc
+from fastconv.backends.numba_backend import (channelwise_nhwc, conv, pointwise_nhwc, pool, pool_nhwc,
+                                            winograd_nhwc)
 
 #: conv2d ops from conv's tables, pooling from pool's; channels-last geometries also from the native modules
-methods = adapted(methods_of(conv, pool), pointwise_nhwc, channelwise_nhwc, pool_nhwc)
+methods = adapted(methods_of(conv, pool), pointwise_nhwc, channelwise_nhwc, winograd_nhwc, pool_nhwc)
 globals().update(default_kernels(methods))  # conv2d_forward, ...: each runs its op's default method
 
 __all__ = [*KERNELS, "methods"]
