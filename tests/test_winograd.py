@@ -113,13 +113,17 @@ def test_threads_and_read_only_inputs_do_not_change_the_result(rng):
     np.testing.assert_array_equal(x, before)
 
 
-@pytest.mark.parametrize("kwargs, w_shape", [
+#: (conv2d keyword arguments, w's shape) of layers with x (1, 3, 12, 12) that Winograd does not compute
+NOT_WINOGRAD = [
     (dict(stride=2), (4, 3, 3, 3)),
     (dict(dilation=2), (4, 3, 3, 3)),
     (dict(groups=3), (3, 1, 3, 3)),
     ({}, (4, 3, 5, 5)),
     ({}, (4, 3, 3, 1)),
-])
+]
+
+
+@pytest.mark.parametrize("kwargs, w_shape", NOT_WINOGRAD)
 def test_not_applicable_outside_3x3_stride_1(kwargs, w_shape):
     g = conv_geometry(np.empty((1, 3, 12, 12)), np.empty(w_shape), **kwargs)
     assert not winograd.applies(g)

@@ -15,6 +15,7 @@ from fastconv._geometry import conv_geometry
 from _helpers import assert_close, random_array
 from test_channels_last import nhwc
 from test_protocol import assert_plan_is_traced
+from test_winograd import NOT_WINOGRAD
 
 pytest.importorskip("numba")
 winograd_nhwc = pytest.importorskip("fastconv.backends.numba_backend.winograd_nhwc")
@@ -99,13 +100,7 @@ def test_listed_first_where_winograd_pays_and_last_elsewhere():
         assert list(numba_backend.methods(op, small).options)[-1] == "nhwc_winograd"
 
 
-@pytest.mark.parametrize("kwargs, w_shape", [
-    (dict(stride=2), (4, 3, 3, 3)),
-    (dict(dilation=2), (4, 3, 3, 3)),
-    (dict(groups=3), (3, 1, 3, 3)),
-    ({}, (4, 3, 5, 5)),
-    ({}, (4, 3, 3, 1)),
-])
+@pytest.mark.parametrize("kwargs, w_shape", NOT_WINOGRAD)
 def test_not_listed_outside_ungrouped_3x3_stride_1(kwargs, w_shape):
     g = conv_geometry(np.empty((1, 3, 12, 12)), np.empty(w_shape), channels_last=True, **kwargs)
     assert "nhwc_winograd" not in numba_backend.methods("conv2d_forward", g).options
