@@ -8,6 +8,7 @@ import pytest
 
 import fastconv as fc
 from fastconv._geometry import conv_geometry
+from fastconv.backends._winograd import AT, BT, G
 
 from _helpers import random_array
 
@@ -34,7 +35,7 @@ def test_transforms_compute_a_1d_correlation(m, rng):
     """AT [(G g) * (BT d)] == correlation of d with g, the identity every Winograd algorithm rests on."""
     d, g = rng.standard_normal(m + 2), rng.standard_normal(3)
     expected = np.correlate(d, g, mode="valid")
-    np.testing.assert_allclose(winograd.AT[m] @ ((winograd.G[m] @ g) * (winograd.BT[m] @ d)), expected,
+    np.testing.assert_allclose(AT[m] @ ((G[m] @ g) * (BT[m] @ d)), expected,
                                rtol=1e-12, atol=1e-12)
 
 
@@ -44,9 +45,9 @@ def test_written_out_transforms_match_the_matrices(m, rng):
     rows = rng.standard_normal((alpha, winograd.COLS))
     out = np.zeros((alpha, winograd.COLS))
     winograd._bt(rows, 0, 1, 0, out, 0, 1, 0, m)
-    np.testing.assert_allclose(out, winograd.BT[m] @ rows, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(out, BT[m] @ rows, rtol=1e-13, atol=1e-13)
     winograd._at(rows, 0, 1, 0, out, 0, 1, 0, m)
-    np.testing.assert_allclose(out[:m], winograd.AT[m] @ rows, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(out[:m], AT[m] @ rows, rtol=1e-13, atol=1e-13)
 
 
 SMALL = [

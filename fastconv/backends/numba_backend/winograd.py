@@ -27,45 +27,8 @@ from numba import njit, prange
 
 from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Plan
+from fastconv.backends._winograd import SKEW, weight_transform
 from fastconv.backends.numba_backend._parallel import parallel_kernel
-
-#: the 1-D transforms for each output tile size m (points 0, +-1, +-2, inf), in float64: AT[(G g) * (BT d)] is
-#: the correlation of d (alpha,) with g (3,). _bt and _at apply BT and AT with their coefficients written out.
-BT = {
-    2: np.array([[1, 0, -1, 0],
-                 [0, 1, 1, 0],
-                 [0, -1, 1, 0],
-                 [0, 1, 0, -1]], np.float64),
-    4: np.array([[4, 0, -5, 0, 1, 0],
-                 [0, -4, -4, 1, 1, 0],
-                 [0, 4, -4, -1, 1, 0],
-                 [0, -2, -1, 2, 1, 0],
-                 [0, 2, -1, -2, 1, 0],
-                 [0, 4, 0, -5, 0, 1]], np.float64),
-}
-G = {
-    2: np.array([[1, 0, 0],
-                 [1 / 2, 1 / 2, 1 / 2],
-                 [1 / 2, -1 / 2, 1 / 2],
-                 [0, 0, 1]], np.float64),
-    4: np.array([[1 / 4, 0, 0],
-                 [-1 / 6, -1 / 6, -1 / 6],
-                 [-1 / 6, 1 / 6, -1 / 6],
-                 [1 / 24, 1 / 12, 1 / 6],
-                 [1 / 24, -1 / 12, 1 / 6],
-                 [0, 0, 1]], np.float64),
-}
-AT = {
-    2: np.array([[1, 1, 1, 0],
-                 [0, 1, -1, -1]], np.float64),
-    4: np.array([[1, 1, 1, 1, 1, 0],
-                 [0, 1, -1, 2, -2, 0],
-                 [0, 1, 1, 4, 4, 0],
-                 [0, 1, -1, 8, -8, 1]], np.float64),
-}
-
-#: G (x) G per m and dtype: [(a, b), (r, s)] = G[a, r] G[b, s], the weight transform as one matrix
-GG = {m: {np.dtype(t): np.kron(g, g).astype(t) for t in (np.float32, np.float64)} for m, g in G.items()}
 
 #: tiles per block (a compile-time constant, so that the transform loops have a fixed trip count): enough
 #: columns for efficient GEMMs, while a block's U and M (alpha^2 (C + K) COLS values, 2.4 MB at C = K = 64)
@@ -73,9 +36,6 @@ GG = {m: {np.dtype(t): np.kron(g, g).astype(t) for t in (np.float32, np.float64)
 COLS = 128
 #: unsigned index constants: numba wraps negative signed indices, a check that blocks vectorization
 UCOLS, ONE, TWO, THREE, FOUR = np.uint64(COLS), np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
-#: extra elements between the alpha^2 planes of U and M, so that the rows one transform touches (a plane apart)
-#: are not all a multiple of 4 KiB apart
-SKEW = 16
 
 
 #: m of F(m x m, 3x3) by default: 4, whose float32 error stays within the tolerance (see the module docstring)
@@ -130,14 +90,6 @@ def _blocking(g, m: int, threads: int) -> tuple[int, int]:
     chunks = max(1, min(threads, blocks))
     blocks = -(-blocks // chunks) * chunks
     return -(-tile_rows // blocks), chunks
-
-
-def weight_transform(w: np.ndarray, m: int, v: np.ndarray) -> np.ndarray:
-    """w (K, C, 3, 3) -> v (alpha^2, K, C) = G w[k, c] G^T per (k, c), as one GEMM (G (x) G) . w^T in w's dtype."""
-    k, c = w.shape[:2]
-    gg = GG[m][w.dtype]
-    np.matmul(gg, w.reshape(k * c, 9).T, out=v.reshape(gg.shape[0], k * c))
-    return v
 
 
 @parallel_kernel()
