@@ -1,4 +1,5 @@
-"""Kernels on channels-last (n, h, w, c) float32/float64 arrays, GIL released: pooling, depthwise and 1x1 convolution.
+"""Kernels on channels-last (n, h, w, c) float32/float64 arrays, GIL released: pooling, depthwise, 1x1 and Winograd
+3x3 convolution.
 
 Pooling: each window cell is a run of c contiguous channels, the innermost loop (it vectorizes); work items are
 (image, output row) pairs forward and (image, input row) pairs backward. rows (out_h, 2) and cols (out_w, 2) hold
@@ -11,12 +12,16 @@ rows accumulate their taps along the channels; the grad of x gathers per input r
 
 1x1 convolution (stride 1, unpadded, one group): x (p, c) and y (p, k) over all p = n*h*w pixels, w (k, c);
 each thread runs one GEMM on its chunk of rows (scipy's BLAS, single-threaded inside the parallel loop).
+
+Winograd F(4x4, 3x3) (fastconv.backends._winograd_nhwc has the maths, arrays and blocking): each thread's blocks
+of tiles are transformed along the channels, multiplied in 36 GEMMs and transformed back into y.
 """
 
 from cython cimport floating
 from cython.parallel cimport prange
 
 from ._blas cimport gemm
+from ._common cimport fill
 
 
 cdef void max_row(const floating *x, floating *y, long long *index, const long long *row, const long long *cols,
@@ -305,3 +310,156 @@ def channelwise_grad_x(const floating[::1] dy, const floating[::1] filters, floa
             channelwise_gather_row(&dy[0] + job // h * out_h * out_w * k, &filters[0], &dx[0] + job * width * c,
                                    &row_sources[job % h, 0], &col_sources[0, 0], row_sources.shape[1],
                                    col_sources.shape[1], width, out_w, c, k // c)
+
+
+cdef inline void six_rows(const floating *s, Py_ssize_t step, const floating **rows) noexcept nogil:
+    """rows[e] = s + e*step for e < 6: the rows a Winograd transform reads."""
+    cdef Py_ssize_t e
+    for e in range(6):
+        rows[e] = s + e * step
+
+
+cdef void winograd_bt(const floating *s, Py_ssize_t step, floating *d, Py_ssize_t d_step,
+                      Py_ssize_t count) noexcept nogil:
+    """d[i*d_step + c] = sum_e BT[i, e] s[e*step + c] for c < count: F(4x4, 3x3)'s BT (6 -> 6 rows), written out."""
+    cdef const floating *r[6]
+    cdef floating two = 2, four = 4, five = 5  # typed: a literal would compute in double
+    cdef Py_ssize_t t
+    six_rows(s, step, r)
+    for t in range(count):
+        d[t] = four * r[0][t] - five * r[2][t] + r[4][t]
+    d += d_step
+    for t in range(count):
+        d[t] = (r[3][t] + r[4][t]) - four * (r[1][t] + r[2][t])
+    d += d_step
+    for t in range(count):
+        d[t] = (r[4][t] - r[3][t]) + four * (r[1][t] - r[2][t])
+    d += d_step
+    for t in range(count):
+        d[t] = (r[4][t] - r[2][t]) + two * (r[3][t] - r[1][t])
+    d += d_step
+    for t in range(count):
+        d[t] = (r[4][t] - r[2][t]) - two * (r[3][t] - r[1][t])
+    d += d_step
+    for t in range(count):
+        d[t] = four * r[1][t] - five * r[3][t] + r[5][t]
+
+
+cdef void winograd_at(const floating *s, Py_ssize_t step, floating *d, Py_ssize_t d_step, Py_ssize_t count,
+                      const floating *bias) noexcept nogil:
+    """d[i*d_step + c] = sum_e AT[i, e] s[e*step + c] (+ bias[c] unless bias is NULL) for c < count: F(4x4, 3x3)'s
+    AT (6 -> 4 rows), written out."""
+    cdef const floating *r[6]
+    cdef floating *d0 = d
+    cdef floating *d1 = d + d_step
+    cdef floating *d2 = d + 2 * d_step
+    cdef floating *d3 = d + 3 * d_step
+    cdef floating two = 2, four = 4, eight = 8  # typed: a literal would compute in double
+    cdef Py_ssize_t t
+    six_rows(s, step, r)
+    for t in range(count):
+        d0[t] = r[0][t] + r[1][t] + r[2][t] + r[3][t] + r[4][t]
+    for t in range(count):
+        d1[t] = (r[1][t] - r[2][t]) + two * (r[3][t] - r[4][t])
+    for t in range(count):
+        d2[t] = (r[1][t] + r[2][t]) + four * (r[3][t] + r[4][t])
+    for t in range(count):
+        d3[t] = (r[1][t] - r[2][t]) + eight * (r[3][t] - r[4][t]) + r[5][t]
+    if bias != NULL:
+        for t in range(count):
+            d0[t] += bias[t]
+            d1[t] += bias[t]
+            d2[t] += bias[t]
+            d3[t] += bias[t]
+
+
+cdef void winograd_input_tile(const floating *x, Py_ssize_t n, Py_ssize_t h0, Py_ssize_t w0, Py_ssize_t height,
+                              Py_ssize_t width, Py_ssize_t c, floating *u, Py_ssize_t plane, floating *patch,
+                              floating *half) noexcept nogil:
+    """u[p*plane : p*plane + c] = U[p] (p < 36) of the tile whose patch starts at x[n, h0, w0]: BT along the
+    patch's columns into half (36, c), then along its rows. A patch not inside x is gathered into patch first."""
+    cdef Py_ssize_t a, b, i, h, w
+    cdef const floating *src
+    if 0 <= h0 and h0 + 6 <= height and 0 <= w0 and w0 + 6 <= width:
+        src = x + ((n * height + h0) * width + w0) * c
+        for b in range(6):
+            winograd_bt(src + b * c, width * c, half + b * c, 6 * c, c)
+    else:
+        for a in range(6):
+            for b in range(6):
+                h, w = h0 + a, w0 + b
+                if 0 <= h < height and 0 <= w < width:
+                    src = x + ((n * height + h) * width + w) * c
+                    for i in range(c):
+                        patch[(a * 6 + b) * c + i] = src[i]
+                else:
+                    fill(patch + (a * 6 + b) * c, c, 0)
+        for b in range(6):
+            winograd_bt(patch + b * c, 6 * c, half + b * c, 6 * c, c)
+    for a in range(6):
+        winograd_bt(half + a * 6 * c, c, u + a * 6 * plane, plane, c)
+
+
+cdef void winograd_output_tile(const floating *mm, Py_ssize_t plane, const floating *bias, floating *y,
+                               Py_ssize_t n, Py_ssize_t oh0, Py_ssize_t ow0, Py_ssize_t out_h, Py_ssize_t out_w,
+                               Py_ssize_t k, floating *half, floating *tile_out) noexcept nogil:
+    """y[n, oh0:oh0+4, ow0:ow0+4] (clipped to y) = AT M AT^T + bias, M[p] at mm[p*plane : p*plane + k]: AT across
+    the rows of M into half (24, k), then along them, into y in place or through tile_out (16, k) at y's border."""
+    cdef Py_ssize_t b, i, j, q
+    cdef floating *dst
+    for b in range(6):
+        winograd_at(mm + b * plane, 6 * plane, half + b * k, 6 * k, k, NULL)
+    if oh0 + 4 <= out_h and ow0 + 4 <= out_w:
+        dst = y + ((n * out_h + oh0) * out_w + ow0) * k
+        for i in range(4):
+            winograd_at(half + i * 6 * k, k, dst + i * out_w * k, k, k, bias)
+        return
+    for i in range(4):
+        winograd_at(half + i * 6 * k, k, tile_out + i * 4 * k, k, k, bias)
+    for i in range(min(4, out_h - oh0)):
+        for j in range(min(4, out_w - ow0)):
+            dst = y + ((n * out_h + oh0 + i) * out_w + ow0 + j) * k
+            for q in range(k):
+                dst[q] = tile_out[(i * 4 + j) * k + q]
+
+
+cdef void winograd_blocks(const floating *x, const floating *v, const floating *bias, floating *y,
+                          Py_ssize_t n_images, Py_ssize_t height, Py_ssize_t width, Py_ssize_t out_h,
+                          Py_ssize_t out_w, Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t c, Py_ssize_t k,
+                          Py_ssize_t block_tiles, Py_ssize_t first_block, Py_ssize_t block_step, floating *u,
+                          Py_ssize_t u_plane, floating *mm, Py_ssize_t m_plane, floating *patch, floating *half,
+                          floating *tile_out) noexcept nogil:
+    """Blocks first_block, first_block + block_step, ... of block_tiles tiles: transformed into u, multiplied into
+    mm (36 GEMMs (tiles x c) @ (c x k) with V[p] (k, c)), transformed back into y."""
+    cdef Py_ssize_t tiles_h = (out_h + 3) // 4, tiles_w = (out_w + 3) // 4
+    cdef Py_ssize_t tiles = n_images * tiles_h * tiles_w
+    cdef Py_ssize_t blocks = (tiles + block_tiles - 1) // block_tiles
+    cdef Py_ssize_t i, first, count, q, tile, p
+    for i in range((blocks - first_block + block_step - 1) // block_step):
+        first = (first_block + i * block_step) * block_tiles
+        count = min(block_tiles, tiles - first)
+        for q in range(count):
+            tile = first + q
+            winograd_input_tile(x, tile // (tiles_h * tiles_w), tile // tiles_w % tiles_h * 4 - pad_top,
+                                tile % tiles_w * 4 - pad_left, height, width, c, u + q * c, u_plane, patch, half)
+        for p in range(36):
+            gemm(False, True, <int>count, <int>k, <int>c, 1, u + p * u_plane, <int>c, v + p * k * c, <int>c, 0,
+                 mm + p * m_plane, <int>k)
+        for q in range(count):
+            tile = first + q
+            winograd_output_tile(mm + q * k, m_plane, bias, y, tile // (tiles_h * tiles_w),
+                                 tile // tiles_w % tiles_h * 4, tile % tiles_w * 4, out_h, out_w, k, half, tile_out)
+
+
+def winograd_forward(const floating[::1] x, const floating[:, :, ::1] v, const floating[::1] bias,
+                     floating[::1] y, Py_ssize_t n_images, Py_ssize_t height, Py_ssize_t width, Py_ssize_t out_h,
+                     Py_ssize_t out_w, Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t block_tiles,
+                     floating[:, ::1] us, floating[:, ::1] mms, floating[:, ::1] patches, floating[:, ::1] halves,
+                     floating[:, ::1] tile_outs):
+    """y (n*out_h*out_w*k,) from x (n*h*w*c,) and V (36, k, c) by Winograd F(4x4, 3x3) in blocks of block_tiles
+    tiles, one chunk of blocks per thread with its buffers (fastconv.backends._winograd_nhwc)."""
+    cdef Py_ssize_t chunks = us.shape[0], t
+    for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
+        winograd_blocks(&x[0], &v[0, 0, 0], &bias[0], &y[0], n_images, height, width, out_h, out_w, pad_top,
+                        pad_left, v.shape[2], v.shape[1], block_tiles, t, chunks, &us[t, 0], us.shape[1] // 36,
+                        &mms[t, 0], mms.shape[1] // 36, &patches[t, 0], &halves[t, 0], &tile_outs[t, 0])

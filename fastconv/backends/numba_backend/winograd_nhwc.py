@@ -1,136 +1,29 @@
-"""Winograd F(4x4, 3x3) on channels-last arrays ("nhwc_winograd"): 3x3, stride 1, dilation 1, groups 1.
-
-The maths of the NCHW module (fastconv.backends.numba_backend.winograd, whose weight transform this one runs),
-with the channels as the vector dimension. Tile q = (n, ti, tj) reads the 6 x 6 input patch d[a, b, :] =
-x[n, 4ti + a - pad_top, 4tj + b - pad_left, :] (zero outside x, never materialized) and writes the 4 x 4 output
-pixels y[n, 4ti + i, 4tj + j, :] (clipped to y). With p = (a, b) in 6 x 6:
-
-    V[p, k, c] = (G w[k, c] G^T)[p]                          once per call
-    U[p, q, :] = (BT d BT^T)[p]                               per tile, C channels at once
-    M[p, q, :] = U[p, q, :] @ V[p]^T                          36 GEMMs (tiles x C) @ (C x K) per block
-    y tile     = AT M[:, q, :] AT^T + b                       per tile, K channels at once
-
-so every transform step adds whole rows of C (or K) contiguous channels, and the GEMMs read U and write M as
-row-major (tiles x C) and (tiles x K) matrices. Blocks of consecutive tiles (any images, any tile rows) are
-transformed, multiplied and transformed back while they are in cache; blocks run in parallel (prange) with
-single-threaded BLAS inside. Tiles whose patch lies inside x read it in place, and tiles whose output lies
-inside y write it in place; border tiles go through a zero-padded patch or an output tile buffer.
-
-The grad of x at stride 1 is this forward convolution on the rotated geometry; the grad of w is the NCHW
-default's, on transposed copies of x and dy (_grad_w).
-"""
+"""Winograd F(4x4, 3x3) on channels-last arrays: the kernel behind fastconv.backends._winograd_nhwc (see there for
+the maths, the arrays and the blocking). The transforms run along the channels, on flat arrays with unsigned
+offsets (as in winograd and pool_nhwc) so that they vectorize; the GEMMs are np.dot on views of the planes."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
-from fastconv._transpose import to_channels_first
 from fastconv.backends._defaults import winograd_pays
-from fastconv.backends._protocol import Method, Plan
+from fastconv.backends._winograd_nhwc import ALPHA, M, winograd_methods
 from fastconv.backends.numba_backend import conv
 from fastconv.backends.numba_backend._parallel import parallel_kernel
-from fastconv.backends.numba_backend.winograd import SKEW, _rows, weight_transform
-
-NAME = "nhwc_winograd"
-#: m of F(m x m, 3x3): 4, as in the NCHW module (its float32 error is within the tolerance); alpha = m + 2
-M, ALPHA = 4, 6
-#: bytes of one block's U and M together (36 (C + K) values per tile), and its tiles at least and at most: the
-#: GEMMs' rows matter more than L2 (measured, 1 thread, float32: 256 tiles a block took 0.76-0.92x the time of 64
-#: on resnet_3x3, vgg_3x3 and 256 channels at 14x14, the blocks then 4.7-19 MB), within the last-level cache
-BLOCK_BYTES = 8 << 20
-MIN_BLOCK_TILES, MAX_BLOCK_TILES = 32, 256
-
-
-def applies(g: ConvGeometry) -> bool:
-    """Channels-last 3x3, stride-1, dilation-1, ungrouped layers."""
-    return g.channels_last and g.is_3x3_unit_stride and g.groups == 1
-
-
-def _tiles(g: ConvGeometry) -> int:
-    return g.n * -(-g.out_h // M) * -(-g.out_w // M)
-
-
-def _blocking(g: ConvGeometry, threads: int) -> tuple[int, int]:
-    """(tiles per block, parallel chunks): blocks of about BLOCK_BYTES, as equal as possible, their count a
-    multiple of the chunks so that every thread gets the same work."""
-    per_tile = ALPHA * ALPHA * (g.c + g.k) * g.dtype.itemsize
-    most = min(max(BLOCK_BYTES // max(per_tile, 1), MIN_BLOCK_TILES), MAX_BLOCK_TILES)
-    tiles = _tiles(g)
-    blocks = -(-tiles // most)
-    chunks = max(1, min(threads, blocks))
-    blocks = -(-blocks // chunks) * chunks
-    return -(-tiles // blocks), chunks
-
-
-def forward_plan(g: ConvGeometry) -> Plan:
-    """V (36, K, C), and per chunk a block's U and M planes (36 of block_tiles x C or K, SKEW apart), a
-    zero-padded patch (36 x C), the transforms' half-way rows (36 x max(C, K)) and an output tile (16 x K)."""
-    block_tiles, chunks = _blocking(g, threads_for(g.flops, _tiles(g)))
-    alpha2 = ALPHA * ALPHA
-    per_chunk = {"u": alpha2 * (block_tiles * g.c + SKEW), "mm": alpha2 * (block_tiles * g.k + SKEW),
-                 "patch": alpha2 * g.c, "half": alpha2 * max(g.c, g.k), "tile_out": M * M * g.k}
-    buffers = {name: ((chunks, size), g.dtype) for name, size in per_chunk.items()}
-    return Plan(chunks, {"v": ((alpha2, g.k, g.c), g.dtype), **buffers})
-
-
-def forward(x, w, b, g: ConvGeometry):
-    """x (N, H, W, C), w (K, C, 3, 3), b (K,) or None -> y (N, Ho, Wo, K)."""
-    plan = forward_plan(g)
-    scratch = plan.allocate()
-    block_tiles = _blocking(g, plan.threads)[0]
-    bias = np.zeros(g.k, g.dtype) if b is None else b
-    y = np.empty(g.y_array_shape, g.dtype)
-    with parallel_region(plan.threads, blas_work=g.flops, numba=True):
-        v = weight_transform(w, M, scratch["v"])
-        _winograd(x.reshape(-1), v, bias, y.reshape(-1), g.n, g.h, g.w, g.out_h, g.out_w, g.pad_top, g.pad_left,
-                  block_tiles, scratch["u"], scratch["mm"], scratch["patch"], scratch["half"], scratch["tile_out"])
-    return y
-
-
-def _grad_w_plan(g: ConvGeometry) -> Plan:
-    """The NCHW copies of dy and x, alive while the NCHW default's grad of w runs."""
-    inner = conv.backward_methods(g.nchw).chosen.plan(g.nchw, False, True)
-    return inner.holding({"nchw_dy": (g.y_shape, g.dtype), "nchw_x": (g.x_shape, g.dtype)})
-
-
-def _grad_w(dy, x, w, g: ConvGeometry) -> np.ndarray:
-    """dy (N, Ho, Wo, K), x (N, H, W, C) -> dw (K, C, 3, 3) by the NCHW default's grad of w on transposed copies
-    (until a native channels-last grad of w)."""
-    method = conv.backward_methods(g.nchw).chosen
-    return method.run(to_channels_first(dy), to_channels_first(x), w, g.nchw, False, True, False)[1]
-
-
-def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
-    """The grad of w's phase, then the grad of x's: the rotated kernel and the rotated forward's scratch."""
-    phases = [_grad_w_plan(g)] if need_dw else []
-    if need_dx:
-        forward_scratch = forward_plan(g.rotated())
-        kernel = ((g.c, g.k, g.r, g.s), g.dtype)
-        phases.append(Plan(forward_scratch.threads, {"rotated_kernel": kernel, **forward_scratch.buffers}))
-    return Plan.peak(*phases) if phases else Plan(1)
-
-
-def backward(dy, x, w, g: ConvGeometry, need_dx, need_dw, need_db):
-    """dy (N, Ho, Wo, K) -> dx (N, H, W, C), dw (K, C, 3, 3), db (K,); None where not needed."""
-    dw = _grad_w(dy, x, w, g) if need_dw else None
-    dx = forward(dy, g.rotate_kernel(w), None, g.rotated()) if need_dx else None
-    return dx, dw, dy.reshape(-1, g.k).sum(axis=0) if need_db else None
+from fastconv.backends.numba_backend.winograd import _rows
 
 
 @parallel_kernel()
 def _winograd(x, v, bias, y, n_images, height, width, out_h, out_w, pad_top, pad_left, block_tiles, us, mms,
               patches, halves, tile_outs):
     """y (N*Ho*Wo*K,) from x (N*H*W*C,) and V (36, K, C), block by block of block_tiles tiles; the other
-    arguments are per-chunk buffers (see forward_plan), one chunk per thread. Plane p of U holds U[p, q, :]
-    at u[p*u_plane + q*C], so that the GEMM reads a row-major (tiles x C) matrix (M likewise)."""
+    arguments are per-chunk buffers (_winograd_nhwc.forward_plan), one chunk per thread."""
     k_out, c_in = v.shape[1], v.shape[2]
     tiles_h, tiles_w = (out_h + M - 1) // M, (out_w + M - 1) // M
     tiles = n_images * tiles_h * tiles_w
     blocks = (tiles + block_tiles - 1) // block_tiles
-    u_plane, m_plane = block_tiles * c_in + SKEW, block_tiles * k_out + SKEW
+    u_plane, m_plane = us.shape[1] // (ALPHA * ALPHA), mms.shape[1] // (ALPHA * ALPHA)  # the planes' strides
     chunks = us.shape[0]
     for t in prange(chunks):
         u, mm, patch, half, tile_out = us[t], mms[t], patches[t], halves[t], tile_outs[t]
@@ -252,14 +145,6 @@ def _at(src, first, step, dst, d_first, d_step, count, bias):
                 dst[o + t] += bias[t]
 
 
-def channels_last_methods(op: str, g: ConvGeometry) -> list[Method]:
-    """"nhwc_winograd" forward where applies(g); backward also where dx is the rotated forward convolution."""
-    if op == "conv2d_forward" and applies(g):
-        return [Method(NAME, forward, forward_plan)]
-    if op == "conv2d_backward" and applies(g) and conv.rotation_applies(g):
-        return [Method(NAME, backward, backward_plan)]
-    return []
-
-
+channels_last_methods = winograd_methods(_winograd, conv, numba=True)
 #: listed before the transposed NCHW methods (the default) where Winograd pays, after them elsewhere
 channels_last_default = winograd_pays
