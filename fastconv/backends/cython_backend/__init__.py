@@ -12,6 +12,7 @@ One module per method, each beside the extension it wraps:
     pool_nhwc.py  _nhwc.pyx       max and average pooling on channels-last arrays, channels innermost
     pointwise_nhwc.py (_nhwc.pyx) the 1x1 convolution on channels-last arrays: one GEMM over all pixels
     channelwise_nhwc.py (_nhwc.pyx) depthwise convolution on channels-last arrays, channels innermost
+    winograd_nhwc.py (_nhwc.pyx)  Winograd F(4x4, 3x3) on channels-last arrays, the channels as the transforms' vectors
                   _common.pxd/.pyx, _blas.pxd   shared by the kernels: ConvShape, row loops, bias grad; GEMM
     _levels/                      which build of the kernels runs: -march=native, or a portable build's best level
     _reduce.py                    the frame of a grad-of-w pass with per-thread partials (gemm, winograd)
