@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Method, Plan
 from fastconv.backends._winograd import SKEW, weight_transform
 
@@ -76,6 +76,7 @@ def blocking(g: ConvGeometry, threads: int) -> tuple[int, int]:
     return -(-tiles // blocks), chunks
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """V (36, K, C), and per chunk a block's U and M planes (36 of block_tiles x C or K, SKEW apart), a
     zero-padded patch (36 x C), the transforms' half-way rows (36 x max(C, K)) and an output tile (16 x K)."""
