@@ -40,6 +40,11 @@ class _Layout:
         """This geometry with NCHW operands (itself when it has them)."""
         return dataclasses.replace(self, channels_last=False) if self.channels_last else self
 
+    @property
+    def nhwc(self):
+        """This geometry with channels-last operands (itself when it has them)."""
+        return self if self.channels_last else dataclasses.replace(self, channels_last=True)
+
 
 @dataclass(frozen=True)
 class ConvGeometry(_Layout):

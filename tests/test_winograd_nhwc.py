@@ -104,6 +104,26 @@ def test_listed_first_where_winograd_pays_and_last_elsewhere(name):
         assert list(module.methods(op, small).options)[-1] == "nhwc_winograd"
 
 
+@pytest.mark.parametrize("name", COMPILED)
+def test_lent_to_nchw_arrays_where_tiles_are_many(name, rng):
+    """On NCHW arrays the forward is offered last, between transposes, from MIN_LENT_TILES tiles on (an NCHW
+    method list is otherwise unchanged); it agrees with naive, inputs untouched."""
+    module = _backend.load(require_backend(name))
+    x, w, b = random_array(rng, (2, 8, 31, 30), np.float64), random_array(rng, (5, 8, 3, 3), np.float64), None
+    many = conv_geometry(x, w, padding=1)
+    few = conv_geometry(x[:1, :, :12, :12], w, padding=1)
+    assert winograd_nhwc._tiles(many) >= winograd_nhwc.MIN_LENT_TILES > winograd_nhwc._tiles(few)
+    methods = module.methods("conv2d_forward", many)
+    assert list(methods.options)[-1] == "nhwc:nhwc_winograd" and methods.default != "nhwc:nhwc_winograd"
+    assert not any(":" in name for name in module.methods("conv2d_forward", few).options)
+    assert not any(":" in name for name in module.methods("conv2d_backward", many).options)
+    x.flags.writeable = w.flags.writeable = False
+    y = methods.options["nhwc:nhwc_winograd"].run(x, w, b, many)
+    assert_close(y, fc.conv2d(x, w, padding=1, backend="naive"), np.float64, "nhwc:nhwc_winograd")
+    assert_plan_is_traced(methods.options["nhwc:nhwc_winograd"], methods.options["nhwc:nhwc_winograd"].plan(many),
+                          (x, w, b, many), "lent")
+
+
 @pytest.mark.parametrize("kwargs, w_shape", NOT_WINOGRAD)
 @pytest.mark.parametrize("name", COMPILED)
 def test_not_listed_outside_ungrouped_3x3_stride_1(name, kwargs, w_shape):

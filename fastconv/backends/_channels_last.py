@@ -9,6 +9,10 @@ the NCHW copies besides the method's own scratch. The default is the first nativ
 twin; a module with ``channels_last_default = False`` (or a predicate of the geometry that is False on it) lists
 its methods last (measured slower than the transposes; auto may still pick them); auto measures them all against
 each other.
+
+The other way round, a module whose ``serves_channels_first(op, g)`` is true on an NCHW geometry lends its native
+methods to NCHW arrays as "nhwc:<method>", between the inverse transposes, listed after the NCHW methods: a
+channels-last kernel can be fast enough to pay for them (Winograd along the channels), and auto measures it.
 """
 
 from __future__ import annotations
@@ -44,11 +48,23 @@ def adapted(nchw_methods: Callable[[str, object], Methods], *native_sources) -> 
                 (table.chosen, *(m for m in table.options.values() if m.name != table.default))]
         return Methods.of(*(m for first, m in native if first), *nchw, *(m for first, m in native if not first))
 
+    @functools.lru_cache(maxsize=256)
+    def channels_first(op: str, g) -> Methods:
+        table = nchw_methods(op, g)
+        lent = [_transposed(op, method, into_channels_last=True) for source in native_sources
+                if getattr(source, "serves_channels_first", _never)(op, g)
+                for method in source.channels_last_methods(op, g.nhwc)]
+        return Methods(table.default, {**table.options, **{m.name: m for m in lent}}) if lent else table
+
     def methods(op: str, g) -> Methods:
         """The methods of op that apply to geometry g, and the default among them."""
-        return channels_last(op, g) if g.channels_last else nchw_methods(op, g)
+        return channels_last(op, g) if g.channels_last else channels_first(op, g)
 
     return methods
+
+
+def _never(op: str, g) -> bool:
+    return False
 
 
 def _leads(source, g) -> bool:
@@ -58,37 +74,42 @@ def _leads(source, g) -> bool:
     return leads(g) if callable(leads) else leads
 
 
-def _transposed(op: str, method: Method) -> Method:
-    """method (NCHW) as a channels-last method "nchw:<name>"."""
+def _transposed(op: str, method: Method, into_channels_last: bool = False) -> Method:
+    """method (NCHW) as a channels-last method "nchw:<name>"; with into_channels_last, method (channels-last) as
+    an NCHW method "nhwc:<name>"."""
     inputs, outputs = ACTIVATIONS[op]
     at = GEOMETRY_ARG[op]
+    inner_layout = "nhwc" if into_channels_last else "nchw"
 
     def plan(g, *flags) -> Plan:
-        """The NCHW method's plan with the argument copies alive, then the copies of its results as they are
+        """The inner method's plan with the argument copies alive, then the copies of its results as they are
         transposed back."""
-        arguments, results = _copies(op, g, *flags)
-        inner = method.plan(g.nchw, *flags)
+        arguments, results = _copies(op, g, inner_layout, *flags)
+        inner = method.plan(getattr(g, inner_layout), *flags)
         return Plan.peak(inner.holding(arguments), Plan(inner.threads, {**arguments, **results}))
 
     def run(*args):
         from fastconv._transpose import to_channels_first, to_channels_last
 
+        inward, outward = (to_channels_last, to_channels_first) if into_channels_last else \
+            (to_channels_first, to_channels_last)
         g = args[at]
         plan(g, *(args[at + 1:at + 3] if op == "conv2d_backward" else ())).check()
-        args = [to_channels_first(a) if i in inputs else a for i, a in enumerate(args)]
-        args[at] = g.nchw
+        args = [inward(a) if i in inputs else a for i, a in enumerate(args)]
+        args[at] = getattr(g, inner_layout)
         result = method.run(*args)
         if outputs is None:
-            return to_channels_last(result)
-        return tuple(to_channels_last(r) if i in outputs and r is not None else r for i, r in enumerate(result))
+            return outward(result)
+        return tuple(outward(r) if i in outputs and r is not None else r for i, r in enumerate(result))
 
-    run.__doc__ = f"{op} on channels-last arrays by the NCHW method {method.name!r}, between transposes."
-    return Method(f"nchw:{method.name}", run, plan)
+    run.__doc__ = (f"{op} on {'NCHW' if into_channels_last else 'channels-last'} arrays by the "
+                   f"{'channels-last' if into_channels_last else 'NCHW'} method {method.name!r}, between transposes.")
+    return Method(f"{inner_layout}:{method.name}", run, plan)
 
 
-def _copies(op: str, g, need_dx: bool = True, need_dw: bool = True) -> tuple[dict, dict]:
-    """The NCHW copies of op's activation arguments (alive while the NCHW method runs) and of its results (alive
-    while they are transposed back), as plan buffers."""
+def _copies(op: str, g, inner_layout: str, need_dx: bool = True, need_dw: bool = True) -> tuple[dict, dict]:
+    """The copies ("nchw" or "nhwc") of op's activation arguments (alive while the inner method runs) and of its
+    results (alive while they are transposed back), as plan buffers."""
     x, y, indices = (g.x_shape, g.dtype), (g.y_shape, g.dtype), (g.y_shape, np.dtype(np.int64))
     arguments, results = {
         "conv2d_forward": ({"x": x}, {"y": y}),
@@ -98,5 +119,5 @@ def _copies(op: str, g, need_dx: bool = True, need_dw: bool = True) -> tuple[dic
         "avg_pool2d_forward": ({"x": x}, {"y": y}),
         "avg_pool2d_backward": ({"dy": y}, {"dx": x}),
     }[op]
-    return ({f"nchw_{name}": buffer for name, buffer in arguments.items()},
-            {f"nchw_{name}": buffer for name, buffer in results.items()})
+    return ({f"{inner_layout}_{name}": buffer for name, buffer in arguments.items()},
+            {f"{inner_layout}_{name}": buffer for name, buffer in results.items()})

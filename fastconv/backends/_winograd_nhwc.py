@@ -46,6 +46,10 @@ M, ALPHA = 4, 6
 #: on resnet_3x3, vgg_3x3 and 256 channels at 14x14, the blocks then 4.7-19 MB), within the last-level cache
 BLOCK_BYTES = 8 << 20
 MIN_BLOCK_TILES, MAX_BLOCK_TILES = 32, 256
+#: fewest tiles for which NCHW arrays are offered the method (measured at batch 8, 2 threads: 128 tiles of 13x13
+#: and 14x14 maps with 256-512 channels ran in 0.4-0.8x the GEMM method's time with the transposes; 32 tiles of
+#: 7x7 maps took 3x)
+MIN_LENT_TILES = 64
 #: the per-chunk buffers, in the kernels' argument order
 CHUNK_BUFFERS = ("u", "mm", "patch", "half", "tile_out")
 
@@ -58,6 +62,13 @@ def applies(g: ConvGeometry) -> bool:
 def backward_applies(g: ConvGeometry) -> bool:
     """Where applies, with no side padded by more than 2 (the rotated geometry's padding, 2 - pad, is not negative)."""
     return applies(g) and max(g.pad_top, g.pad_bottom, g.pad_left, g.pad_right) <= 2
+
+
+def serves_channels_first(op: str, g: ConvGeometry) -> bool:
+    """Whether the forward method is worth offering to NCHW arrays, between transposes: where it applies to g's
+    channels-last twin with at least MIN_LENT_TILES tiles, so that its GEMMs have rows enough to outweigh reading
+    the transformed filters (36 K C values). auto measures it against the NCHW methods."""
+    return op == "conv2d_forward" and not g.channels_last and applies(g.nhwc) and _tiles(g) >= MIN_LENT_TILES
 
 
 def _tiles(g: ConvGeometry) -> int:

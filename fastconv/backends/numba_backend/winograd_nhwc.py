@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from fastconv.backends._defaults import winograd_pays
-from fastconv.backends._winograd_nhwc import ALPHA, M, winograd_methods
+from fastconv.backends._winograd_nhwc import ALPHA, M, serves_channels_first, winograd_methods
 from fastconv.backends.numba_backend import conv
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 from fastconv.backends.numba_backend.winograd import _rows
@@ -148,3 +148,5 @@ def _at(src, first, step, dst, d_first, d_step, count, bias):
 channels_last_methods = winograd_methods(_winograd, conv, numba=True)
 #: listed before the transposed NCHW methods (the default) where Winograd pays, after them elsewhere
 channels_last_default = winograd_pays
+#: also offered to NCHW arrays ("nhwc:nhwc_winograd", between transposes) where it may pay for them
+serves_channels_first = serves_channels_first
