@@ -87,9 +87,11 @@ def test_one_and_two_threads_agree(cython_backend, rng):
 
 
 @pytest.mark.parametrize("shapes, kw, expected_methods", [
-    (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1), {"gemm", "direct", "polyphase", "winograd"}),
-    (((2, 4, 9, 8), (8, 1, 3, 3)), dict(stride=2, padding=(1, 0), groups=4), {"gemm", "direct", "polyphase"}),
-    (((2, 4, 7, 7), (4, 1, 3, 3)), dict(padding="same", dilation=2, groups=4), {"gemm", "direct", "polyphase"}),
+    (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1), {"gemm", "direct", "polyphase", "blocked", "winograd"}),
+    (((2, 4, 9, 8), (8, 1, 3, 3)), dict(stride=2, padding=(1, 0), groups=4),
+     {"gemm", "direct", "polyphase", "blocked"}),
+    (((2, 4, 7, 7), (4, 1, 3, 3)), dict(padding="same", dilation=2, groups=4),
+     {"gemm", "direct", "polyphase", "blocked"}),
     (((2, 6, 9, 8), (4, 3, 3, 3)), dict(padding=((0, 2), (1, 0)), groups=2), {"gemm", "winograd"}),
     (((1, 3, 4, 5), (2, 3, 3, 3)), dict(padding=2), {"gemm", "winograd"}),
 ])
@@ -107,8 +109,8 @@ def test_every_forward_method_agrees_with_naive(cython_backend, rng, dtype, shap
 
 def test_rotated_grad_x_with_negative_padding_takes_no_polyphase(cython_backend):
     """Padding beyond the kernel's extent makes the rotated geometry's padding negative (here -1 on the rows): the
-    rotated forward must be the direct method, whose padded planes crop, not polyphase, whose phase copies wrote
-    before their scratch buffer for a negative side; polyphase's kernel parameters refuse such a geometry."""
+    rotated forward must be a method whose padded buffers crop (blocked, direct), not polyphase, whose phase copies
+    wrote before their scratch buffer for a negative side; polyphase's kernel parameters refuse such a geometry."""
     from fastconv.backends import _polyphase
     from fastconv.backends.cython_backend import conv
 
@@ -117,7 +119,7 @@ def test_rotated_grad_x_with_negative_padding_takes_no_polyphase(cython_backend)
     assert (rotated.pad_top, rotated.pad_left) == (-1, 1)
     assert cython_backend.methods("conv2d_backward", g).default == "rotated"
     assert not _polyphase.applies(rotated)
-    assert conv.default_method(rotated) == "direct"
+    assert conv.default_method(rotated) == "blocked"
     with pytest.raises(ValueError, match="negative padding"):
         _polyphase.params(rotated)
 

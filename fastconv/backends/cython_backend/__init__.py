@@ -7,6 +7,7 @@ One module per method, each beside the extension it wraps:
     pointwise.py  (_gemm.pyx)     1x1 stride 1 unpadded: the same GEMMs, reading x in place
     direct.py     _direct.pyx     one input channel per group (depthwise): loops along rows
     polyphase.py  (_direct.pyx)   the same on small maps: whole-plane loops over phase planes
+    blocked.py    _blocked.pyx    the same over blocks of 16 channels interleaved: strided layers, small maps
     winograd.py   _winograd.pyx   3x3 stride 1: F(2x2, 3x3) forward, F(3x3, 2x2) grad of w
     pool.py       _pool.pyx       max and average pooling
     pool_nhwc.py  _nhwc.pyx       max and average pooling on channels-last arrays, channels innermost

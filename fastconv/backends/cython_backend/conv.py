@@ -1,7 +1,7 @@
 """The convolution methods of the cython backend, which one runs by default, and the backward pass composed of them.
 
-Forward: gemm (every layer), pointwise (1x1 stride 1 unpadded), direct and polyphase (one input channel per
-group), winograd (3x3 stride 1). Backward methods are named after the method that computes dw and db, with dx by that method's
+Forward: gemm (every layer), pointwise (1x1 stride 1 unpadded), direct, polyphase and blocked (one input channel
+per group), winograd (3x3 stride 1). Backward methods are named after the method that computes dw and db, with dx by that method's
 own adjoint (direct loops for direct, col2im after a GEMM for the others), plus "rotated": at stride 1 dx is
 the forward convolution of dy with the rotated kernel (by the rotated geometry's default forward method), and
 dw is by the default method. Each pass allocates its scratch from its plan; a backward method's plan is the
@@ -18,16 +18,19 @@ from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._defaults import winograd_pays
 from fastconv.backends._protocol import Method, Methods, Plan
-from fastconv.backends.cython_backend import _common, direct, gemm, pointwise, polyphase, winograd
+from fastconv.backends.cython_backend import _common, blocked, direct, gemm, pointwise, polyphase, winograd
 
 #: name -> module with applies(g), forward / forward_plan and grad_w / grad_w_plan
-MODULES = {"gemm": gemm, "pointwise": pointwise, "direct": direct, "polyphase": polyphase, "winograd": winograd}
+MODULES = {"gemm": gemm, "pointwise": pointwise, "direct": direct, "polyphase": polyphase, "blocked": blocked,
+           "winograd": winograd}
 
 
 def default_method(g: ConvGeometry) -> str:
-    """The forward method, and dw's: for depthwise layers polyphase on small maps and direct otherwise, Winograd
-    where it pays, pointwise for 1x1 stride-1 unpadded layers, gemm otherwise."""
+    """The forward method, and dw's: for depthwise layers blocked where preferred, else polyphase on small maps and
+    direct otherwise; Winograd where it pays, pointwise for 1x1 stride-1 unpadded layers, gemm otherwise."""
     if g.is_depthwise:
+        if blocked.preferred(g):
+            return "blocked"
         return "polyphase" if polyphase.preferred(g) else "direct"
     if winograd_pays(g):
         return "winograd"
@@ -91,7 +94,8 @@ def rotated_grad_x(dy, w, dx, g: ConvGeometry) -> None:
 
 #: how dx is computed, by name: (grad_x(dy, w, dx, g), grad_x_plan(g))
 GRAD_X = {"gemm": (gemm.grad_x, gemm.grad_x_plan), "direct": (direct.grad_x, direct.grad_x_plan),
-          "polyphase": (polyphase.grad_x, polyphase.grad_x_plan), "rotated": (rotated_grad_x, rotated_grad_x_plan)}
+          "polyphase": (polyphase.grad_x, polyphase.grad_x_plan), "blocked": (blocked.grad_x, blocked.grad_x_plan),
+          "rotated": (rotated_grad_x, rotated_grad_x_plan)}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -100,7 +104,8 @@ GRAD_X = {"gemm": (gemm.grad_x, gemm.grad_x_plan), "direct": (direct.grad_x, dir
 
 #: backward method -> (the method computing dw and db, None for the default one; how dx is computed)
 BACKWARD_PASSES = {"gemm": ("gemm", "gemm"), "pointwise": ("pointwise", "gemm"), "direct": ("direct", "direct"),
-                   "polyphase": ("polyphase", "polyphase"), "winograd": ("winograd", "gemm"),
+                   "polyphase": ("polyphase", "polyphase"), "blocked": ("blocked", "blocked"),
+                   "winograd": ("winograd", "gemm"),
                    "rotated": (None, "rotated")}
 
 
