@@ -4,8 +4,10 @@ layout), float32/float64 NCHW arrays, GIL released.
 Shapes: x (n, c, h, w), y and dy (n, k, out_h, out_w) with k = c*m, filters (blocks, m, r*s, LANES); params
 (sh, sw, dh, dw, top, left, r, s, rows, wp). Work items (image, block, tile of ``rows`` output rows) are split into
 one contiguous chunk per thread, each with its row of scratch: the tile's buffer (rows of wp cells of LANES
-channels, zero padding included), then one output (or dy) row (out_w, LANES). Every lane loop has the constant
-trip count LANES, accumulates in a local array and stores after its loads, so that the compiler vectorizes it.
+channels, zero padding included), then a stage of cells for the tile's input rows, or its output (or dy) rows,
+which the transposes between planes and cells fill or empty in one call per tile. Every lane loop has the
+constant trip count LANES, accumulates in a local array (PIXELS pixels at a time) and stores after its loads, so
+that the compiler vectorizes it and keeps the sums in registers.
 """
 
 from cython cimport floating
@@ -93,7 +95,8 @@ cdef inline void transpose(const floating *src, Py_ssize_t src_step, floating *d
 
 cdef enum:
     LANES = 16  # fastconv.backends._blocked.LANES
-    PIXELS = 4  # output pixels per register block: 2*PIXELS accumulators of 8 floats (AVX2) hide the FMA latency
+    PIXELS = 4  # output pixels per register block: independent accumulators (2*PIXELS AVX2 registers of float32)
+                # hide the multiply-add latency that one pixel's chain over its taps would wait on
 
 
 cdef struct Layout:
