@@ -38,8 +38,8 @@ def _items(g: ConvGeometry) -> int:
 
 
 def _scratch(g: ConvGeometry, threads: int, out_rows: int) -> dict:
-    """Each chunk's row of scratch: its buffer (padded rows, sw phases of wq cells), an output (or dy) row and
-    taps_row, each of Wo cells, in cells of LANES."""
+    """Each chunk's row of scratch, in cells of LANES: its buffer (padded rows of sw phases of wq cells), an output
+    (or dy) row of Wo cells, and taps_row (R*S + 1 rows of Wo cells)."""
     wq = -(-padded_width(g) // g.stride_w)
     cells = padded_rows(g, out_rows) * g.stride_w * wq + (g.r * g.s + 2) * g.out_w
     return {"scratch": ((threads, cells * LANES), g.dtype)}
@@ -80,6 +80,13 @@ def _cell(a, b, sw, wq):
 
 
 @njit(cache=True, inline="always")
+def _phase_columns(phase, sw, left, width, wp):
+    """[first, last): the columns col of a phase whose padded column b = col*sw + phase lies in the input
+    (left <= b < width + left) and in the buffer (b < wp)."""
+    return max(0, -(-(left - phase) // sw)), min(-(-(wp - phase) // sw), -(-(width + left - phase) // sw))
+
+
+@njit(cache=True, inline="always")
 def _pack(src, plane, valid, height, width, buf, first_row, rows, params):
     """buf = the lanes' padded input rows from first_row on: cell (a, b) lane j = x plane j (H, W) at
     (first_row + a - top, b - left), from src[plane + j*H*W]; zero outside it and in lanes j >= valid. Phase by
@@ -92,9 +99,7 @@ def _pack(src, plane, valid, height, width, buf, first_row, rows, params):
         ih = first_row + a - top
         if 0 <= ih < height:
             for phase in range(sw):
-                # padded columns b = col*sw + phase inside the input: left <= b < width + left
-                first_col = max(0, -(-(left - phase) // sw))
-                last_col = min(wq, -(-(width + left - phase) // sw))
+                first_col, last_col = _phase_columns(phase, sw, left, width, wp)
                 cell = _cell(a, phase, sw, wq)
                 for col in range(first_col, last_col):
                     first = plane + uint64(ih * width + col * sw + phase - left)
@@ -270,10 +275,8 @@ def _grad_x(dy, filters, dx, scratch, params):
                         dst[out + iw] = 0
                     a = ih + top
                     if 0 <= a < rows:
-                        # input columns iw = col*sw + phase - left of each phase inside the buffer's wp columns
                         for phase in range(sw):
-                            first_col = max(0, -(-(left - phase) // sw))
-                            last_col = min(-(-(wp - phase) // sw), -(-(width + left - phase) // sw))
+                            first_col, last_col = _phase_columns(phase, sw, left, width, wp)
                             cell = _cell(a, phase, sw, wq) + uint64(j)
                             for col in range(first_col, last_col):
                                 dst[out + uint64(col * sw + phase - left)] = buf[cell + uint64(col * LANES)]
