@@ -1,4 +1,4 @@
-"""The channel-blocked layout of depthwise convolution, shared by the numba and cython "blocked" methods.
+"""The channel-blocked layout of depthwise convolution behind the cython backend's "blocked" method.
 
 Input channels are taken LANES at a time (the last block zero-filled past C). A work item, (image, block, tile of
 output rows), copies its block's input rows into a thread's buffer laid out channels innermost, with the zero

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv._geometry import ConvGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._blocked import (applies, bias_buffer, blocks, filters_buffer, forward_scratch, grad_x_scratch,
                                         params, preferred, relay_bias, relay_filters, tile_rows, unrelay_filters)
 from fastconv.backends._protocol import Plan
@@ -29,6 +29,7 @@ def _params(g: ConvGeometry, rows: int) -> np.ndarray:
     return np.array(params(g, rows), np.int64)
 
 
+@per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """The re-laid filters and bias, and each thread's scratch row."""
     threads = _threads(g)
@@ -44,6 +45,7 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
                          scratch["scratch"], _params(g, tile_rows(g)), threads)
 
 
+@per_budget
 def grad_w_plan(g: ConvGeometry) -> Plan:
     """Each thread's scratch row and dW partial sums (blocks, m, R*S, LANES)."""
     threads = _threads(g)
@@ -65,6 +67,7 @@ def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
     unrelay_filters(parts[0], g, dw)
 
 
+@per_budget
 def grad_x_plan(g: ConvGeometry) -> Plan:
     """The re-laid filters, and each thread's scratch row (a whole padded plane); items (image, block)."""
     threads = threads_for(g.flops, g.n * blocks(g))

@@ -2,8 +2,7 @@
 
 Importing this package fails with ImportError when numba is missing, which marks the backend unavailable.
 Modules, one per method: gemm (im2col + GEMM per tile), pointwise (1x1), direct (one input channel per group),
-polyphase (the same on small maps, over phase planes), blocked (the same over blocks of channels interleaved),
-winograd (F(4x4, 3x3)), pool (one pass over the planes),
+polyphase (the same on small maps, over phase planes), winograd (F(4x4, 3x3)), pool (one pass over the planes),
 pointwise_nhwc (1x1 on channels-last arrays: one GEMM over all pixels), channelwise_nhwc (depthwise on
 channels-last arrays, channels innermost), winograd_nhwc (F(4x4, 3x3) on channels-last arrays, the channels as
 the transforms' vectors), pool_nhwc (pooling on channels-last arrays, channels innermost);

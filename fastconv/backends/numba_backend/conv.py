@@ -4,7 +4,6 @@ Methods (each a module with applies, forward / forward_plan and backward / backw
     pointwise  1x1, stride 1, no padding: one GEMM per image
     polyphase  one input channel per group: whole-plane loops over phase planes (small depthwise maps)
     direct     one input channel per group (depthwise, C == 1): loops along rows
-    blocked    one input channel per group: blocks of channels interleaved, loops along rows of them
     gemm       everything: im2col + GEMM per tile of output rows
     winograd   3x3, stride 1, ungrouped: F(4x4, 3x3) (forward only)
 At stride 1 the input gradient is a forward convolution of dy with the kernel rotated by 180 degrees and
@@ -22,7 +21,7 @@ from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, threads_for
 from fastconv.backends._defaults import winograd_pays
 from fastconv.backends._protocol import Method, Methods, Plan
-from fastconv.backends.numba_backend import blocked, direct, gemm, pointwise, polyphase, winograd
+from fastconv.backends.numba_backend import direct, gemm, pointwise, polyphase, winograd
 from fastconv.backends.numba_backend._columns import FMA_AND_REORDER
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 
@@ -35,7 +34,6 @@ def _modules(g: ConvGeometry) -> list[tuple[str, object]]:
     found = [("pointwise", pointwise)] if pointwise.applies(g) else []
     channelwise = [("polyphase", polyphase), ("direct", direct)] if polyphase.preferred(g) else \
         [("direct", direct), ("polyphase", polyphase)]
-    channelwise.append(("blocked", blocked))
     if direct.preferred(g):
         found += channelwise
     found.append(("gemm", gemm))
