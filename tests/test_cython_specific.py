@@ -87,13 +87,15 @@ def test_one_and_two_threads_agree(cython_backend, rng):
 
 
 @pytest.mark.parametrize("shapes, kw, expected_methods", [
-    (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1), {"gemm", "direct", "polyphase", "blocked", "winograd"}),
+    (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1),
+     {"gemm", "direct", "polyphase", "blocked", "winograd", "blocked_direct"}),
     (((2, 4, 9, 8), (8, 1, 3, 3)), dict(stride=2, padding=(1, 0), groups=4),
      {"gemm", "direct", "polyphase", "blocked"}),
     (((2, 4, 7, 7), (4, 1, 3, 3)), dict(padding="same", dilation=2, groups=4),
      {"gemm", "direct", "polyphase", "blocked"}),
-    (((2, 6, 9, 8), (4, 3, 3, 3)), dict(padding=((0, 2), (1, 0)), groups=2), {"gemm", "winograd"}),
-    (((1, 3, 4, 5), (2, 3, 3, 3)), dict(padding=2), {"gemm", "winograd"}),
+    (((2, 6, 9, 8), (4, 3, 3, 3)), dict(padding=((0, 2), (1, 0)), groups=2), {"gemm", "winograd", "blocked_direct"}),
+    (((1, 3, 4, 5), (2, 3, 3, 3)), dict(padding=2), {"gemm", "winograd", "blocked_direct"}),
+    (((2, 3, 23, 19), (20, 3, 7, 5)), dict(stride=(2, 3), padding=((3, 1), (0, 2))), {"gemm", "blocked_direct"}),
 ])
 def test_every_forward_method_agrees_with_naive(cython_backend, rng, dtype, shapes, kw, expected_methods):
     x = random_array(rng, shapes[0], dtype)
@@ -122,6 +124,20 @@ def test_rotated_grad_x_with_negative_padding_takes_no_polyphase(cython_backend)
     assert conv.default_method(rotated) == "blocked"
     with pytest.raises(ValueError, match="negative padding"):
         _polyphase.params(rotated)
+
+
+def test_blocked_direct_crops_a_negative_padding(cython_backend, rng, dtype):
+    """The grad of x by rotation of a layer padded beyond its kernel's extent is a forward convolution with
+    negative padding (here -1 on the rows): blocked_direct's bands crop the input instead of padding it."""
+    from fastconv.backends.cython_backend import conv
+
+    x, w = random_array(rng, (2, 4, 7, 9), dtype), random_array(rng, (18, 4, 1, 3), dtype)
+    g = conv_geometry(x, w, padding=(1, 1))
+    dy = random_array(rng, g.y_shape, dtype)
+    rotated = g.rotated()
+    assert rotated.pad_top == -1 and conv.blocked_direct.applies(rotated)
+    dx = conv.FORWARD["blocked_direct"].run(dy, g.rotate_kernel(w), None, rotated)
+    assert_close(dx, fc.conv2d_backward(dy, x, w, padding=(1, 1), backend="naive")[0], dtype)
 
 
 @pytest.mark.parametrize("groups, padding", [(1, 1), (2, ((0, 2), (1, 0)))])

@@ -111,6 +111,33 @@ def test_every_channelwise_method_matches_naive_on_random_geometries(name, data)
     _check_every_conv_method(module, case, np.float64, np.random.default_rng(draw(0, 2 ** 16)))
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+@pytest.mark.parametrize("name", COMPILED)
+def test_every_forward_method_matches_naive_on_random_geometries(name, data):
+    """Random layers of few input channels (and some more), channel counts off the register blocks, kernels
+    1..11 of either shape, stride 1..4, dilation 1..2, asymmetric or "same" padding, read-only operands, float32
+    and float64: what blocked_direct covers, for every forward method that applies."""
+    module = _backend.load(require_backend(name))
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    groups = data.draw(st.sampled_from([1, 1, 1, 2, 3]))
+    c, k = groups * data.draw(st.sampled_from([1, 2, 3, 4, 5, 17])), groups * draw(1, 40)
+    r, s, dh, dw = draw(1, 11), draw(1, 11), draw(1, 2), draw(1, 2)
+    padding = data.draw(st.sampled_from(["same", None]))
+    padding = padding or ((draw(0, r - 1), draw(0, r - 1)), (draw(0, s - 1), draw(0, s - 1)))
+    h, w = draw((r - 1) * dh + 1, (r - 1) * dh + 16), draw((s - 1) * dw + 1, (s - 1) * dw + 16)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(0, 2 ** 16))
+    x, wt, b = (random_array(rng, shape, dtype) for shape in ((draw(1, 2), c, h, w), (k, c // groups, r, s), (k,)))
+    for array in (x, wt, b):
+        array.flags.writeable = False
+    kwargs = dict(stride=(draw(1, 4), draw(1, 4)), dilation=(dh, dw), padding=padding, groups=groups)
+    g = conv_geometry(x, wt, b, **kwargs)
+    expected = fc.conv2d(x, wt, b, backend="naive", **kwargs)
+    for method in module.methods("conv2d_forward", g).options.values():
+        assert_close(method.run(x, wt, b, g), expected, dtype, f"{g} forward {method.name}")
+
+
 def _pool_runs(x, case, dtype, rng):
     """(op, geometry, args) of every pooling op on case's input."""
     max_g = pool_geometry(x, case.kernel_size, **case.kwargs)

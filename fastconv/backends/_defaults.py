@@ -21,3 +21,17 @@ def winograd_pays(g: ConvGeometry) -> bool:
     at least WINOGRAD_MIN_PIXELS pixels."""
     return (g.is_3x3_unit_stride and g.min_group_channels >= WINOGRAD_MIN_CHANNELS
             and g.out_h * g.out_w >= WINOGRAD_MIN_PIXELS)
+
+#: most input channels per group at which the register-blocked direct convolution is the default: measured against
+#: im2col + GEMM (float32, one thread, batch 1 and 8) it took 0.5-0.9x the time from 1 to 64 channels per group
+#: (stems, LeNet, AlexNet's 5x5, strided and grouped 3x3, 5x5 at 32), 1.03-1.7x from 128 to 512 (small maps,
+#: where the GEMM's long inner dimension runs at its best and the direct runs of pixels overhang short rows)
+BLOCKED_DIRECT_MAX_CHANNELS = 64
+
+
+def blocked_direct_pays(g: ConvGeometry, pixel_run: int) -> bool:
+    """At most BLOCKED_DIRECT_MAX_CHANNELS input channels per group (more than one, or one group), and output rows
+    of at least one run of pixel_run pixels (on narrower rows a run computes mostly padding, and re-laying the
+    weights costs as much as the convolution: LeNet's 16 -> 120 5x5 on a 5x5 map was 1.5x gemm's time)."""
+    return (g.c_per_group <= BLOCKED_DIRECT_MAX_CHANNELS and (g.groups == 1 or g.c_per_group > 1)
+            and g.out_w >= pixel_run)

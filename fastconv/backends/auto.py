@@ -232,12 +232,15 @@ def _run(op: str, g, flags: tuple, *args):
             return _timed_in_context(fast_key, default.run, args)
         _visits.pop(key, None)
         options = candidates(op, g)
+        failed: set[str] = set()
         winner, seconds, result = timing.fastest(
-            {name: functools.partial(kernel, *args) for name, kernel in options.items()},
+            {name: functools.partial(_noting_failure, failed, name, kernel, args) for name, kernel in options.items()},
             warmed=frozenset(name for name in options if (name, g.dtype.name) in _warmed))
         _warmed.update((name, g.dtype.name) for name in seconds)
-        # only the candidates that ran count: after a failure the next process measures again
-        entry = cache.Entry(winner, tuple(seconds), tuple((name, round(s * 1e3, 4)) for name, s in seconds.items()))
+        # a candidate that failed does not count (the next process measures again); one the budget left untimed
+        # does: otherwise every shape of a bucket whose fastest first candidate shortened the budget measured again
+        entry = cache.Entry(winner, tuple(name for name in options if name not in failed),
+                            tuple((name, round(s * 1e3, 4)) for name, s in seconds.items()))
         cache.store(key, entry)
         reference = _in_context.pop(fast_key, None)
         if winner != name and name in options and reference is not None:
@@ -245,6 +248,15 @@ def _run(op: str, g, flags: tuple, *args):
         else:
             _remember(fast_key, winner, options[winner])
         return result
+
+
+def _noting_failure(failed: set[str], name: str, kernel: Callable, args: tuple):
+    """kernel(*args), adding name to failed when it raises."""
+    try:
+        return kernel(*args)
+    except Exception:
+        failed.add(name)
+        raise
 
 
 def _timed_in_context(fast_key: tuple, kernel: Callable, args: tuple):

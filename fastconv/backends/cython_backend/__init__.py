@@ -9,6 +9,7 @@ One module per method, each beside the extension it wraps:
     polyphase.py  (_direct.pyx)   the same on small maps: whole-plane loops over phase planes
     blocked.py    _blocked.pyx    the same over blocks of 16 channels interleaved: strided layers, small maps
     winograd.py   _winograd.pyx   3x3 stride 1: F(2x2, 3x3) forward, F(3x3, 2x2) grad of w
+    blocked_direct.py _blocked_direct.pyx forward, groups of several input channels: register-blocked micro-kernel
     pool.py       _pool.pyx       max and average pooling
     pool_nhwc.py  _nhwc.pyx       max and average pooling on channels-last arrays, channels innermost
     pointwise_nhwc.py (_nhwc.pyx) the 1x1 convolution on channels-last arrays: one GEMM over all pixels

@@ -32,6 +32,26 @@ cdef inline void fill(floating *a, Py_ssize_t count, floating value) noexcept no
         a[i] = value
 
 
+cdef inline void pad_rows(const floating *xc, floating *dst, Py_ssize_t first, Py_ssize_t rows, Py_ssize_t cols,
+                          const ConvShape *p) noexcept nogil:
+    """dst (rows, cols)[a, b] = xc (h, w)[first + a - pad_top, b - pad_left], zero outside xc: rows of the
+    zero-padded plane, from row `first` on."""
+    cdef Py_ssize_t a, col, lo, hi, ih
+    cdef const floating *src
+    valid_span(-p.pad_left, 1, p.w, cols, &lo, &hi)
+    for a in range(rows):
+        ih = first + a - p.pad_top
+        if ih < 0 or ih >= p.h:
+            fill(dst, cols, 0)
+        else:
+            src = xc + ih * p.w - p.pad_left
+            fill(dst, lo, 0)
+            for col in range(lo, hi):
+                dst[col] = src[col]
+            fill(dst + hi, cols - hi, 0)
+        dst += cols
+
+
 cdef inline double total(const floating *a, Py_ssize_t count) noexcept nogil:
     """Sum of a[0:count] with eight partial sums (the compiler may not reorder a plain sum loop)."""
     cdef floating acc[8]

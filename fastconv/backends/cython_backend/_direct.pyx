@@ -11,7 +11,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
 
-from ._common cimport ConvShape, fill, total, valid_span
+from ._common cimport ConvShape, fill, pad_rows, total, valid_span
 
 
 cdef inline Py_ssize_t padded_rows(const ConvShape *p) noexcept nogil:
@@ -23,22 +23,9 @@ cdef inline Py_ssize_t padded_cols(const ConvShape *p) noexcept nogil:
     return (p.out_w - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
 
 
-cdef void pad_plane(const floating *xc, floating *xp, const ConvShape *p) noexcept nogil:
+cdef inline void pad_plane(const floating *xc, floating *xp, const ConvShape *p) noexcept nogil:
     """xp (padded_rows, padded_cols)[a, b] = xc (h, w)[a - pad_top, b - pad_left], zero outside xc."""
-    cdef Py_ssize_t rows = padded_rows(p), cols = padded_cols(p), a, col, lo, hi
-    cdef floating *dst
-    cdef const floating *src
-    valid_span(-p.pad_left, 1, p.w, cols, &lo, &hi)
-    for a in range(rows):
-        dst = xp + a * cols
-        if a - p.pad_top < 0 or a - p.pad_top >= p.h:
-            fill(dst, cols, 0)
-            continue
-        src = xc + (a - p.pad_top) * p.w - p.pad_left
-        fill(dst, lo, 0)
-        for col in range(lo, hi):
-            dst[col] = src[col]
-        fill(dst + hi, cols - hi, 0)
+    pad_rows(xc, xp, 0, padded_rows(p), padded_cols(p), p)
 
 
 cdef void forward_plane(const floating *xc, const floating *wk, floating bias, floating *yk, floating *xp,

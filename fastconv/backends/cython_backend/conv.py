@@ -1,11 +1,12 @@
 """The convolution methods of the cython backend, which one runs by default, and the backward pass composed of them.
 
 Forward: gemm (every layer), pointwise (1x1 stride 1 unpadded), direct, polyphase and blocked (one input channel
-per group), winograd (3x3 stride 1). Backward methods are named after the method that computes dw and db, with dx by that method's
-own adjoint (direct loops for direct, col2im after a GEMM for the others), plus "rotated": at stride 1 dx is
-the forward convolution of dy with the rotated kernel (by the rotated geometry's default forward method), and
-dw is by the default method. Each pass allocates its scratch from its plan; a backward method's plan is the
-peak of its passes, which run one after the other.
+per group), winograd (3x3 stride 1), blocked_direct (groups of several input channels, or one group; forward only).
+Backward methods are named after the method that computes dw and db, with dx by that method's own adjoint
+(direct loops for direct, col2im after a GEMM for the others), plus "rotated": at stride 1 dx is the forward
+convolution of dy with the rotated kernel (by the rotated geometry's default forward method), and dw is by the
+default method (gemm where that is blocked_direct). Each pass allocates its scratch from its plan; a backward
+method's plan is the peak of its passes, which run one after the other.
 """
 
 from __future__ import annotations
@@ -16,25 +17,29 @@ import numpy as np
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, per_budget, threads_for
-from fastconv.backends._defaults import winograd_pays
+from fastconv.backends._defaults import blocked_direct_pays, winograd_pays
 from fastconv.backends._protocol import Method, Methods, Plan
-from fastconv.backends.cython_backend import _common, blocked, direct, gemm, pointwise, polyphase, winograd
+from fastconv.backends.cython_backend import (_common, blocked, blocked_direct, direct, gemm, pointwise, polyphase,
+                                              winograd)
 
 #: name -> module with applies(g), forward / forward_plan and grad_w / grad_w_plan
 MODULES = {"gemm": gemm, "pointwise": pointwise, "direct": direct, "polyphase": polyphase, "blocked": blocked,
-           "winograd": winograd}
+           "winograd": winograd, "blocked_direct": blocked_direct}
 
 
 def default_method(g: ConvGeometry) -> str:
-    """The forward method, and dw's: for depthwise layers blocked where preferred, else polyphase on small maps and
-    direct otherwise; Winograd where it pays, pointwise for 1x1 stride-1 unpadded layers, gemm otherwise."""
+    """The forward method: for depthwise layers blocked where preferred, else polyphase on small maps and direct
+    otherwise; Winograd where it pays, pointwise for 1x1 stride-1 unpadded layers, blocked_direct where it pays
+    (few channels per group), gemm otherwise."""
     if g.is_depthwise:
         if blocked.preferred(g):
             return "blocked"
         return "polyphase" if polyphase.preferred(g) else "direct"
     if winograd_pays(g):
         return "winograd"
-    return "pointwise" if g.is_pointwise else "gemm"
+    if g.is_pointwise:
+        return "pointwise"
+    return "blocked_direct" if blocked_direct_pays(g, blocked_direct.pixel_run()) else "gemm"
 
 
 def _rotation_pays(g: ConvGeometry) -> bool:
@@ -109,6 +114,13 @@ BACKWARD_PASSES = {"gemm": ("gemm", "gemm"), "pointwise": ("pointwise", "gemm"),
                    "rotated": (None, "rotated")}
 
 
+def _backward_default(g: ConvGeometry) -> str:
+    """The default forward method where it has a backward (dw, and dx by its adjoint), gemm where it is forward
+    only (blocked_direct)."""
+    name = default_method(g)
+    return name if name in BACKWARD_PASSES else "gemm"
+
+
 @per_budget
 def _bias_plan(g: ConvGeometry) -> Plan:
     """db without dw: no scratch."""
@@ -120,7 +132,7 @@ def _backward(name: str) -> Method:
     grad_x, grad_x_plan = GRAD_X[dx_by]
 
     def dw_method(g: ConvGeometry):
-        return MODULES[dw_by or default_method(g)]
+        return MODULES[dw_by or _backward_default(g)]
 
     def plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
         first = dw_method(g).grad_w_plan(g) if need_dw else _bias_plan(g)
@@ -151,8 +163,8 @@ BACKWARD = {name: _backward(name) for name in BACKWARD_PASSES}
 def backward_methods(g: ConvGeometry) -> Methods:
     """The conv2d_backward methods that apply to g: those of the forward methods that do, and "rotated" at
     stride 1."""
-    applicable = [name for name, module in MODULES.items() if module.applies(g)]
+    applicable = [name for name, module in MODULES.items() if name in BACKWARD_PASSES and module.applies(g)]
     if g.stride_h == g.stride_w == 1:
         applicable.append("rotated")
-    default = "rotated" if _rotation_pays(g) else default_method(g)
+    default = "rotated" if _rotation_pays(g) else _backward_default(g)
     return Methods(default, {name: BACKWARD[name] for name in applicable})

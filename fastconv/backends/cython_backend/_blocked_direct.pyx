@@ -1,0 +1,182 @@
+"""Register-blocked direct convolution: any kernel size, stride, dilation, padding and groups, float32/float64
+NCHW arrays, GIL released.
+
+Shapes (one ConvShape p; cg = c/groups, kg = k/groups, KB = k_block(itemsize) output channels, PB = PIXEL_RUN
+output pixels): x (n, c, h, w); packed (groups, ceil(kg/KB), cg*r*s*KB), each block of KB output channels of a
+group as [c][i][j][lane], zero past kg; y (n, k, out_h, out_w).
+
+Work items are (image, group, block of output rows). A thread copies the rows of x the block's windows read, for
+its group's cg channels, into its zero-padded ``band`` (cg, band_rows, cols), wide enough for whole runs of PB
+pixels, so that the micro-kernel never tests a border. Then, per block of KB output channels, per run of PB
+pixels along each output row, it keeps the PB x KB sums in registers over (c, i, j):
+
+    y[n, k0 + l, oh, ow0 + q] = b[k0 + l] + sum_{c,i,j} packed[c, i, j, l] * band[c, oh*sh + i*dh, (ow0+q)*sw + j*dw]
+
+The micro-kernel is C with GCC/Clang vector types (plain loops left the sums on the stack): KB is two SIMD
+registers of the instruction set the module is compiled for, PB as many pixels as leave registers for the two
+weight vectors and a broadcast input (16 registers below AVX-512, 32 with it).
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+
+from ._common cimport Block, ConvShape, block_of, ceil_div, pad_rows
+
+cdef extern from *:
+    """
+    #include <string.h>
+    #if defined(__AVX512F__)
+    #define FASTCONV_VECTOR_BYTES 64
+    #define FASTCONV_PIXEL_RUN 12
+    #elif defined(__AVX__)
+    #define FASTCONV_VECTOR_BYTES 32
+    #define FASTCONV_PIXEL_RUN 6
+    #else
+    #define FASTCONV_VECTOR_BYTES 16
+    #define FASTCONV_PIXEL_RUN 6
+    #endif
+    #if defined(__GNUC__)  /* GCC and Clang: vector types, read from any address of their elements */
+    typedef float fastconv_f32v __attribute__((vector_size(FASTCONV_VECTOR_BYTES), aligned(4), may_alias));
+    typedef double fastconv_f64v __attribute__((vector_size(FASTCONV_VECTOR_BYTES), aligned(8), may_alias));
+    #else  /* one lane: the same loops on scalars */
+    typedef float fastconv_f32v;
+    typedef double fastconv_f64v;
+    #endif
+    #define FASTCONV_LANES_F32 ((Py_ssize_t)(sizeof(fastconv_f32v) / sizeof(float)))
+    #define FASTCONV_LANES_F64 ((Py_ssize_t)(sizeof(fastconv_f64v) / sizeof(double)))
+    #define FASTCONV_MAX_SUMS (FASTCONV_PIXEL_RUN * 2 * FASTCONV_VECTOR_BYTES / 4)
+
+    /* sums (PB, 2 vectors) = sum over (c, i, j) of wk's two vectors times src[c*channel_step + i*row_step +
+       j*dw + q*sw], broadcast, for each of the PB pixels q; wk advances two vectors per (c, i, j). The PB x 2
+       accumulators stay in registers: the loop over q has a fixed trip count and is unrolled. */
+    #define FASTCONV_RUN_SUMS(NAME, T, V)                                                                   \
+    static inline void NAME(const T *src, const T *wk, T *sums, Py_ssize_t channels, Py_ssize_t r,          \
+                            Py_ssize_t s, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t row_step,                \
+                            Py_ssize_t channel_step) {                                                      \
+        const Py_ssize_t lanes = sizeof(V) / sizeof(T);                                                     \
+        V zero = {0}, acc[FASTCONV_PIXEL_RUN][2];                                                           \
+        for (int q = 0; q < FASTCONV_PIXEL_RUN; q++)                                                        \
+            acc[q][0] = acc[q][1] = zero;                                                                   \
+        for (Py_ssize_t c = 0; c < channels; c++) {                                                         \
+            const T *row = src + c * channel_step;                                                          \
+            for (Py_ssize_t i = 0; i < r; i++, row += row_step) {                                           \
+                for (Py_ssize_t j = 0; j < s; j++, wk += 2 * lanes) {                                       \
+                    const T *tap = row + j * dw;                                                            \
+                    V w0 = *(const V *)wk, w1 = *(const V *)(wk + lanes);                                   \
+                    for (int q = 0; q < FASTCONV_PIXEL_RUN; q++) {                                          \
+                        T v = tap[q * sw];                                                                  \
+                        acc[q][0] += v * w0;                                                                \
+                        acc[q][1] += v * w1;                                                                \
+                    }                                                                                       \
+                }                                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
+        memcpy(sums, acc, sizeof acc);                                                                      \
+    }
+    FASTCONV_RUN_SUMS(fastconv_run_sums_f32, float, fastconv_f32v)
+    FASTCONV_RUN_SUMS(fastconv_run_sums_f64, double, fastconv_f64v)
+    """
+    const Py_ssize_t PIXEL_RUN "FASTCONV_PIXEL_RUN"  # PB
+    const Py_ssize_t LANES_F32 "FASTCONV_LANES_F32"  # lanes of one SIMD register
+    const Py_ssize_t LANES_F64 "FASTCONV_LANES_F64"
+    enum: MAX_SUMS "FASTCONV_MAX_SUMS"  # PB * KB for float32, the most sums a run keeps
+    void run_sums_f32 "fastconv_run_sums_f32"(const float *src, const float *wk, float *sums, Py_ssize_t channels,
+                                              Py_ssize_t r, Py_ssize_t s, Py_ssize_t sw, Py_ssize_t dw,
+                                              Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
+    void run_sums_f64 "fastconv_run_sums_f64"(const double *src, const double *wk, double *sums,
+                                              Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s, Py_ssize_t sw,
+                                              Py_ssize_t dw, Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
+
+
+def k_block(Py_ssize_t itemsize):
+    """KB, the output channels of one block: two SIMD registers of this itemsize (4 or 8)."""
+    return 2 * (LANES_F32 if itemsize == 4 else LANES_F64)
+
+
+def pixel_run():
+    """PB, the output pixels along a row that the micro-kernel computes at once."""
+    return PIXEL_RUN
+
+
+cdef inline Py_ssize_t block_lanes(const floating *any) noexcept nogil:
+    """KB for this fused type."""
+    if floating is float:
+        return 2 * LANES_F32
+    else:
+        return 2 * LANES_F64
+
+
+cdef void pack(const floating *w, floating *packed, const ConvShape *p) noexcept nogil:
+    """packed (groups, ceil(kg/KB), cg*r*s*KB) from w (k, cg, r, s): see the module docstring."""
+    cdef Py_ssize_t kb = block_lanes(w), kg = p.k // p.groups, taps = p.c // p.groups * p.r * p.s
+    cdef Py_ssize_t blocks = ceil_div(kg, kb), group, block, t, l, k
+    for group in range(p.groups):
+        for block in range(blocks):
+            for t in range(taps):
+                for l in range(kb):
+                    k = block * kb + l
+                    packed[0] = w[(group * kg + k) * taps + t] if k < kg else 0
+                    packed += 1
+
+
+cdef inline void store_run(const floating *src, const floating *wk, floating *yk, const floating *bias,
+                           Py_ssize_t lanes, Py_ssize_t pixels, Py_ssize_t plane, Py_ssize_t rows,
+                           Py_ssize_t cols, const ConvShape *p) noexcept nogil:
+    """yk[l * plane + q] = bias[l] (0 if bias is NULL) + the run's sums, for l < lanes, q < pixels.
+
+    src: the band at the run's first window (cg planes of rows x cols); wk: its block of packed weights.
+    """
+    cdef Py_ssize_t kb = block_lanes(src), q, l
+    cdef floating sums[MAX_SUMS]
+    cdef floating v
+    if floating is float:
+        run_sums_f32(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w, p.dilation_w, p.dilation_h * cols,
+                     rows * cols)
+    else:
+        run_sums_f64(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w, p.dilation_w, p.dilation_h * cols,
+                     rows * cols)
+    for l in range(lanes):
+        v = bias[l] if bias != NULL else 0
+        for q in range(pixels):
+            yk[l * plane + q] = sums[q * kb + l] + v
+
+
+cdef void forward_block(const floating *x, const floating *packed, const floating *b, floating *y, floating *band,
+                        Block blk, const ConvShape *p) noexcept nogil:
+    """The rows blk.start:blk.stop of image blk.n's outputs of group blk.group (all its blocks of KB channels)."""
+    cdef Py_ssize_t kb = block_lanes(x), cg = p.c // p.groups, kg = p.k // p.groups
+    cdef Py_ssize_t runs = ceil_div(p.out_w, PIXEL_RUN), plane = p.out_h * p.out_w
+    cdef Py_ssize_t cols = (runs * PIXEL_RUN - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
+    cdef Py_ssize_t rows = (blk.stop - blk.start - 1) * p.stride_h + (p.r - 1) * p.dilation_h + 1
+    cdef Py_ssize_t c, block, k0, oh, run, ow0
+    cdef const floating *wk
+    for c in range(cg):
+        pad_rows(x + (blk.n * p.c + blk.group * cg + c) * p.h * p.w, band + c * rows * cols,
+                 blk.start * p.stride_h, rows, cols, p)
+    for block in range(ceil_div(kg, kb)):
+        k0 = blk.group * kg + block * kb
+        wk = packed + (blk.group * ceil_div(kg, kb) + block) * cg * p.r * p.s * kb
+        for oh in range(blk.start, blk.stop):
+            for run in range(runs):
+                ow0 = run * PIXEL_RUN
+                store_run(band + (oh - blk.start) * p.stride_h * cols + ow0 * p.stride_w, wk,
+                          y + ((blk.n * p.k + k0) * p.out_h + oh) * p.out_w + ow0, b + k0 if b != NULL else NULL,
+                          min(kb, kg - block * kb), min(PIXEL_RUN, p.out_w - ow0), plane, rows, cols, p)
+
+
+def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
+            floating[:, :, :, ::1] y, floating[:, :, ::1] packed, floating[:, ::1] bands, Py_ssize_t block_rows,
+            ConvShape p, int num_threads):
+    """y (n, k, out_h, out_w) = conv(x, w) + b (b may be None), one (image, group, block_rows output rows) per
+    work item.
+
+    packed (groups, ceil(kg/KB), cg*r*s*KB): filled here; bands (threads, cg * band rows * cols): each thread's
+    input band for a block of block_rows rows.
+    """
+    cdef const floating *bias = &b[0] if b is not None else NULL
+    cdef Py_ssize_t item
+    pack(&w[0, 0, 0, 0], &packed[0, 0, 0], &p)
+    for item in prange(p.n * p.groups * ceil_div(p.out_h, block_rows), nogil=True, schedule="static",
+                       num_threads=num_threads):
+        forward_block(&x[0, 0, 0, 0], &packed[0, 0, 0], bias, &y[0, 0, 0, 0], &bands[threadid(), 0],
+                      block_of(item, p.groups, p.out_h, block_rows), &p)

@@ -1,0 +1,77 @@
+"""Register-blocked direct convolution (_blocked_direct.pyx), forward only: any kernel size, stride, dilation and padding,
+groups of more than one input channel (or one group).
+
+The weights are re-laid once per call into blocks of KB output channels (``weights``, the order the micro-kernel
+reads them); each work item, a block of output rows of one image and one group, copies the rows of x its windows
+read into its thread's zero-padded ``bands`` row and computes the PB x KB outputs of each run of pixels in
+registers. No im2col matrix: it wins where the GEMM's inner dimension C/groups*R*S is short, or its column matrix
+is many times the input (few input channels, large or strided kernels).
+"""
+
+from __future__ import annotations
+
+from fastconv._geometry import ConvGeometry
+from fastconv._threads import get_num_threads, parallel_region, per_budget, threads_for
+from fastconv.backends._protocol import Plan
+from fastconv.backends.cython_backend._levels import load
+
+_blocked_direct = load("_blocked_direct")  # the kernels built for this CPU's instruction set
+
+#: bytes of one thread's band (its group's input channels x the rows one block of output rows reads): with a
+#: block's weights it stays in the per-core L2 cache (512 KiB to 2 MiB on current x86-64 cores)
+BAND_BYTES = 128 << 10
+#: work items per thread, where the rows allow: a static schedule then balances to within a few percent
+ITEMS_PER_THREAD = 8
+
+
+def pixel_run() -> int:
+    """PB, the output pixels along a row the micro-kernel computes at once (for this instruction set)."""
+    return _blocked_direct.pixel_run()
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def applies(g: ConvGeometry) -> bool:
+    """One group, or groups of several input channels (one-channel groups have direct and polyphase)."""
+    return g.groups == 1 or g.c_per_group > 1
+
+
+def _band_shape(g: ConvGeometry, block_rows: int) -> tuple[int, int]:
+    """(rows, cols) of the band of x that block_rows output rows read, columns for whole runs of PB pixels."""
+    run = pixel_run()
+    rows = (block_rows - 1) * g.stride_h + (g.r - 1) * g.dilation_h + 1
+    cols = (_ceil_div(g.out_w, run) * run - 1) * g.stride_w + (g.s - 1) * g.dilation_w + 1
+    return rows, cols
+
+
+@per_budget
+def block_rows(g: ConvGeometry) -> int:
+    """Output rows per work item: a band within BAND_BYTES, and ITEMS_PER_THREAD items per thread where the
+    output has the rows."""
+    first_rows, cols = _band_shape(g, 1)  # each further output row reads stride_h more
+    band_rows = BAND_BYTES // (g.c_per_group * cols * g.dtype.itemsize)
+    fitting = 1 + max(0, band_rows - first_rows) // g.stride_h
+    blocks = _ceil_div(ITEMS_PER_THREAD * get_num_threads(), g.n * g.groups)
+    return max(1, min(fitting, _ceil_div(g.out_h, blocks)))
+
+
+@per_budget
+def forward_plan(g: ConvGeometry) -> Plan:
+    """The re-laid weights (groups, K blocks, C/groups*R*S*KB), and each thread's band."""
+    rows = block_rows(g)
+    threads = threads_for(g.flops, g.n * g.groups * _ceil_div(g.out_h, rows))
+    kb = _blocked_direct.k_block(g.dtype.itemsize)
+    band_rows, cols = _band_shape(g, rows)
+    return Plan(threads, {"weights": ((g.groups, _ceil_div(g.k_per_group, kb), g.c_per_group * g.r * g.s * kb),
+                                      g.dtype),
+                          "bands": ((threads, g.c_per_group * band_rows * cols), g.dtype)})
+
+
+def forward(x, w, b, y, g: ConvGeometry) -> None:
+    """y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, C/groups, R, S)) + b ((K,) or None)."""
+    plan = forward_plan(g)
+    scratch = plan.allocate()
+    with parallel_region(plan.threads) as threads:
+        _blocked_direct.forward(x, w, b, y, scratch["weights"], scratch["bands"], block_rows(g), vars(g), threads)
