@@ -38,12 +38,32 @@ class _Layout:
     @property
     def nchw(self):
         """This geometry with NCHW operands (itself when it has them)."""
-        return dataclasses.replace(self, channels_last=False) if self.channels_last else self
+        return self._twin() if self.channels_last else self
 
     @property
     def nhwc(self):
         """This geometry with channels-last operands (itself when it has them)."""
-        return self if self.channels_last else dataclasses.replace(self, channels_last=True)
+        return self if self.channels_last else self._twin()
+
+    def _twin(self):
+        """This geometry in the other layout, made once (so that caches keyed on it find the same object)."""
+        twin = self.__dict__.get("_twin_geometry")
+        if twin is None:
+            twin = self.__dict__["_twin_geometry"] = dataclasses.replace(self, channels_last=not self.channels_last)
+            twin.__dict__["_twin_geometry"] = self
+        return twin
+
+    def _hash_once(self) -> int:
+        """The hash of the fields, computed once per geometry: geometries key the plan and method caches that
+        every call consults."""
+        found = self.__dict__.get("_hash")
+        if found is None:
+            found = self.__dict__["_hash"] = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+        return found
+
+    def __getstate__(self) -> dict:
+        """The fields only: a hash is valid in one process (a dtype's hashes its characters), a twin is remade."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,8 @@ class ConvGeometry(_Layout):
     out_w: int
     dtype: np.dtype
     channels_last: bool = False
+
+    __hash__ = _Layout._hash_once
 
     @property
     def c_per_group(self) -> int:
@@ -185,6 +207,8 @@ class PoolGeometry(_Layout):
     count_include_pad: bool
     dtype: np.dtype
     channels_last: bool = False
+
+    __hash__ = _Layout._hash_once
 
     @property
     def x_shape(self) -> tuple[int, int, int, int]:

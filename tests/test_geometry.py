@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -76,3 +77,13 @@ def test_avg_divisor_counts_padding_only_when_asked():
     without = pool_geometry(x, 3, stride=2, padding=1, count_include_pad=False).avg_divisor()
     np.testing.assert_array_equal(with_pad, np.full((2, 2), 9.0))
     np.testing.assert_array_equal(without, [[4.0, 6.0], [6.0, 9.0]])
+
+
+def test_a_geometry_hashes_once_keeps_its_twin_and_pickles_its_fields_only():
+    import pickle
+
+    g = conv_geometry(np.zeros((1, 3, 8, 8), np.float32), np.zeros((4, 3, 3, 3), np.float32))
+    assert g.nhwc is g.nhwc and g.nhwc.nchw is g and g.nhwc.channels_last and g.nchw is g
+    assert hash(g) == hash(dataclasses.replace(g)) and g == dataclasses.replace(g)
+    copy = pickle.loads(pickle.dumps(g))
+    assert copy == g and not [name for name in vars(copy) if name.startswith("_")]
