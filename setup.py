@@ -104,9 +104,9 @@ class BuildExt(build_ext):
 
 
 PACKAGE = "fastconv.backends.cython_backend"
-MODULES = ("_common", "_gemm", "_direct", "_blocked", "_blocked_direct", "_winograd", "_pool", "_nhwc")
+MODULES = ("_common", "_gemm", "_direct", "_blocked", "_blocked_direct", "_winograd", "_pool", "_nhwc", "_gemm_nhwc")
 #: the modules whose loops are the kernels: built again per instruction-set level in a portable build
-HOT_MODULES = ("_gemm", "_direct", "_blocked", "_blocked_direct", "_winograd", "_pool", "_nhwc")
+HOT_MODULES = ("_gemm", "_direct", "_blocked", "_blocked_direct", "_winograd", "_pool", "_nhwc", "_gemm_nhwc")
 #: GCC/Clang -march levels of a portable build: the baseline every extension is built for, then the others
 BASELINE_LEVEL = "x86-64-v2"
 ADDED_LEVELS = ("x86-64-v3", "x86-64-v4")

@@ -1,6 +1,7 @@
-"""Channels-last geometries: every method a compiled backend lists for them (its native "nhwc", "nhwc_scatter" and
-"nhwc_direct" kernels and its NCHW methods between transposes, "nchw:<method>") agrees with naive in NCHW, on random
-geometries, ties and NaN included; the methods never write their inputs; auto keeps NHWC decisions apart from NCHW ones."""
+"""Channels-last geometries: every method a compiled backend lists for them (its native "nhwc", "nhwc_scatter",
+"nhwc_direct" and "nhwc_gemm" kernels and its NCHW methods between transposes, "nchw:<method>") agrees with naive
+in NCHW, on random geometries, ties and NaN included; the methods never write their inputs; auto keeps NHWC
+decisions apart from NCHW ones."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 import fastconv as fc
 from fastconv import _backend
 from fastconv._geometry import conv_geometry, pool_geometry
+from fastconv.backends._gemm_nhwc import preferred
 from fastconv.backends._nhwc import pointwise_applies, pool_plan, scatter_first
 from fastconv.backends._pool_tables import WINDOW_TABLES, pool_scratch
 from fastconv.autotune import cache
@@ -123,13 +125,15 @@ def test_every_channels_last_pointwise_method_matches_naive(name, data):
 
 
 @pytest.mark.parametrize("name", ["naive", "im2col", *COMPILED, "auto"])
-def test_grouped_or_strided_1x1_goes_through_transposes(name, rng):
-    """Only ungrouped unit-stride unpadded 1x1 layers have a native method; other layers run an NCHW method
-    between transposes, on every backend."""
+def test_grouped_or_strided_1x1_is_not_pointwise(name, rng):
+    """Only ungrouped unit-stride unpadded 1x1 layers have the pointwise "nhwc" method; other 1x1 layers run
+    nhwc_gemm on the compiled backends (and auto), and an NCHW method between transposes on the others."""
     module = _backend.load(require_backend(name))
     x, w = random_array(rng, (2, 4, 5, 5), np.float32), random_array(rng, (6, 2, 1, 1), np.float32)
     g = conv_geometry(x, w, groups=2, channels_last=True)
-    assert all(n.split(":")[-2] == "nchw" for n in module.methods("conv2d_forward", g).options), name
+    methods = module.methods("conv2d_forward", g)
+    assert all(n.split(":")[-1] != "nhwc" for n in methods.options), name
+    assert (methods.default.split(":")[-1] == "nhwc_gemm") == (name != "naive" and name != "im2col"), name
     assert_close(fc.conv2d(nhwc(x), w, groups=2, data_format="NHWC", backend=name),
                  nhwc(fc.conv2d(x, w, groups=2, backend="naive")), np.float32, name)
 
@@ -167,17 +171,20 @@ def test_channels_last_plans_are_what_the_methods_allocate(name, rng, monkeypatc
                          ("avg_pool2d_forward", (nhwc(x), g)), ("avg_pool2d_backward", (y, g))):
             for method in module.methods(op, g).options.values():
                 assert_plan_is_traced(method, method.plan(g), args, f"{op} {kernel}")
-    for w, groups in ((random_array(rng, (48, 32, 1, 1), np.float32), 1),
-                      (random_array(rng, (16, 32, 3, 3), np.float32), 1),
-                      (random_array(rng, (64, 1, 3, 3), np.float32), 32)):
-        g = conv_geometry(x, w, groups=groups, channels_last=True)
+    single_channel = random_array(rng, (1, 1, 30, 28), np.float32)  # nhwc_gemm: columns tap by tap, copies of dx
+    for image, w, groups in ((x, random_array(rng, (48, 32, 1, 1), np.float32), 1),
+                             (x, random_array(rng, (16, 32, 3, 3), np.float32), 1),
+                             (x, random_array(rng, (64, 1, 3, 3), np.float32), 32),
+                             (x, random_array(rng, (16, 8, 3, 3), np.float32), 4),
+                             (single_channel, random_array(rng, (8, 1, 5, 5), np.float32), 1)):
+        g = conv_geometry(image, w, groups=groups, channels_last=True)
         dy = nhwc(random_array(rng, g.y_shape, np.float32))
         for method in module.methods("conv2d_forward", g).options.values():
-            assert_plan_is_traced(method, method.plan(g), (nhwc(x), w, None, g), f"forward {w.shape}")
+            assert_plan_is_traced(method, method.plan(g), (nhwc(image), w, None, g), f"forward {w.shape}")
         for need_dx, need_dw in ((True, True), (True, False), (False, True)):
             for method in module.methods("conv2d_backward", g).options.values():
                 assert_plan_is_traced(method, method.plan(g, need_dx, need_dw),
-                                      (dy, nhwc(x), w, g, need_dx, need_dw, True), f"backward {w.shape}")
+                                      (dy, nhwc(image), w, g, need_dx, need_dw, True), f"backward {w.shape}")
 
 
 @pytest.mark.parametrize("op", POOL_OPS)
@@ -270,8 +277,49 @@ def test_channels_last_depthwise_public_calls(name, rng):
 
 @pytest.mark.parametrize("name", COMPILED)
 def test_a_single_channel_image_is_not_depthwise_in_channels_last(name):
-    """C == 1 with one group is channelwise but not depthwise: its NHWC input is its NCHW input, so the transposed
-    methods run it (nhwc_direct's channel loops over one input channel were slower there)."""
+    """C == 1 with one group is channelwise but not depthwise: nhwc_gemm runs it (nhwc_direct's channel loops
+    over one input channel were slower there)."""
     g = conv_geometry(np.ones((1, 1, 12, 12)), np.ones((8, 1, 5, 5)), channels_last=True)
-    names = _backend.load(require_backend(name)).methods("conv2d_forward", g).options
-    assert "nhwc_direct" not in names and all(method.startswith("nchw:") for method in names)
+    methods = _backend.load(require_backend(name)).methods("conv2d_forward", g)
+    assert "nhwc_direct" not in methods.options and methods.default == "nhwc_gemm"
+
+
+@RANDOM
+@given(data=st.data())
+@pytest.mark.parametrize("name", COMPILED)
+def test_channels_last_gemm_matches_naive(name, data, monkeypatch):
+    """nhwc_gemm on random layers: groups, single-channel images, strides, dilations, asymmetric and "same"
+    padding, kernels as large as the input, batch 1, both dtypes, read-only inputs; on several threads, so that
+    batch 1 takes the private copies of dx. It is the default except on depthwise layers and where the NCHW default
+    is Winograd (and the pointwise method's layers)."""
+    module = _backend.load(require_backend(name))
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    rng = np.random.default_rng(draw(0, 2 ** 16))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    groups, r, s = draw(1, 3), draw(1, 5), draw(1, 5)
+    c = groups * data.draw(st.sampled_from([1, 1, 2, 3, 5]))
+    x = random_array(rng, (draw(1, 3), c, draw(r, r + 9), draw(s, s + 9)), dtype)
+    w = random_array(rng, (groups * draw(1, 4), c // groups, r, s), dtype)
+    padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s)))]))
+    kwargs = dict(stride=(draw(1, 3), draw(1, 3)), dilation=(draw(1, 2), draw(1, 2)), padding=padding,
+                  groups=groups)
+    b = random_array(rng, w.shape[0], dtype) if data.draw(st.booleans()) else None
+    try:
+        g = conv_geometry(x, w, b, channels_last=True, **kwargs)
+    except ValueError:  # no output, or "same" with a stride
+        assume(False)
+    need_dx, need_dw, need_db = (data.draw(st.booleans()) for _ in range(3))
+    dy = random_array(rng, g.y_shape, dtype)
+    expected = fc.conv2d_backward(dy, x, w, backend="naive", **kwargs)
+    forward, backward = module.methods("conv2d_forward", g), module.methods("conv2d_backward", g)
+    assert (forward.default == backward.default == "nhwc_gemm") == (preferred(g) and not pointwise_applies(g))
+    assert_close(forward.options["nhwc_gemm"].run(nhwc(x), w, b, g),
+                 nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), dtype, f"y {g}")
+    grads = backward.options["nhwc_gemm"].run(nhwc(dy), nhwc(x), w, g, need_dx, need_dw, need_db)
+    for what, need, actual, wanted in zip("dx dw db".split(), (need_dx, need_dw, need_db), grads,
+                                          (nhwc(expected[0]), *expected[1:])):
+        assert (actual is None) != need, what
+        if need:
+            assert actual.flags.c_contiguous and actual.shape == wanted.shape and actual.dtype == dtype, what
+            assert_close(actual, wanted, dtype, f"{what} {g}")

@@ -22,7 +22,7 @@ LEVEL_FEATURES = {
 #: the levels a portable build adds, each in its subpackage here (setup.py's ADDED_LEVELS)
 ADDED_LEVELS = ("x86-64-v3", "x86-64-v4")
 #: the kernel modules built again per added level (setup.py's HOT_MODULES)
-HOT_MODULES = ("_gemm", "_direct", "_blocked", "_blocked_direct", "_winograd", "_pool", "_nhwc")
+HOT_MODULES = ("_gemm", "_direct", "_blocked", "_blocked_direct", "_winograd", "_pool", "_nhwc", "_gemm_nhwc")
 _PACKAGE = __name__.rsplit(".", 1)[0]
 
 
