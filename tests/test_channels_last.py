@@ -72,7 +72,7 @@ def test_every_channels_last_pool_method_matches_naive(name, data):
         args = {"max_pool2d_forward": (nhwc(x), g), "max_pool2d_backward": (nhwc(dy), nhwc(i_ref), g),
                 "avg_pool2d_forward": (nhwc(x), g), "avg_pool2d_backward": (nhwc(dy), g)}[op]
         methods = module.methods(op, g)
-        native = "nhwc_scatter" if op == "max_pool2d_backward" and scatter_first(g) else "nhwc"
+        native = "nhwc_scatter" if op.endswith("backward") and scatter_first(op, g) else "nhwc"
         assert methods.default == native and any(n.startswith("nchw:") for n in methods.options), methods.options
         for method in methods.options.values():
             actual = method.run(*args)
@@ -202,14 +202,15 @@ def test_small_pool_tables_are_kept_read_only_and_large_ones_filled_per_call(op)
         np.testing.assert_array_equal(first[name], reference[name])
 
 
+@pytest.mark.parametrize("op", ["max_pool2d_backward", "avg_pool2d_backward"])
 @pytest.mark.parametrize("name", COMPILED)
-def test_max_pool_backward_scatters_few_channels_and_gathers_many(name):
+def test_pool_backward_scatters_few_channels_and_gathers_many(name, op):
     module = _backend.load(require_backend(name))
     lenet = pool_geometry(np.zeros((1, 6, 28, 28), np.float32), 2, channels_last=True)
     wide = pool_geometry(np.zeros((1, 64, 28, 28), np.float32), 2, channels_last=True)
-    assert module.methods("max_pool2d_backward", lenet).default == "nhwc_scatter"
-    assert module.methods("max_pool2d_backward", wide).default == "nhwc"
-    assert "nhwc_scatter" in module.methods("max_pool2d_backward", wide).options  # auto measures it
+    assert module.methods(op, lenet).default == "nhwc_scatter"
+    assert module.methods(op, wide).default == "nhwc"
+    assert "nhwc_scatter" in module.methods(op, wide).options  # auto measures it
 
 
 def test_auto_decides_channels_last_apart():

@@ -63,44 +63,55 @@ def pointwise_backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool
 
 
 @per_budget
-def scatter_plan(g: PoolGeometry) -> Plan:
-    """Max pooling's backward scatter: images in parallel, no scratch."""
-    return Plan(threads_for(g.reads, g.n))
+def scatter_plan(op: str, g: PoolGeometry) -> Plan:
+    """A backward scatter's: images in parallel; for average pooling the windows' bounds and divisors."""
+    tables = {} if op.startswith("max") else {
+        "window_rows": ((g.out_h, 2), np.int64), "window_cols": ((g.out_w, 2), np.int64),
+        "divisor": ((g.out_h, g.out_w), g.dtype)}
+    return Plan(threads_for(g.reads, g.n), tables)
 
 
-def scatter_first(g: PoolGeometry) -> bool:
-    """The scatter adds each dy once where the gather visits every input cell's windows, but its adds are scalar
-    and it splits only images: it is the default where the gather's channel loop is shorter than a vector (measured
-    on LeNet's 6-channel pool at batch 1: 8 us against 25; at 64 channels the gather was twice as fast on one
-    thread) and would run on no more threads."""
+def scatter_first(op: str, g: PoolGeometry) -> bool:
+    """The scatter adds each dy once per cell of its window where the gather visits every input cell's windows,
+    but its adds are scalar and it splits only images: it is the default where the gather's channel loop is
+    shorter than a vector (measured on LeNet's 6-channel pool at batch 1: max 8 us against 25) and would run on no
+    more threads (at 64 channels the gather was twice as fast on one thread)."""
     return (g.c * g.dtype.itemsize < SHORTEST_VECTOR_BYTES
-            and scatter_plan(g).threads >= pool_plan("max_pool2d_backward", g).threads)
+            and scatter_plan(op, g).threads >= pool_plan(op, g).threads)
 
 
-def pool_methods(max_forward: Callable, avg_forward: Callable, backward: Callable, max_scatter: Callable
+def pool_methods(max_forward: Callable, avg_forward: Callable, backward: Callable, scatter: Callable
                  ) -> Callable[[str, object], list[Method]]:
     """A pool module's channels_last_methods(op, g): "nhwc" for the four pooling ops, from its forward kernels
     (max_forward(x, g) -> (y, indices), avg_forward(x, g) -> y) and its backward gather backward(op, dy, indices,
-    g) -> dx, where indices is None for average pooling; and "nhwc_scatter" for max pooling's backward,
-    max_scatter(dy, indices, g) -> dx, first where scatter_first(g)."""
+    g) -> dx, where indices is None for average pooling; and "nhwc_scatter" for the backward ops from its scatter
+    scatter(op, dy, indices, g) -> dx (the same arguments), first where scatter_first(op, g)."""
 
-    def max_backward(dy, indices, g):
-        """dy, indices (N, Ho, Wo, C) -> dx (N, H, W, C): each dy added at the cell its index names."""
-        return backward("max_pool2d_backward", dy, indices, g)
+    def backward_by(kernel: Callable, op: str) -> Callable:
+        if op.startswith("max"):
+            def max_backward(dy, indices, g):
+                """dy, indices (N, Ho, Wo, C) -> dx (N, H, W, C): each dy added at the cell its index names."""
+                return kernel(op, dy, indices, g)
 
-    def avg_backward(dy, g):
-        """dy (N, Ho, Wo, C) -> dx (N, H, W, C)."""
-        return backward("avg_pool2d_backward", dy, None, g)
+            return max_backward
 
-    runs = {"max_pool2d_forward": max_forward, "max_pool2d_backward": max_backward,
-            "avg_pool2d_forward": avg_forward, "avg_pool2d_backward": avg_backward}
-    table = {op: Method("nhwc", run, functools.partial(pool_plan, op)) for op, run in runs.items()}
-    scatter = Method("nhwc_scatter", max_scatter, scatter_plan)
+        def avg_backward(dy, g):
+            """dy (N, Ho, Wo, C) -> dx (N, H, W, C): each dy over its divisor added to every cell of its window."""
+            return kernel(op, dy, None, g)
+
+        return avg_backward
+
+    table = {"max_pool2d_forward": Method("nhwc", max_forward, functools.partial(pool_plan, "max_pool2d_forward")),
+             "avg_pool2d_forward": Method("nhwc", avg_forward, functools.partial(pool_plan, "avg_pool2d_forward"))}
+    scatters = {}
+    for op in ("max_pool2d_backward", "avg_pool2d_backward"):
+        table[op] = Method("nhwc", backward_by(backward, op), functools.partial(pool_plan, op))
+        scatters[op] = Method("nhwc_scatter", backward_by(scatter, op), functools.partial(scatter_plan, op))
 
     def channels_last_methods(op: str, g) -> list[Method]:
-        if op != "max_pool2d_backward":
+        if op not in scatters:
             return [table[op]] if op in table else []
-        return [scatter, table[op]] if scatter_first(g) else [table[op], scatter]
+        return [scatters[op], table[op]] if scatter_first(op, g) else [table[op], scatters[op]]
 
     return channels_last_methods
 

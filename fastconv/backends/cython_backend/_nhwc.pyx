@@ -136,6 +136,36 @@ def max_backward_scatter(const floating[:, :, :, ::1] dy, const long long[:, :, 
                       &dx[0, 0, 0, 0] + image * cells, outputs, cells, dx.shape[3])
 
 
+cdef void spread_image(const floating *dy, const floating *divisor, floating *dx, const long long *rows,
+                       const long long *cols, Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t w, Py_ssize_t c,
+                       Py_ssize_t cells) noexcept nogil:
+    """dx (cells,) = zeros plus each dy (out_h, out_w, c) over its divisor at every cell of its window, windows in
+    order (so overlapping windows add up as the gather adds them)."""
+    cdef Py_ssize_t oh, ow, i, j, ch, o, q
+    cdef floating share
+    fill(dx, cells, 0)
+    for oh in range(out_h):
+        for ow in range(out_w):
+            o = (oh * out_w + ow) * c
+            for i in range(rows[2 * oh], rows[2 * oh + 1]):
+                for j in range(cols[2 * ow], cols[2 * ow + 1]):
+                    q = (i * w + j) * c
+                    for ch in range(c):
+                        dx[q + ch] += dy[o + ch] / divisor[oh * out_w + ow]
+
+
+def avg_backward_scatter(const floating[:, :, :, ::1] dy, const floating[:, ::1] divisor,
+                         floating[:, :, :, ::1] dx, const long long[:, ::1] rows, const long long[:, ::1] cols,
+                         int num_threads):
+    """dx (n, h, w, c) from dy (n, out_h, out_w, c): each dy over its divisor (out_h, out_w) spread over its
+    window (rows (out_h, 2), cols (out_w, 2): the forward's bounds), images in parallel."""
+    cdef Py_ssize_t out_h = dy.shape[1], out_w = dy.shape[2], c = dy.shape[3]
+    cdef Py_ssize_t outputs = out_h * out_w * c, cells = dx.shape[1] * dx.shape[2] * c, image
+    for image in prange(dx.shape[0], nogil=True, schedule="static", num_threads=num_threads):
+        spread_image(&dy[0, 0, 0, 0] + image * outputs, &divisor[0, 0], &dx[0, 0, 0, 0] + image * cells,
+                     &rows[0, 0], &cols[0, 0], out_h, out_w, dx.shape[2], c, cells)
+
+
 def backward_gather(const floating[:, :, :, ::1] dy, const long long[:, :, :, ::1] indices,
                     const floating[:, ::1] divisor, floating[:, :, :, ::1] dx, const long long[:, ::1] row_cover,
                     const long long[:, ::1] col_cover, long long[::1] hits, bint is_max, int num_threads):

@@ -8,6 +8,7 @@ import numpy as np
 from fastconv._geometry import PoolGeometry
 from fastconv._threads import parallel_region
 from fastconv.backends._nhwc import pool_methods, pool_tables, scatter_plan
+from fastconv.backends._pool_tables import pool_scratch
 from fastconv.backends.cython_backend._levels import load
 
 _nhwc = load("_nhwc")  # the kernels built for this CPU's instruction set
@@ -44,12 +45,19 @@ def _backward(op: str, dy, indices, g: PoolGeometry):
     return dx
 
 
-def max_pool2d_backward_scatter(dy, indices, g: PoolGeometry):
-    """dy, indices (N, Ho, Wo, C) -> dx (N, H, W, C) by the scatter kernel."""
+def _scatter(op: str, dy, indices, g: PoolGeometry):
+    """dx (N, H, W, C) by the scatter kernels: each dy at the cell its index names (max pooling, with indices), or
+    over its divisor at every cell of its window (average pooling, indices None)."""
+    plan = scatter_plan(op, g)
+    tables = pool_scratch(plan, g)
     dx = np.empty(g.x_array_shape, g.dtype)
-    with parallel_region(scatter_plan(g).threads) as threads:
-        _nhwc.max_backward_scatter(dy, indices, dx, threads)
+    with parallel_region(plan.threads) as threads:
+        if indices is not None:
+            _nhwc.max_backward_scatter(dy, indices, dx, threads)
+        else:
+            _nhwc.avg_backward_scatter(dy, tables["divisor"], dx, tables["window_rows"], tables["window_cols"],
+                                       threads)
     return dx
 
 
-channels_last_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward, max_pool2d_backward_scatter)
+channels_last_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward, _scatter)

@@ -16,6 +16,7 @@ from numba import int64, njit, prange, uint64
 from fastconv._geometry import PoolGeometry
 from fastconv._threads import parallel_region
 from fastconv.backends._nhwc import pool_methods, pool_tables, scatter_plan
+from fastconv.backends._pool_tables import pool_scratch
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 from fastconv.backends.numba_backend.pool import _takes
@@ -111,6 +112,26 @@ def _max_backward_scatter(dy, indices, dx, images, channels):
                        dx[n * cells:(n + 1) * cells], channels)
 
 
+@parallel_kernel()
+def _avg_backward_scatter(dy, divisor, dx, rows, cols, images, height, width, channels):
+    """dy (N*Ho*Wo*C,) -> dx (N*H*W*C,): zeros plus each dy over its divisor (Ho*Wo,) at every cell of its window
+    (the forward's bounds), windows in order (so overlapping windows add up as the gather adds them), images in
+    parallel."""
+    out_h, out_w = uint64(rows.shape[0]), uint64(cols.shape[0])
+    outputs, cells = uint64(dy.shape[0] // images), uint64(dx.shape[0] // images)
+    for image in prange(images):
+        n = uint64(image)
+        dx[n * cells:(n + 1) * cells] = 0
+        for oh in range(out_h):
+            for ow in range(out_w):
+                o = n * outputs + (oh * out_w + ow) * channels
+                for i in range(rows[oh, 0], rows[oh, 1]):
+                    for q in range(i * width + cols[ow, 0], i * width + cols[ow, 1]):
+                        dst = (n * height * width + q) * channels
+                        for c in range(channels):
+                            dx[dst + c] += dy[o + c] / divisor[oh * out_w + ow]
+
+
 @njit(cache=True)
 def _scatter_image(dy, indices, dx, channels):
     """dy, indices (Ho*Wo*C,) of one image -> dx (H*W*C,) zeroed, then each dy added at its cell's channel."""
@@ -165,12 +186,20 @@ def _backward(op: str, dy, indices, g: PoolGeometry):
     return dx
 
 
-def max_pool2d_backward_scatter(dy, indices, g: PoolGeometry):
-    """dy, indices (N, Ho, Wo, C) -> dx (N, H, W, C) by _max_backward_scatter."""
+def _scatter(op: str, dy, indices, g: PoolGeometry):
+    """dx (N, H, W, C) by the scatter kernels: each dy at the cell its index names (max pooling, with indices), or
+    over its divisor at every cell of its window (average pooling, indices None)."""
+    plan = scatter_plan(op, g)
+    tables = pool_scratch(plan, g)
     dx = np.empty(g.x_array_shape, g.dtype)
-    with parallel_region(scatter_plan(g).threads, numba=True):
-        _max_backward_scatter(dy.ravel(), indices.ravel(), dx.ravel(), g.n, np.uint64(g.c))
+    with parallel_region(plan.threads, numba=True):
+        if indices is not None:
+            _max_backward_scatter(dy.ravel(), indices.ravel(), dx.ravel(), g.n, np.uint64(g.c))
+        else:
+            _avg_backward_scatter(dy.ravel(), tables["divisor"].ravel(), dx.ravel(),
+                                  tables["window_rows"].view(np.uint64), tables["window_cols"].view(np.uint64), g.n,
+                                  np.uint64(g.h), np.uint64(g.w), np.uint64(g.c))
     return dx
 
 
-channels_last_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward, max_pool2d_backward_scatter)
+channels_last_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward, _scatter)
