@@ -1,7 +1,8 @@
 """What the compiled backends' native channels-last methods share: where they apply, their plans and tables.
 
 Pooling (pool_nhwc in each backend) splits (image, output row) pairs forward and (image, input row) pairs
-backward, or images for max pooling's backward scatter; the 1x1 convolution (pointwise_nhwc) splits the N*H*W pixel rows of its GEMMs into one chunk per thread.
+backward, or images for the backward scatters; the 1x1 convolution (pointwise_nhwc) splits the N*H*W pixel rows of
+its GEMMs into one chunk per thread.
 """
 
 from __future__ import annotations

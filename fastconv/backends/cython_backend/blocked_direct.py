@@ -1,5 +1,5 @@
-"""Register-blocked direct convolution (_blocked_direct.pyx), forward only: any kernel size, stride, dilation and padding,
-groups of more than one input channel (or one group).
+"""Register-blocked direct convolution (_blocked_direct.pyx), forward only: any kernel size, stride, dilation and
+padding, groups of more than one input channel (or one group).
 
 The weights are re-laid once per call into blocks of KB output channels (``weights``, the order the micro-kernel
 reads them); each work item, a block of output rows of one image and one group, copies the rows of x its windows
