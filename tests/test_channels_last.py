@@ -1,5 +1,5 @@
 """Channels-last geometries: every method a compiled backend lists for them (its native "nhwc", "nhwc_scatter",
-"nhwc_direct" and "nhwc_gemm" kernels and its NCHW methods between transposes, "nchw:<method>") agrees with naive
+"nhwc_direct", "nhwc_gemm" and "nhwc_direct_blocked" kernels and its NCHW methods between transposes, "nchw:<method>") agrees with naive
 in NCHW, on random geometries, ties and NaN included; the methods never write their inputs; auto keeps NHWC
 decisions apart from NCHW ones."""
 
@@ -278,11 +278,12 @@ def test_channels_last_depthwise_public_calls(name, rng):
 
 @pytest.mark.parametrize("name", COMPILED)
 def test_a_single_channel_image_is_not_depthwise_in_channels_last(name):
-    """C == 1 with one group is channelwise but not depthwise: nhwc_gemm runs it (nhwc_direct's channel loops
-    over one input channel were slower there)."""
+    """C == 1 with one group is channelwise but not depthwise: nhwc_gemm runs it, or nhwc_direct_blocked in cython
+    (nhwc_direct's channel loops over one input channel were slower there)."""
     g = conv_geometry(np.ones((1, 1, 12, 12)), np.ones((8, 1, 5, 5)), channels_last=True)
     methods = _backend.load(require_backend(name)).methods("conv2d_forward", g)
-    assert "nhwc_direct" not in methods.options and methods.default == "nhwc_gemm"
+    assert "nhwc_direct" not in methods.options
+    assert methods.default == ("nhwc_direct_blocked" if name == "cython" else "nhwc_gemm")
 
 
 @RANDOM
@@ -314,7 +315,9 @@ def test_channels_last_gemm_matches_naive(name, data, monkeypatch):
     dy = random_array(rng, g.y_shape, dtype)
     expected = fc.conv2d_backward(dy, x, w, backend="naive", **kwargs)
     forward, backward = module.methods("conv2d_forward", g), module.methods("conv2d_backward", g)
-    assert (forward.default == backward.default == "nhwc_gemm") == (preferred(g) and not pointwise_applies(g))
+    native = preferred(g) and not pointwise_applies(g)  # the forward default may be nhwc_direct_blocked (cython)
+    assert (backward.default == "nhwc_gemm") == native
+    assert (forward.default in ("nhwc_gemm", "nhwc_direct_blocked")) == native
     assert_close(forward.options["nhwc_gemm"].run(nhwc(x), w, b, g),
                  nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), dtype, f"y {g}")
     grads = backward.options["nhwc_gemm"].run(nhwc(dy), nhwc(x), w, g, need_dx, need_dw, need_db)
@@ -324,3 +327,38 @@ def test_channels_last_gemm_matches_naive(name, data, monkeypatch):
         if need:
             assert actual.flags.c_contiguous and actual.shape == wanted.shape and actual.dtype == dtype, what
             assert_close(actual, wanted, dtype, f"{what} {g}")
+
+
+@RANDOM
+@given(data=st.data())
+def test_channels_last_blocked_direct_matches_naive(data, monkeypatch):
+    """nhwc_direct_blocked (cython) on random layers where it applies: one group or several input channels per
+    group, output channels past a block of KB, kernels up to 11 and as large as the input, strides, dilations,
+    asymmetric and "same" padding, batch 1, both dtypes, read-only inputs, several threads. It is the forward
+    default where blocked_direct is the NCHW default; the backward default stays nhwc_gemm's."""
+    module = _backend.load(require_backend("cython"))
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    rng = np.random.default_rng(draw(0, 2 ** 16))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    groups, r, s = draw(1, 3), draw(1, 11), draw(1, 11)
+    cg = data.draw(st.sampled_from([1, 2, 3, 4, 5, 17])) if groups == 1 else data.draw(st.sampled_from([2, 3, 17]))
+    x = random_array(rng, (draw(1, 3), groups * cg, draw(r, r + 12), draw(s, s + 12)), dtype)
+    w = random_array(rng, (groups * draw(1, 37), cg, r, s), dtype)
+    padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s)))]))
+    kwargs = dict(stride=(draw(1, 4), draw(1, 4)), dilation=(draw(1, 2), draw(1, 2)), padding=padding,
+                  groups=groups)
+    b = random_array(rng, w.shape[0], dtype) if data.draw(st.booleans()) else None
+    try:
+        g = conv_geometry(x, w, b, channels_last=True, **kwargs)
+    except ValueError:  # no output, or "same" with a stride
+        assume(False)
+    forward = module.methods("conv2d_forward", g)
+    method = forward.options["nhwc_direct_blocked"]
+    expected_default = module.conv.default_method(g.nchw) == "blocked_direct"
+    assert (forward.default == "nhwc_direct_blocked") == expected_default
+    assert module.methods("conv2d_backward", g).default != "nhwc_direct_blocked"
+    y = method.run(nhwc(x), w, b, g)
+    assert y.flags.c_contiguous and y.dtype == dtype
+    assert_close(y, nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), dtype, f"y {g}")
+    assert_plan_is_traced(method, method.plan(g), (nhwc(x), w, b, g), f"forward {g}")

@@ -70,8 +70,10 @@ def forward_plan(g: ConvGeometry) -> Plan:
 
 
 def forward(x, w, b, y, g: ConvGeometry) -> None:
-    """y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, C/groups, R, S)) + b ((K,) or None)."""
+    """y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, C/groups, R, S)) + b ((K,) or None); with g.channels_last
+    x (N, H, W, C) and y (N, Ho, Wo, K)."""
     plan = forward_plan(g)
     scratch = plan.allocate()
     with parallel_region(plan.threads) as threads:
-        _blocked_direct.forward(x, w, b, y, scratch["weights"], scratch["bands"], block_rows(g), vars(g), threads)
+        _blocked_direct.forward(x, w, b, y, scratch["weights"], scratch["bands"], block_rows(g), vars(g),
+                                g.channels_last, threads)
