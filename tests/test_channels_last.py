@@ -1,7 +1,7 @@
 """Channels-last geometries: every method a compiled backend lists for them (its native "nhwc", "nhwc_scatter",
-"nhwc_direct", "nhwc_gemm" and "nhwc_direct_blocked" kernels and its NCHW methods between transposes, "nchw:<method>") agrees with naive
-in NCHW, on random geometries, ties and NaN included; the methods never write their inputs; auto keeps NHWC
-decisions apart from NCHW ones."""
+"nhwc_direct", "nhwc_gemm" and "nhwc_direct_blocked" kernels and its NCHW methods between transposes,
+"nchw:<method>") agrees with naive in NCHW, on random geometries, ties and NaN included; the methods never write
+their inputs; auto keeps NHWC decisions apart from NCHW ones."""
 
 from __future__ import annotations
 
@@ -286,6 +286,21 @@ def test_a_single_channel_image_is_not_depthwise_in_channels_last(name):
     assert methods.default == ("nhwc_direct_blocked" if name == "cython" else "nhwc_gemm")
 
 
+def _random_layer(data, rng, x, w, groups: int, max_stride: int) -> tuple:
+    """A random bias (or None), conv2d arguments (strides up to max_stride, dilations up to 2, asymmetric, "same"
+    or no padding) and their channels-last geometry for x (N, C, H, W) and w."""
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    r, s = w.shape[2:]
+    padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s)))]))
+    kwargs = dict(stride=(draw(1, max_stride), draw(1, max_stride)), dilation=(draw(1, 2), draw(1, 2)),
+                  padding=padding, groups=groups)
+    b = random_array(rng, w.shape[0], x.dtype) if data.draw(st.booleans()) else None
+    try:
+        return b, kwargs, conv_geometry(x, w, b, channels_last=True, **kwargs)
+    except ValueError:  # no output, or "same" with a stride
+        assume(False)
+
+
 @RANDOM
 @given(data=st.data())
 @pytest.mark.parametrize("name", COMPILED)
@@ -303,14 +318,7 @@ def test_channels_last_gemm_matches_naive(name, data, monkeypatch):
     c = groups * data.draw(st.sampled_from([1, 1, 2, 3, 5]))
     x = random_array(rng, (draw(1, 3), c, draw(r, r + 9), draw(s, s + 9)), dtype)
     w = random_array(rng, (groups * draw(1, 4), c // groups, r, s), dtype)
-    padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s)))]))
-    kwargs = dict(stride=(draw(1, 3), draw(1, 3)), dilation=(draw(1, 2), draw(1, 2)), padding=padding,
-                  groups=groups)
-    b = random_array(rng, w.shape[0], dtype) if data.draw(st.booleans()) else None
-    try:
-        g = conv_geometry(x, w, b, channels_last=True, **kwargs)
-    except ValueError:  # no output, or "same" with a stride
-        assume(False)
+    b, kwargs, g = _random_layer(data, rng, x, w, groups, max_stride=3)
     need_dx, need_dw, need_db = (data.draw(st.booleans()) for _ in range(3))
     dy = random_array(rng, g.y_shape, dtype)
     expected = fc.conv2d_backward(dy, x, w, backend="naive", **kwargs)
@@ -345,14 +353,7 @@ def test_channels_last_blocked_direct_matches_naive(data, monkeypatch):
     cg = data.draw(st.sampled_from([1, 2, 3, 4, 5, 17])) if groups == 1 else data.draw(st.sampled_from([2, 3, 17]))
     x = random_array(rng, (draw(1, 3), groups * cg, draw(r, r + 12), draw(s, s + 12)), dtype)
     w = random_array(rng, (groups * draw(1, 37), cg, r, s), dtype)
-    padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s)))]))
-    kwargs = dict(stride=(draw(1, 4), draw(1, 4)), dilation=(draw(1, 2), draw(1, 2)), padding=padding,
-                  groups=groups)
-    b = random_array(rng, w.shape[0], dtype) if data.draw(st.booleans()) else None
-    try:
-        g = conv_geometry(x, w, b, channels_last=True, **kwargs)
-    except ValueError:  # no output, or "same" with a stride
-        assume(False)
+    b, kwargs, g = _random_layer(data, rng, x, w, groups, max_stride=4)
     forward = module.methods("conv2d_forward", g)
     method = forward.options["nhwc_direct_blocked"]
     expected_default = module.conv.default_method(g.nchw) == "blocked_direct"
