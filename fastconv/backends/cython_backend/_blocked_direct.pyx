@@ -3,9 +3,8 @@ NCHW or channels-last arrays, GIL released.
 
 Shapes (one ConvShape p; cg = c/groups, kg = k/groups, KB = k_block(itemsize) output channels, PB = PIXEL_RUN
 output pixels): x (n, c, h, w); packed (groups, ceil(kg/KB), cg*r*s*KB), each block of KB output channels of a
-group as [c][i][j][lane], zero past kg; y (n, k, out_h, out_w). Channels-last: x (n, h, w, c), y (n, out_h,
-out_w, k), and the band (band_rows, cols, cg), packed from x's rows of contiguous channels; the same micro-kernel
-reads it at other steps.
+group as [c][i][j][lane], zero past kg; y (n, k, out_h, out_w). Channels-last: x (n, h, w, c) and y (n, out_h,
+out_w, k); the band is the same, gathered from x's rows of contiguous channels.
 
 Work items are (image, group, block of output rows). A thread copies the rows of x the block's windows read, for
 its group's cg channels, into its zero-padded ``band`` (cg, band_rows, cols), wide enough for whole runs of PB
@@ -49,11 +48,11 @@ cdef extern from *:
     #define FASTCONV_MAX_SUMS (FASTCONV_PIXEL_RUN * 2 * FASTCONV_VECTOR_BYTES / 4)
 
     /* sums (PB, 2 vectors) = sum over (c, i, j) of wk's two vectors times src[c*channel_step + i*row_step +
-       j*tap_step + q*pixel_step], broadcast, for each of the PB pixels q; wk advances two vectors per (c, i, j).
-       The PB x 2 accumulators stay in registers: the loop over q has a fixed trip count and is unrolled. */
+       j*dw + q*sw], broadcast, for each of the PB pixels q; wk advances two vectors per (c, i, j). The PB x 2
+       accumulators stay in registers: the loop over q has a fixed trip count and is unrolled. */
     #define FASTCONV_RUN_SUMS(NAME, T, V)                                                                   \
     static inline void NAME(const T *src, const T *wk, T *sums, Py_ssize_t channels, Py_ssize_t r,          \
-                            Py_ssize_t s, Py_ssize_t pixel_step, Py_ssize_t tap_step, Py_ssize_t row_step,  \
+                            Py_ssize_t s, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t row_step,                \
                             Py_ssize_t channel_step) {                                                      \
         const Py_ssize_t lanes = sizeof(V) / sizeof(T);                                                     \
         V zero = {0}, acc[FASTCONV_PIXEL_RUN][2];                                                           \
@@ -63,10 +62,10 @@ cdef extern from *:
             const T *row = src + c * channel_step;                                                          \
             for (Py_ssize_t i = 0; i < r; i++, row += row_step) {                                           \
                 for (Py_ssize_t j = 0; j < s; j++, wk += 2 * lanes) {                                       \
-                    const T *tap = row + j * tap_step;                                                      \
+                    const T *tap = row + j * dw;                                                            \
                     V w0 = *(const V *)wk, w1 = *(const V *)(wk + lanes);                                   \
                     for (int q = 0; q < FASTCONV_PIXEL_RUN; q++) {                                          \
-                        T v = tap[q * pixel_step];                                                          \
+                        T v = tap[q * sw];                                                                  \
                         acc[q][0] += v * w0;                                                                \
                         acc[q][1] += v * w1;                                                                \
                     }                                                                                       \
@@ -83,13 +82,11 @@ cdef extern from *:
     const Py_ssize_t LANES_F64 "FASTCONV_LANES_F64"
     enum: MAX_SUMS "FASTCONV_MAX_SUMS"  # PB * KB for float32, the most sums a run keeps
     void run_sums_f32 "fastconv_run_sums_f32"(const float *src, const float *wk, float *sums, Py_ssize_t channels,
-                                              Py_ssize_t r, Py_ssize_t s, Py_ssize_t pixel_step,
-                                              Py_ssize_t tap_step, Py_ssize_t row_step,
-                                              Py_ssize_t channel_step) noexcept nogil
+                                              Py_ssize_t r, Py_ssize_t s, Py_ssize_t sw, Py_ssize_t dw,
+                                              Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
     void run_sums_f64 "fastconv_run_sums_f64"(const double *src, const double *wk, double *sums,
-                                              Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s,
-                                              Py_ssize_t pixel_step, Py_ssize_t tap_step, Py_ssize_t row_step,
-                                              Py_ssize_t channel_step) noexcept nogil
+                                              Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s, Py_ssize_t sw,
+                                              Py_ssize_t dw, Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
 
 
 def k_block(Py_ssize_t itemsize):
@@ -123,86 +120,80 @@ cdef void pack(const floating *w, floating *packed, const ConvShape *p) noexcept
                     packed += 1
 
 
-cdef struct Steps:
-    # element steps of a band (channel, row, column) and of y (output channel, output pixel along a row)
-    Py_ssize_t channel, row, col, lane, pixel
-
-
 cdef inline void store_run(const floating *src, const floating *wk, floating *yk, const floating *bias,
-                           Py_ssize_t lanes, Py_ssize_t pixels, const Steps *st, const ConvShape *p) noexcept nogil:
-    """yk[l * st.lane + q * st.pixel] = bias[l] (0 if bias is NULL) + the run's sums, for l < lanes, q < pixels.
+                           Py_ssize_t lanes, Py_ssize_t pixels, Py_ssize_t lane_step, Py_ssize_t pixel_step,
+                           Py_ssize_t rows, Py_ssize_t cols, const ConvShape *p) noexcept nogil:
+    """yk[l * lane_step + q * pixel_step] = bias[l] (0 if bias is NULL) + the run's sums, for l < lanes,
+    q < pixels.
 
-    src: the band at the run's first window; wk: its block of packed weights.
+    src: the band at the run's first window (cg planes of rows x cols); wk: its block of packed weights.
     """
     cdef Py_ssize_t kb = block_lanes(src), q, l
     cdef floating sums[MAX_SUMS]
     cdef floating v
     if floating is float:
-        run_sums_f32(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w * st.col, p.dilation_w * st.col,
-                     p.dilation_h * st.row, st.channel)
+        run_sums_f32(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w, p.dilation_w, p.dilation_h * cols,
+                     rows * cols)
     else:
-        run_sums_f64(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w * st.col, p.dilation_w * st.col,
-                     p.dilation_h * st.row, st.channel)
-    for l in range(lanes):
-        v = bias[l] if bias != NULL else 0
+        run_sums_f64(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w, p.dilation_w, p.dilation_h * cols,
+                     rows * cols)
+    if lane_step == 1:  # channels-last: each pixel's lanes contiguous in y, as in sums (2.5x faster than by lane)
         for q in range(pixels):
-            yk[l * st.lane + q * st.pixel] = sums[q * kb + l] + v
+            for l in range(lanes):
+                yk[q * pixel_step + l] = sums[q * kb + l] + (bias[l] if bias != NULL else 0)
+    else:
+        for l in range(lanes):
+            v = bias[l] if bias != NULL else 0
+            for q in range(pixels):
+                yk[l * lane_step + q * pixel_step] = sums[q * kb + l] + v
 
 
 cdef void pad_pixel_rows(const floating *xg, floating *dst, Py_ssize_t first, Py_ssize_t rows, Py_ssize_t cols,
                          const ConvShape *p) noexcept nogil:
-    """dst (rows, cols, cg)[a, b, c] = xg (h, w, c)[first + a - pad_top, b - pad_left, c], zero outside xg: a
-    group's cg channels (xg at its first) of the rows of the zero-padded channels-last image, from row `first` on."""
-    cdef Py_ssize_t cg = p.c // p.groups, a, col, c, lo, hi, ih
+    """dst (cg, rows, cols)[c, a, b] = xg (h, w, c)[first + a - pad_top, b - pad_left, c], zero outside xg: pad_rows'
+    band of a group's cg channels (xg at its first) read from a channels-last image."""
+    cdef Py_ssize_t cg = p.c // p.groups, plane = rows * cols, a, col, c, lo, hi, ih
     cdef const floating *src
     valid_span(-p.pad_left, 1, p.w, cols, &lo, &hi)
     for a in range(rows):
         ih = first + a - p.pad_top
-        if ih < 0 or ih >= p.h:
-            fill(dst, cols * cg, 0)
-        else:
+        for c in range(cg):
+            fill(dst + c * plane, cols, 0)
+        if 0 <= ih < p.h:
             src = xg + (ih * p.w - p.pad_left) * p.c
-            fill(dst, lo * cg, 0)
             for col in range(lo, hi):
                 for c in range(cg):
-                    dst[col * cg + c] = src[col * p.c + c]
-            fill(dst + hi * cg, (cols - hi) * cg, 0)
-        dst += cols * cg
+                    dst[c * plane + col] = src[col * p.c + c]
+        dst += cols
 
 
 cdef void forward_block(const floating *x, const floating *packed, const floating *b, floating *y, floating *band,
                         Block blk, bint channels_last, const ConvShape *p) noexcept nogil:
-    """The rows blk.start:blk.stop of image blk.n's outputs of group blk.group (all its blocks of KB channels).
-
-    NCHW: the band is (cg, rows, cols), y (n, k, out_h, out_w); channels-last: the band is (rows, cols, cg), y
-    (n, out_h, out_w, k).
-    """
+    """The rows blk.start:blk.stop of image blk.n's outputs of group blk.group (all its blocks of KB channels)."""
     cdef Py_ssize_t kb = block_lanes(x), cg = p.c // p.groups, kg = p.k // p.groups
     cdef Py_ssize_t runs = ceil_div(p.out_w, PIXEL_RUN), plane = p.out_h * p.out_w
     cdef Py_ssize_t cols = (runs * PIXEL_RUN - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
     cdef Py_ssize_t rows = (blk.stop - blk.start - 1) * p.stride_h + (p.r - 1) * p.dilation_h + 1
-    cdef Py_ssize_t c, block, k0, oh, run, ow0
+    cdef Py_ssize_t c, block, k0, oh, run, ow0, lane_step, pixel_step
     cdef const floating *wk
-    cdef Steps st
     if channels_last:
         pad_pixel_rows(x + blk.n * p.h * p.w * p.c + blk.group * cg, band, blk.start * p.stride_h, rows, cols, p)
-        st.channel, st.col, st.lane, st.pixel = 1, cg, 1, p.k
+        lane_step, pixel_step = 1, p.k
     else:
         for c in range(cg):
             pad_rows(x + (blk.n * p.c + blk.group * cg + c) * p.h * p.w, band + c * rows * cols,
                      blk.start * p.stride_h, rows, cols, p)
-        st.channel, st.col, st.lane, st.pixel = rows * cols, 1, plane, 1
-    st.row = cols * st.col
+        lane_step, pixel_step = plane, 1
     for block in range(ceil_div(kg, kb)):
         k0 = blk.group * kg + block * kb
         wk = packed + (blk.group * ceil_div(kg, kb) + block) * cg * p.r * p.s * kb
         for oh in range(blk.start, blk.stop):
             for run in range(runs):
                 ow0 = run * PIXEL_RUN
-                store_run(band + (oh - blk.start) * p.stride_h * st.row + ow0 * p.stride_w * st.col, wk,
-                          y + blk.n * p.k * plane + k0 * st.lane + (oh * p.out_w + ow0) * st.pixel,
+                store_run(band + (oh - blk.start) * p.stride_h * cols + ow0 * p.stride_w, wk,
+                          y + blk.n * p.k * plane + k0 * lane_step + (oh * p.out_w + ow0) * pixel_step,
                           b + k0 if b != NULL else NULL, min(kb, kg - block * kb), min(PIXEL_RUN, p.out_w - ow0),
-                          &st, p)
+                          lane_step, pixel_step, rows, cols, p)
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
