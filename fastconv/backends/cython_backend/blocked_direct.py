@@ -5,7 +5,8 @@ The weights are re-laid once per call into blocks of KB output channels (``weigh
 reads them); each work item, a block of output rows of one image and one group, copies the rows of x its windows
 read into its thread's zero-padded ``bands`` row and computes the PB x KB outputs of each run of pixels in
 registers. No im2col matrix: it wins where the GEMM's inner dimension C/groups*R*S is short, or its column matrix
-is many times the input (few input channels, large or strided kernels).
+is many times the input (few input channels, large or strided kernels). The same forward serves channels-last
+arrays (blocked_direct_nhwc).
 """
 
 from __future__ import annotations
