@@ -65,11 +65,9 @@ def pointwise_backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool
 
 @per_budget
 def scatter_plan(op: str, g: PoolGeometry) -> Plan:
-    """A backward scatter's: images in parallel; for average pooling the windows' bounds and divisors."""
-    tables = {} if op.startswith("max") else {
-        "window_rows": ((g.out_h, 2), np.int64), "window_cols": ((g.out_w, 2), np.int64),
-        "divisor": ((g.out_h, g.out_w), g.dtype)}
-    return Plan(threads_for(g.reads, g.n), tables)
+    """A backward scatter's: images in parallel; for average pooling the forward's window bounds and divisors."""
+    tables = {} if op.startswith("max") else pool_plan("avg_pool2d_forward", g).buffers
+    return Plan(threads_for(g.reads, g.n), dict(tables))
 
 
 def scatter_first(op: str, g: PoolGeometry) -> bool:
