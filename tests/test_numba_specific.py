@@ -40,6 +40,39 @@ def test_one_and_two_threads_agree(numba_backend, rng):
         assert_close(a, e, np.float64)
 
 
+def _compiled_kernels() -> int:
+    """How many machine-code versions numba holds of the backend's parallel kernels."""
+    from fastconv.backends.numba_backend import _parallel
+
+    modules = [m for name, m in sys.modules.items() if name.startswith("fastconv.backends.numba_backend.")]
+    return sum(len(k.parallel.signatures) for m in modules for k in vars(m).values()
+               if isinstance(k, _parallel.ParallelKernel))
+
+
+def test_read_only_operands_run_the_kernels_compiled_for_writeable_ones(numba_backend, rng):
+    """numba types read-only arrays apart: the methods hand them over as writeable aliases, so that read-only
+    operands compile nothing new, give the same results and stay untouched."""
+    x = random_array(rng, (2, 4, 9, 8), np.float32)
+    w = random_array(rng, (6, 2, 3, 3), np.float32)
+    dy = random_array(rng, (2, 6, 9, 8), np.float32)
+
+    def run(x, w, dy):
+        y = fc.conv2d(x, w, groups=2, padding=1, backend="numba")
+        grads = fc.conv2d_backward(dy, x, w, groups=2, padding=1, backend="numba")
+        return [y, *grads, fc.max_pool2d(x, 2, backend="numba"), fc.avg_pool2d(x, 3, stride=1, backend="numba")]
+
+    expected = run(x, w, dy)
+    compiled = _compiled_kernels()
+    frozen = [a.copy() for a in (x, w, dy)]
+    for a in frozen:
+        a.flags.writeable = False
+    for actual, e in zip(run(*frozen), expected):
+        np.testing.assert_array_equal(actual, e)
+    assert _compiled_kernels() == compiled
+    for a, original in zip(frozen, (x, w, dy)):
+        np.testing.assert_array_equal(a, original)
+
+
 def test_max_pool_backward_scatters_indices_outside_their_window(numba_backend):
     x = np.zeros((1, 1, 4, 4))
     indices = np.full((1, 1, 2, 2), 15, dtype=np.int64)  # all four windows point at the last cell

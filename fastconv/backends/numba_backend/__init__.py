@@ -19,9 +19,12 @@ from fastconv.backends._channels_last import adapted
 from fastconv.backends._protocol import KERNELS, default_kernels, methods_of
 from fastconv.backends.numba_backend import (channelwise_nhwc, conv, gemm_nhwc, pointwise_nhwc, pool, pool_nhwc,
                                             winograd_nhwc)
+from fastconv.backends.numba_backend._operands import writeable_operands
 
 #: conv2d ops from conv's tables, pooling from pool's; channels-last geometries also from the native modules
-methods = adapted(methods_of(conv, pool), pointwise_nhwc, channelwise_nhwc, winograd_nhwc, gemm_nhwc, pool_nhwc)
+#: read-only operands as writeable aliases (_operands.py), so that each kernel compiles once per dtype
+methods = writeable_operands(adapted(methods_of(conv, pool), pointwise_nhwc, channelwise_nhwc, winograd_nhwc,
+                                     gemm_nhwc, pool_nhwc))
 globals().update(default_kernels(methods))  # conv2d_forward, ...: each runs its op's default method
 
 __all__ = [*KERNELS, "methods"]
