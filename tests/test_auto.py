@@ -278,6 +278,21 @@ def test_measuring_stays_within_ten_runs_of_the_first_candidate(monkeypatch, ope
     assert auto.chosen("conv2d_forward", geometry(x, w)) == "first"
 
 
+def test_a_second_candidate_is_timed_however_long_the_first_call():
+    """On a heavy layer one call of the first candidate spends the whole budget: the other backend's default,
+    second, is still timed (and wins here); the rest are not."""
+    ran = []
+
+    def candidate(name, seconds):
+        return lambda: ran.append(name) or time.sleep(seconds) or name
+
+    assert timing.BUDGET_S < 2 * 0.3  # the first call's warm-up and timed run alone exceed it
+    chosen, seconds, result = timing.fastest({"first": candidate("first", 0.3), "second": candidate("second", 0.1),
+                                              "third": candidate("third", 0.01)})
+    assert ran == ["first", "first", "second", "second"] and result == "first"
+    assert chosen == "second" and set(seconds) == {"first", "second"}
+
+
 def test_a_candidate_that_already_ran_is_timed_without_a_warm_up():
     ran = []
 
