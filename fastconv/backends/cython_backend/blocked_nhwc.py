@@ -4,13 +4,9 @@ transposes) and y written channels innermost. The backward pass stays nhwc_direc
 
 from __future__ import annotations
 
-import numpy as np
-
 from fastconv._geometry import ConvGeometry
-from fastconv.backends._protocol import Method
+from fastconv.backends._channels_last import forward_writing_into
 from fastconv.backends.cython_backend import blocked
-
-NAME = "nhwc_blocked"
 
 
 def channels_last_default(g: ConvGeometry) -> bool:
@@ -18,16 +14,6 @@ def channels_last_default(g: ConvGeometry) -> bool:
     return blocked.preferred(g)
 
 
-def _forward(x, w, b, g: ConvGeometry) -> np.ndarray:
-    """x (N, H, W, C), w (K, 1, R, S), b (K,) or None -> y (N, Ho, Wo, K)."""
-    y = np.empty(g.y_array_shape, g.dtype)
-    blocked.forward(x, w, b, y, g)
-    return y
-
-
-_METHOD = Method(NAME, _forward, blocked.forward_plan)
-
-
-def channels_last_methods(op: str, g: ConvGeometry) -> list[Method]:
-    """The forward method of depthwise layers (groups > 1, as nhwc_direct)."""
-    return [_METHOD] if op == "conv2d_forward" and blocked.applies(g) and g.groups > 1 else []
+#: depthwise layers only (groups > 1), as nhwc_direct
+channels_last_methods = forward_writing_into("nhwc_blocked", blocked.forward, blocked.forward_plan,
+                                             lambda g: blocked.applies(g) and g.groups > 1)
