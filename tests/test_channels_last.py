@@ -1,5 +1,5 @@
 """Channels-last geometries: every method a compiled backend lists for them (its native "nhwc", "nhwc_scatter",
-"nhwc_direct", "nhwc_blocked", "nhwc_gemm" and "nhwc_direct_blocked" kernels and its NCHW methods between transposes,
+"nhwc_direct", "nhwc_gemm" and "nhwc_direct_blocked" kernels and its NCHW methods between transposes,
 "nchw:<method>") agrees with naive in NCHW, on random geometries, ties and NaN included; the methods never write
 their inputs; auto keeps NHWC decisions apart from NCHW ones."""
 
@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 import fastconv as fc
 from fastconv import _backend
 from fastconv._geometry import conv_geometry, pool_geometry
-from fastconv.backends._blocked import preferred as blocked_preferred
 from fastconv.backends._gemm_nhwc import preferred
 from fastconv.backends._nhwc import pointwise_applies, pool_plan, scatter_first
 from fastconv.backends._pool_tables import WINDOW_TABLES, pool_scratch
@@ -225,32 +224,6 @@ def test_auto_decides_channels_last_apart():
 
 @RANDOM
 @given(data=st.data())
-def test_channels_last_blocked_depthwise_matches_naive(data):
-    """cython's nhwc_blocked forward on random depthwise layers: channel counts across and off its 16-channel
-    blocks, multipliers, strides, dilations, padding, float32 and float64, read-only operands."""
-    module = _backend.load(require_backend("cython"))
-    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
-    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
-    rng = np.random.default_rng(draw(0, 2 ** 16))
-    c, r, s = draw(2, 40), draw(1, 5), draw(1, 5)
-    x = random_array(rng, (draw(1, 2), c, draw(r, r + 12), draw(s, s + 12)), dtype)
-    w = random_array(rng, (c * draw(1, 2), 1, r, s), dtype)
-    b = random_array(rng, w.shape[0], dtype) if data.draw(st.booleans()) else None
-    kwargs = dict(stride=(draw(1, 3), draw(1, 3)), dilation=(draw(1, 2), draw(1, 2)), groups=c,
-                  padding=((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s))))
-    try:
-        g = conv_geometry(x, w, b, channels_last=True, **kwargs)
-    except ValueError:  # no output
-        assume(False)
-    operands = [nhwc(x), w] + ([] if b is None else [b])
-    for a in operands:
-        a.flags.writeable = False
-    y = module.methods("conv2d_forward", g).options["nhwc_blocked"].run(operands[0], w, b, g)
-    assert_close(y, nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), np.dtype(dtype), f"{g}")
-
-
-@RANDOM
-@given(data=st.data())
 @pytest.mark.parametrize("name", COMPILED)
 def test_channels_last_depthwise_matches_naive(name, data):
     """nhwc_direct on random depthwise layers (one input channel per group, groups > 1): strides, dilations,
@@ -273,10 +246,7 @@ def test_channels_last_depthwise_matches_naive(name, data):
     dy = random_array(rng, g.y_shape, np.float64)
     expected = fc.conv2d_backward(dy, x, w, backend="naive", **kwargs)
     forward, backward = module.methods("conv2d_forward", g), module.methods("conv2d_backward", g)
-    native = name == "cython" and not pointwise_applies(g)
-    assert (backward.default == "nhwc_direct") == native
-    if native:  # the blocked forward leads where its NCHW twin is preferred
-        assert forward.default == ("nhwc_blocked" if blocked_preferred(g) else "nhwc_direct")
+    assert (forward.default == backward.default == "nhwc_direct") == (name == "cython" and not pointwise_applies(g))
     y = forward.options["nhwc_direct"].run(nhwc(x), w, b, g)
     np.testing.assert_allclose(y, nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), rtol=1e-12, atol=1e-12)
     grads = backward.options["nhwc_direct"].run(nhwc(dy), nhwc(x), w, g, need_dx, need_dw, need_db)

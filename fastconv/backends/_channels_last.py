@@ -63,20 +63,6 @@ def adapted(nchw_methods: Callable[[str, object], Methods], *native_sources) -> 
     return methods
 
 
-def forward_writing_into(name: str, forward: Callable, plan: Callable[..., Plan], applies: Callable[[object], bool]
-                         ) -> Callable[[str, object], list[Method]]:
-    """A module's ``channels_last_methods(op, g)`` for a kernel ``forward(x, w, b, y, g)`` that fills a
-    channels-last y: the forward method ``name``, y (N, Ho, Wo, K) allocated per call, where applies(g)."""
-
-    def run(x, w, b, g) -> np.ndarray:
-        y = np.empty(g.y_array_shape, g.dtype)
-        forward(x, w, b, y, g)
-        return y
-
-    method = Method(name, run, plan)
-    return lambda op, g: [method] if op == "conv2d_forward" and applies(g) else []
-
-
 def _never(op: str, g) -> bool:
     return False
 

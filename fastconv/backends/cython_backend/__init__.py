@@ -17,7 +17,6 @@ One module per method, each beside the extension it wraps:
     winograd_nhwc.py (_nhwc.pyx)  Winograd F(4x4, 3x3) on channels-last arrays, the channels as the transforms' vectors
     blocked_direct_nhwc.py (_blocked_direct.pyx) blocked_direct's forward on channels-last arrays: bands of
                                   contiguous channels, y written channels innermost
-    blocked_nhwc.py (_blocked.pyx) blocked's depthwise forward on channels-last arrays: copies, no transposes
     gemm_nhwc.py  _gemm_nhwc.pyx  every convolution on channels-last arrays: im2col of contiguous channel slices
                                   + GEMM per tile of output pixels, written in place into y
                   _common.pxd/.pyx, _blas.pxd   shared by the kernels: ConvShape, row loops, bias grad; GEMM
@@ -52,12 +51,12 @@ except ImportError as exc:  # the registry reports this as BackendUnavailableErr
 
 from fastconv.backends._channels_last import adapted
 from fastconv.backends._protocol import KERNELS, default_kernels, methods_of
-from fastconv.backends.cython_backend import (blocked_direct_nhwc, blocked_nhwc, channelwise_nhwc, conv, gemm_nhwc,
-                                              pointwise_nhwc, pool, pool_nhwc, winograd_nhwc)
+from fastconv.backends.cython_backend import (blocked_direct_nhwc, channelwise_nhwc, conv, gemm_nhwc, pointwise_nhwc,
+                                              pool, pool_nhwc, winograd_nhwc)
 
 #: conv2d ops from conv's tables, pooling from pool's; channels-last geometries also from the native modules
-methods = adapted(methods_of(conv, pool), pointwise_nhwc, blocked_nhwc, channelwise_nhwc, winograd_nhwc,
-                  blocked_direct_nhwc, gemm_nhwc, pool_nhwc)
+methods = adapted(methods_of(conv, pool), pointwise_nhwc, channelwise_nhwc, winograd_nhwc, blocked_direct_nhwc,
+                  gemm_nhwc, pool_nhwc)
 globals().update(default_kernels(methods))
 
 __all__ = [*KERNELS, "methods"]

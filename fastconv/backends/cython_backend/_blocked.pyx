@@ -1,14 +1,13 @@
 """Depthwise (one input channel per group) convolution over channel blocks (fastconv.backends._blocked has the
-layout), float32/float64 NCHW arrays (the forward also channels-last ones), GIL released.
+layout), float32/float64 NCHW arrays, GIL released.
 
 Shapes: x (n, c, h, w), y and dy (n, k, out_h, out_w) with k = c*m, filters (blocks, m, r*s, LANES); params
-(sh, sw, dh, dw, top, left, r, s, rows, wp). Channels-last: x (n, h, w, c) and y (n, out_h, out_w, k), whose cells
-are a contiguous run of channels per pixel: copies instead of transposes. Work items (image, block, tile of
-``rows`` output rows) are split into one contiguous chunk per thread, each with its row of scratch: the tile's
-buffer (rows of wp cells of LANES channels, zero padding included), then a stage of cells for the tile's input
-rows, or its output (or dy) rows, which the transposes between planes and cells fill or empty in one call per
-tile. Every lane loop has the constant trip count LANES, accumulates in a local array (PIXELS pixels at a time)
-and stores after its loads, so that the compiler vectorizes it and keeps the sums in registers.
+(sh, sw, dh, dw, top, left, r, s, rows, wp). Work items (image, block, tile of ``rows`` output rows) are split into
+one contiguous chunk per thread, each with its row of scratch: the tile's buffer (rows of wp cells of LANES
+channels, zero padding included), then a stage of cells for the tile's input rows, or its output (or dy) rows,
+which the transposes between planes and cells fill or empty in one call per tile. Every lane loop has the
+constant trip count LANES, accumulates in a local array (PIXELS pixels at a time) and stores after its loads, so
+that the compiler vectorizes it and keeps the sums in registers.
 """
 
 from cython cimport floating
@@ -116,56 +115,33 @@ cdef inline Py_ssize_t buffer_rows(const Layout *p, Py_ssize_t out_rows) noexcep
     return (out_rows - 1) * p.sh + (p.r - 1) * p.dh + 1
 
 
-cdef struct Activation:
-    Py_ssize_t channels, image, lane, pixel  # channels; element strides per image, channel and pixel
-
-
-cdef inline Activation activation(Py_ssize_t channels, Py_ssize_t pixels, bint channels_last) noexcept nogil:
-    """An activation of images of channels x pixels, NCHW or channels-last."""
-    cdef Activation a
-    a.channels, a.image = channels, channels * pixels
-    a.lane = 1 if channels_last else pixels
-    a.pixel = channels if channels_last else 1
-    return a
-
-
-cdef void to_lanes(const floating *src, Py_ssize_t lane_step, Py_ssize_t pixel_step, floating *cells,
-                   Py_ssize_t count, Py_ssize_t valid) noexcept nogil:
-    """cells (count, LANES)[i, j] = src[i*pixel_step + j*lane_step] for j < valid, zero in the other lanes."""
-    cdef Py_ssize_t i, j
-    if pixel_step == 1:
-        transpose(src, lane_step, cells, LANES, count, valid)
-    else:
-        for i in range(count):
-            for j in range(valid):
-                cells[i * LANES + j] = src[i * pixel_step + j * lane_step]
+cdef void to_lanes(const floating *planes, Py_ssize_t plane_step, floating *cells, Py_ssize_t count,
+                   Py_ssize_t valid) noexcept nogil:
+    """cells (count, LANES)[i, j] = planes[j*plane_step + i] for j < valid, zero in the other lanes."""
+    cdef Py_ssize_t i
+    transpose(planes, plane_step, cells, LANES, count, valid)
     if valid < LANES:
         for i in range(count):
             fill(cells + i * LANES + valid, LANES - valid, 0)
 
 
-cdef inline void from_lanes(const floating *cells, floating *dst, Py_ssize_t lane_step, Py_ssize_t pixel_step,
-                            Py_ssize_t count, Py_ssize_t valid) noexcept nogil:
-    """dst[i*pixel_step + j*lane_step] = cells (count, LANES)[i, j] for j < valid."""
-    cdef Py_ssize_t i, j
-    if pixel_step == 1:
-        transpose(cells, LANES, dst, lane_step, valid, count)
-        return
-    for i in range(count):
-        for j in range(valid):
-            dst[i * pixel_step + j * lane_step] = cells[i * LANES + j]
+cdef inline void from_lanes(const floating *cells, floating *planes, Py_ssize_t plane_step, Py_ssize_t count,
+                            Py_ssize_t valid) noexcept nogil:
+    """planes[j*plane_step + i] = cells (count, LANES)[i, j] for j < valid."""
+    transpose(cells, LANES, planes, plane_step, valid, count)
 
 
-cdef void pack(const floating *x, const Activation *act, Py_ssize_t valid, Py_ssize_t height, Py_ssize_t width,
-               floating *buf, floating *stage, Py_ssize_t first_row, Py_ssize_t rows, const Layout *p) noexcept nogil:
-    """buf (rows, wp, LANES)[a, b, j] = channel j of x (an image's channel c0 of activation act, (height, width)
-    pixels) at (first_row + a - top, b - left); zero outside it and in lanes j >= valid. The input rows go
-    through stage (their pixels, LANES each) in one transpose (or copy), then row by row into place."""
+cdef void pack(const floating *plane, Py_ssize_t plane_size, Py_ssize_t valid, Py_ssize_t height,
+               Py_ssize_t width, floating *buf, floating *stage, Py_ssize_t first_row, Py_ssize_t rows,
+               const Layout *p) noexcept nogil:
+    """buf (rows, wp, LANES)[a, b, j] = plane j (height, width), at plane + j*plane_size, at (first_row + a - top,
+    b - left); zero outside it and in lanes j >= valid. The input rows go through stage (their pixels, LANES
+    each) in one transpose, then row by row into place."""
     cdef Py_ssize_t lo = min(max(p.left, 0), p.wp), hi = max(min(width + p.left, p.wp), lo), a, ih
     cdef Py_ssize_t first = max(first_row - p.top, 0), last = min(first_row - p.top + rows, height)
     cdef floating *cells
     if last > first:
-        to_lanes(x + first * width * act.pixel, act.lane, act.pixel, stage, (last - first) * width, valid)
+        to_lanes(plane + first * width, plane_size, stage, (last - first) * width, valid)
     for a in range(rows):
         ih = first_row + a - p.top
         cells = buf + a * p.wp * LANES
@@ -284,52 +260,42 @@ cdef inline Py_ssize_t tiles_of(const Layout *p, Py_ssize_t out_h) noexcept nogi
     return (out_h + p.rows - 1) // p.rows
 
 
-cdef inline Item packed_item(const floating *x, const Activation *a, Py_ssize_t height, Py_ssize_t width,
-                             Py_ssize_t item, Py_ssize_t blocks, Py_ssize_t out_h, floating *buf,
-                             const Layout *p) noexcept nogil:
+cdef inline Item packed_item(const floating[:, :, :, ::1] x, Py_ssize_t item, Py_ssize_t blocks, Py_ssize_t out_h,
+                             floating *buf, const Layout *p) noexcept nogil:
     """Work item (n, block, tile), after packing into buf the padded input rows its output rows read, of its
     block's channels (see pack; its stage follows the tile's buffer)."""
-    cdef Item it = item_of(item, blocks, tiles_of(p, out_h), a.channels, out_h, p.rows)
-    pack(x + it.n * a.image + it.c0 * a.lane, a, it.valid, height, width, buf,
+    cdef Item it = item_of(item, blocks, tiles_of(p, out_h), x.shape[1], out_h, p.rows)
+    pack(&x[it.n, it.c0, 0, 0], x.shape[2] * x.shape[3], it.valid, x.shape[2], x.shape[3], buf,
          buf + buffer_rows(p, p.rows) * p.wp * LANES, it.oh0 * p.sh, buffer_rows(p, it.oh1 - it.oh0), p)
     return it
 
 
-cdef void forward_chunk(const floating *x, const Activation *xa, Py_ssize_t height, Py_ssize_t width,
-                        const floating[:, :, :, ::1] filters, const floating[:, :, :, ::1] bias, floating *y,
-                        const Activation *ya, Py_ssize_t out_h, Py_ssize_t out_w, floating *buf, Py_ssize_t first,
-                        Py_ssize_t last, const Layout *p) noexcept nogil:
+cdef void forward_chunk(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] filters,
+                        const floating[:, :, :, ::1] bias, floating[:, :, :, ::1] y, floating *buf,
+                        Py_ssize_t first, Py_ssize_t last, const Layout *p) noexcept nogil:
     """Items [first, last) of the forward, in one thread's scratch row buf (the tile's buffer, then its stage)."""
-    cdef Py_ssize_t m = filters.shape[1], item, q, oh
+    cdef Py_ssize_t m = filters.shape[1], out_h = y.shape[2], out_w = y.shape[3], item, q, oh
     cdef floating *stage = buf + buffer_rows(p, p.rows) * p.wp * LANES
     cdef Item it
     for item in range(first, last):
-        it = packed_item(x, xa, height, width, item, filters.shape[0], out_h, buf, p)
+        it = packed_item(x, item, filters.shape[0], out_h, buf, p)
         for q in range(m):
             for oh in range(it.oh0, it.oh1):
                 forward_row(stage + (oh - it.oh0) * out_w * LANES, &filters[it.c0 // LANES, q, 0, 0],
                             &bias[it.c0 // LANES, q, 0, 0], buf, (oh - it.oh0) * p.sh, out_w, p)
-            from_lanes(stage, y + it.n * ya.image + (it.c0 * m + q) * ya.lane + it.oh0 * out_w * ya.pixel,
-                       m * ya.lane, ya.pixel, (it.oh1 - it.oh0) * out_w, it.valid)
+            from_lanes(stage, &y[it.n, it.c0 * m + q, it.oh0, 0], m * out_h * out_w, (it.oh1 - it.oh0) * out_w,
+                       it.valid)
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] filters,
             const floating[:, :, :, ::1] bias, floating[:, :, :, ::1] y, floating[:, ::1] scratch,
-            const long long[::1] params, bint channels_last, int num_threads):
+            const long long[::1] params, int num_threads):
     """y (n, k, out_h, out_w) from x (n, c, h, w), filters (blocks, m, r*s, LANES) and bias (blocks, m, 1,
-    LANES); with channels_last x (n, h, w, c) and y (n, out_h, out_w, k)."""
+    LANES)."""
     cdef Layout p = layout_of(params)
-    cdef Py_ssize_t c = x.shape[3] if channels_last else x.shape[1], k = y.shape[3] if channels_last else y.shape[1]
-    cdef Py_ssize_t height = x.shape[1] if channels_last else x.shape[2]
-    cdef Py_ssize_t width = x.shape[2] if channels_last else x.shape[3]
-    cdef Py_ssize_t out_h = y.shape[1] if channels_last else y.shape[2]
-    cdef Py_ssize_t out_w = y.shape[2] if channels_last else y.shape[3]
-    cdef Activation xa = activation(c, height * width, channels_last)
-    cdef Activation ya = activation(k, out_h * out_w, channels_last)
-    cdef Py_ssize_t chunks = scratch.shape[0], items = x.shape[0] * filters.shape[0] * tiles_of(&p, out_h), t
+    cdef Py_ssize_t chunks = scratch.shape[0], items = x.shape[0] * filters.shape[0] * tiles_of(&p, y.shape[2]), t
     for t in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
-        forward_chunk(&x[0, 0, 0, 0], &xa, height, width, filters, bias, &y[0, 0, 0, 0], &ya, out_h, out_w,
-                      &scratch[t, 0], items * t // chunks, items * (t + 1) // chunks, &p)
+        forward_chunk(x, filters, bias, y, &scratch[t, 0], items * t // chunks, items * (t + 1) // chunks, &p)
 
 
 cdef void grad_w_chunk(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating *part,
@@ -339,13 +305,12 @@ cdef void grad_w_chunk(const floating[:, :, :, ::1] dy, const floating[:, :, :, 
     buf (the tile's buffer, then its stage for the tile's dy)."""
     cdef Py_ssize_t out_h = dy.shape[2], out_w = dy.shape[3], taps = p.r * p.s * LANES, item, q, oh
     cdef floating *stage = buf + buffer_rows(p, p.rows) * p.wp * LANES
-    cdef Activation xa = activation(x.shape[1], x.shape[2] * x.shape[3], False)
     cdef Item it
     fill(part, blocks * m * taps, 0)
     for item in range(first, last):
-        it = packed_item(&x[0, 0, 0, 0], &xa, x.shape[2], x.shape[3], item, blocks, out_h, buf, p)
+        it = packed_item(x, item, blocks, out_h, buf, p)
         for q in range(m):
-            to_lanes(&dy[it.n, it.c0 * m + q, it.oh0, 0], m * out_h * out_w, 1, stage, (it.oh1 - it.oh0) * out_w,
+            to_lanes(&dy[it.n, it.c0 * m + q, it.oh0, 0], m * out_h * out_w, stage, (it.oh1 - it.oh0) * out_w,
                      it.valid)
             for oh in range(it.oh0, it.oh1):
                 grad_w_row(stage + (oh - it.oh0) * out_w * LANES, part + (it.c0 // LANES * m + q) * taps, buf,
@@ -386,7 +351,7 @@ def grad_x(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] filters
             it = item_of(item, blocks, 1, c, out_h, out_h)
             fill(buf, rows * p.wp * LANES, 0)
             for q in range(m):
-                to_lanes(&dy[it.n, it.c0 * m + q, 0, 0], m * out_h * out_w, 1, stage, out_h * out_w, it.valid)
+                to_lanes(&dy[it.n, it.c0 * m + q, 0, 0], m * out_h * out_w, stage, out_h * out_w, it.valid)
                 for oh in range(out_h):
                     grad_x_row(stage + oh * out_w * LANES, &filters[it.c0 // LANES, q, 0, 0], buf, oh * p.sh, out_w,
                                &p)
@@ -399,4 +364,4 @@ def grad_x(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] filters
                 fill(cells + hi * LANES, (width - hi) * LANES, 0)
                 memcpy(cells + lo * LANES, buf + ((ih + p.top) * p.wp + lo + p.left) * LANES,
                        (hi - lo) * LANES * sizeof(floating))
-            from_lanes(stage, &dx[it.n, it.c0, 0, 0], h * width, 1, h * width, it.valid)
+            from_lanes(stage, &dx[it.n, it.c0, 0, 0], h * width, h * width, it.valid)

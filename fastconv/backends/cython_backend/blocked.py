@@ -37,13 +37,12 @@ def forward_plan(g: ConvGeometry) -> Plan:
 
 
 def forward(x, w, b, y, g: ConvGeometry) -> None:
-    """y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, 1, R, S)) + b ((K,) or None); with g.channels_last
-    x (N, H, W, C) and y (N, Ho, Wo, K)."""
+    """y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, 1, R, S)) + b ((K,) or None)."""
     plan = forward_plan(g)
     scratch = plan.allocate()
     with parallel_region(plan.threads) as threads:
         _blocked.forward(x, relay_filters(w, g, scratch["filters"]), relay_bias(b, g, scratch["bias"]), y,
-                         scratch["scratch"], _params(g, tile_rows(g)), g.channels_last, threads)
+                         scratch["scratch"], _params(g, tile_rows(g)), threads)
 
 
 @per_budget

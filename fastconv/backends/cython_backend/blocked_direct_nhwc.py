@@ -4,8 +4,10 @@ y written with the output channels innermost. The backward pass stays nhwc_gemm'
 
 from __future__ import annotations
 
+import numpy as np
+
 from fastconv._geometry import ConvGeometry
-from fastconv.backends._channels_last import forward_writing_into
+from fastconv.backends._protocol import Method
 from fastconv.backends.cython_backend import blocked_direct, conv
 
 NAME = "nhwc_direct_blocked"
@@ -16,5 +18,16 @@ def channels_last_default(g: ConvGeometry) -> bool:
     return conv.default_method(g.nchw) == "blocked_direct"
 
 
-channels_last_methods = forward_writing_into(NAME, blocked_direct.forward, blocked_direct.forward_plan,
-                                             blocked_direct.applies)
+def _forward(x, w, b, g: ConvGeometry) -> np.ndarray:
+    """x (N, H, W, C), w (K, C/groups, R, S), b (K,) or None -> y (N, Ho, Wo, K)."""
+    y = np.empty(g.y_array_shape, g.dtype)
+    blocked_direct.forward(x, w, b, y, g)
+    return y
+
+
+_METHOD = Method(NAME, _forward, blocked_direct.forward_plan)
+
+
+def channels_last_methods(op: str, g: ConvGeometry) -> list[Method]:
+    """The forward method where blocked_direct applies."""
+    return [_METHOD] if op == "conv2d_forward" and blocked_direct.applies(g) else []
