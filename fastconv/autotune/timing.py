@@ -29,9 +29,10 @@ def fastest(calls: dict[str, Callable[[], object]], warmed: frozenset[str] = fro
     that was timed, the first result).
 
     In order, while the time spent stays within the budget (BUDGET_RUNS times the first call's time, at most
-    BUDGET_S) or fewer than MIN_TIMED calls were timed, each call runs twice: a warm-up, counted in the budget at most as one run of the first call (a
-    longer warm-up is compilation or first touches, which a process pays once), then a timed run; a call named
-    in ``warmed`` (its method already ran in this process) runs once, timed. Then rounds of
+    BUDGET_S) or fewer than MIN_TIMED calls were timed, each call runs twice: a warm-up, counted in the budget at
+    most as one run of the first call (a longer warm-up is compilation or first touches, which a process pays
+    once), then a timed run; a call named in ``warmed`` (its method already ran in this process) runs once,
+    timed. Then rounds of
     the calls still within GIVE_UP_RATIO of the best, one call each per round (so that a burst of load from
     other processes hits them alike), up to MAX_REPEATS timed runs while the budget lasts. The minimum counts,
     and the first call (the preferred) stays unless another is faster by SWITCH_RATIO. A call that raises is

@@ -147,11 +147,12 @@ cdef void spread_image(const floating *dy, const floating *divisor, floating *dx
     for oh in range(out_h):
         for ow in range(out_w):
             o = (oh * out_w + ow) * c
+            share = divisor[oh * out_w + ow]
             for i in range(rows[2 * oh], rows[2 * oh + 1]):
                 for j in range(cols[2 * ow], cols[2 * ow + 1]):
                     q = (i * w + j) * c
                     for ch in range(c):
-                        dx[q + ch] += dy[o + ch] / divisor[oh * out_w + ow]
+                        dx[q + ch] += dy[o + ch] / share
 
 
 def avg_backward_scatter(const floating[:, :, :, ::1] dy, const floating[:, ::1] divisor,

@@ -125,11 +125,12 @@ def _avg_backward_scatter(dy, divisor, dx, rows, cols, images, height, width, ch
         for oh in range(out_h):
             for ow in range(out_w):
                 o = n * outputs + (oh * out_w + ow) * channels
+                share = divisor[oh * out_w + ow]
                 for i in range(rows[oh, 0], rows[oh, 1]):
                     for q in range(i * width + cols[ow, 0], i * width + cols[ow, 1]):
                         dst = (n * height * width + q) * channels
                         for c in range(channels):
-                            dx[dst + c] += dy[o + c] / divisor[oh * out_w + ow]
+                            dx[dst + c] += dy[o + c] / share
 
 
 @njit(cache=True)
