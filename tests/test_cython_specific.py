@@ -86,6 +86,34 @@ def test_one_and_two_threads_agree(cython_backend, rng):
         assert_close(two, one, np.float32)
 
 
+@pytest.mark.parametrize("shapes, kw, owned", [
+    (((1, 6, 5, 7), (16, 6, 3, 3)), dict(padding=1, stride=(1, 2)), True),  # batch 1: blocks of channels
+    (((1, 6, 5, 7), (24, 6, 1, 1)), {}, True),  # pointwise: x its own column matrix
+    (((3, 4, 9, 8), (6, 2, 3, 3)), dict(padding=((0, 2), (1, 0)), groups=2), True),  # a group per thread
+    (((5, 2, 40, 36), (3, 2, 3, 3)), dict(dilation=2), False),  # large maps: per-thread partial dw
+])
+def test_gemm_splits_of_the_work_agree_with_naive(cython_backend, rng, two_threads, monkeypatch, dtype, shapes, kw,
+                                                  owned):
+    """Each way the gemm and pointwise methods split a call over two threads: output channels in blocks when
+    tiles are fewer than threads, dw by threads owning its rows or by per-thread partial sums, dx by blocks of
+    input channels."""
+    from fastconv.backends.cython_backend import conv, gemm
+
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)  # two threads even on these small layers
+    x, w = random_array(rng, shapes[0], dtype), random_array(rng, shapes[1], dtype)
+    b = random_array(rng, shapes[1][:1], dtype)
+    g = conv_geometry(x, w, b, **kw)
+    assert gemm.owns_dw(g) == owned
+    dy = random_array(rng, g.y_shape, dtype)
+    expected_y = fc.conv2d(x, w, b, backend="naive", **kw)
+    expected_grads = fc.conv2d_backward(dy, x, w, backend="naive", **kw)
+    names = ["gemm"] + (["pointwise"] if g.is_pointwise else [])
+    for name in names:
+        assert_close(conv.FORWARD[name].run(x, w, b, g), expected_y, dtype)
+        for got, expected in zip(conv.BACKWARD[name].run(dy, x, w, g, True, True, True), expected_grads):
+            assert_close(got, expected, dtype)
+
+
 @pytest.mark.parametrize("shapes, kw, expected_methods", [
     (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1),
      {"gemm", "direct", "polyphase", "blocked", "winograd", "blocked_direct"}),

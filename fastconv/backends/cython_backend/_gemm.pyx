@@ -4,10 +4,13 @@ Shapes (one ConvShape p): x (n, c, h, w), w (k, cg, r, s), y and dy (n, k, out_h
 and kg = k/groups. Padding is implicit: a tap outside x reads zero. pad_top/pad_left may be negative (the grad
 of x at stride 1 runs as a forward convolution with padding dilation*(r-1) - pad).
 
-A work item is a tile of output rows of one image and one group: im2col of the tile into the thread's row of
-``columns`` (col, cg*r*s rows of tile*out_w), then one BLAS call whose output is the tile of y in place (row
-stride out_h*out_w). Without ``columns`` (None, for a 1x1, stride-1, unpadded layer) the tile of x is the
-column matrix itself. Threads own work items and call BLAS single-threaded (the caller limits it).
+A work item is a tile of output rows of one image and one group, and a block of its channels: im2col of the tile
+into the thread's row of ``columns`` (col, cg*r*s rows of tile*out_w), then one BLAS call whose output is the
+block's rows of the tile of y in place (row stride out_h*out_w). Without ``columns`` (None, for a 1x1, stride-1,
+unpadded layer) the tile of x is the column matrix itself. Threads own work items and call BLAS single-threaded
+(the caller limits it). Channel blocks (output channels in the forward and grad of w, input channels in the grad
+of x) give every thread work when images and tiles are fewer than threads (batch 1, small maps): each block
+repeats its tile's im2col, which costs little beside the GEMM.
 """
 
 from cython cimport floating
@@ -15,6 +18,18 @@ from cython.parallel cimport prange, threadid
 
 from ._blas cimport gemm
 from ._common cimport Block, ConvShape, block_of, ceil_div, fill, valid_span
+
+
+cdef struct Span:
+    Py_ssize_t lo, hi  # channels lo:hi
+
+
+cdef inline Span span_of(Py_ssize_t block, Py_ssize_t blocks, Py_ssize_t count) noexcept nogil:
+    """Block `block` of `blocks` near-equal blocks of count channels; returned by value (private in prange)."""
+    cdef Span span
+    span.lo = block * count // blocks
+    span.hi = (block + 1) * count // blocks
+    return span
 
 
 cdef void im2col_rows(const floating *xg, floating *col, const ConvShape *p, Py_ssize_t cg,
@@ -95,53 +110,72 @@ cdef inline void add_scalar(floating *a, Py_ssize_t count, floating value) noexc
 
 
 cdef void forward_tile(const floating *x, const floating *w, const floating *b, floating *y, floating *col,
-                       const ConvShape *p, Block t) noexcept nogil:
-    """y[t.n, group t.group, t.start:t.stop, :] = w[group] (kg x cg*r*s) @ col (cg*r*s x tile) + b."""
+                       const ConvShape *p, Block t, Span ks) noexcept nogil:
+    """y[t.n, group t.group, channels ks of the group, t.start:t.stop, :] = w[those] (ks x cg*r*s) @ col
+    (cg*r*s x tile) + b."""
     cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
     cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, cols = (t.stop - t.start) * p.out_w, kk
+    cdef Py_ssize_t first = t.group * kg + ks.lo
     cdef int ld
-    cdef floating *yt = y + (t.n * p.k + t.group * kg) * ohw + t.start * p.out_w
+    cdef floating *yt = y + (t.n * p.k + first) * ohw + t.start * p.out_w
     cdef const floating *cm = column_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, col, p, cg, t.start,
                                             t.stop, &ld)
-    gemm(False, False, <int>kg, <int>cols, <int>crs, 1, w + t.group * kg * crs, <int>crs, cm, ld, 0, yt, <int>ohw)
+    gemm(False, False, <int>(ks.hi - ks.lo), <int>cols, <int>crs, 1, w + first * crs, <int>crs, cm, ld, 0, yt,
+         <int>ohw)
     if b != NULL:
-        for kk in range(kg):
-            add_scalar(yt + kk * ohw, cols, b[t.group * kg + kk])
+        for kk in range(ks.hi - ks.lo):
+            add_scalar(yt + kk * ohw, cols, b[first + kk])
 
 
 cdef void grad_w_tile(const floating *dy, const floating *x, floating *dw, floating *col, const ConvShape *p,
-                      Block t) noexcept nogil:
-    """dw[group t.group] (kg x cg*r*s) += dy[t.n, group, t.start:t.stop, :] (kg x tile) @ col^T."""
+                      Block t, Span ks, floating beta) noexcept nogil:
+    """dw[group t.group, channels ks] (ks x cg*r*s) = dy[t.n, those, t.start:t.stop, :] (ks x tile) @ col^T
+    + beta * dw[...] (beta 1: accumulate)."""
     cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
-    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w
+    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, first = t.group * kg + ks.lo
     cdef int ld
     cdef const floating *cm = column_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, col, p, cg, t.start,
                                             t.stop, &ld)
-    gemm(False, True, <int>kg, <int>crs, <int>((t.stop - t.start) * p.out_w), 1,
-         dy + (t.n * p.k + t.group * kg) * ohw + t.start * p.out_w, <int>ohw, cm, ld, 1, dw + t.group * kg * crs,
-         <int>crs)
+    gemm(False, True, <int>(ks.hi - ks.lo), <int>crs, <int>((t.stop - t.start) * p.out_w), 1,
+         dy + (t.n * p.k + first) * ohw + t.start * p.out_w, <int>ohw, cm, ld, beta, dw + first * crs, <int>crs)
+
+
+cdef void grad_w_block(const floating *dy, const floating *x, floating *dw, floating *col, const ConvShape *p,
+                       Py_ssize_t group, Span ks, Py_ssize_t tile_rows) noexcept nogil:
+    """dw[group, channels ks] = the sum of grad_w_tile over every image and tile (the first overwrites)."""
+    cdef Py_ssize_t n, tile
+    cdef Block t
+    t.group = group
+    for n in range(p.n):
+        t.n = n
+        for tile in range(ceil_div(p.out_h, tile_rows)):
+            t.start = tile * tile_rows
+            t.stop = min(t.start + tile_rows, p.out_h)
+            grad_w_tile(dy, x, dw, col, p, t, ks, 0 if n == 0 and tile == 0 else 1)
 
 
 cdef void grad_x_image(const floating *dy, const floating *w, floating *dx, floating *col, const ConvShape *p,
-                       Py_ssize_t n, Py_ssize_t gi, Py_ssize_t tile_rows) noexcept nogil:
-    """dx[n, group gi] (cg, h, w) = col2im(w[group gi]^T @ dy tile), tile after tile."""
-    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
-    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, t, oh0, oh1, cols
-    cdef floating *dxg = dx + (n * p.c + gi * cg) * p.h * p.w
-    fill(dxg, cg * p.h * p.w, 0)
+                       Py_ssize_t n, Py_ssize_t gi, Span cs, Py_ssize_t tile_rows) noexcept nogil:
+    """dx[n, group gi, channels cs of the group] (cs, h, w) = col2im(w[group gi][:, those]^T @ dy tile), tile
+    after tile."""
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups, rs = p.r * p.s
+    cdef Py_ssize_t crs = cg * rs, ohw = p.out_h * p.out_w, t, oh0, oh1, cols
+    cdef floating *dxc = dx + (n * p.c + gi * cg + cs.lo) * p.h * p.w
+    fill(dxc, (cs.hi - cs.lo) * p.h * p.w, 0)
     for t in range(ceil_div(p.out_h, tile_rows)):
         oh0 = t * tile_rows
         oh1 = min(oh0 + tile_rows, p.out_h)
         cols = (oh1 - oh0) * p.out_w
-        gemm(True, False, <int>crs, <int>cols, <int>kg, 1, w + gi * kg * crs, <int>crs,
-             dy + (n * p.k + gi * kg) * ohw + oh0 * p.out_w, <int>ohw, 0, col, <int>cols)
-        col2im_rows(col, dxg, p, cg, oh0, oh1)
+        gemm(True, False, <int>((cs.hi - cs.lo) * rs), <int>cols, <int>kg, 1, w + gi * kg * crs + cs.lo * rs,
+             <int>crs, dy + (n * p.k + gi * kg) * ohw + oh0 * p.out_w, <int>ohw, 0, col, <int>cols)
+        col2im_rows(col, dxc, p, cs.hi - cs.lo, oh0, oh1)
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
             floating[:, :, :, ::1] y, floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows,
-            int num_threads):
-    """y (n, k, out_h, out_w) = conv(x, w) + b (b may be None), by tiles of tile_rows output rows.
+            Py_ssize_t channel_blocks, int num_threads):
+    """y (n, k, out_h, out_w) = conv(x, w) + b (b may be None), by tiles of tile_rows output rows, each group's
+    output channels in channel_blocks blocks.
 
     columns (threads, cg*r*s * tile_rows*out_w): each thread's im2col tile; None for a pointwise layer.
     """
@@ -149,36 +183,54 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, cons
     cdef bint im2col = columns is not None
     cdef Py_ssize_t item
     cdef Block t
-    for item in prange(p.n * p.groups * ceil_div(p.out_h, tile_rows), nogil=True, schedule="static",
-                       num_threads=num_threads):
-        t = block_of(item, p.groups, p.out_h, tile_rows)
+    cdef Span ks
+    for item in prange(p.n * p.groups * ceil_div(p.out_h, tile_rows) * channel_blocks, nogil=True,
+                       schedule="static", num_threads=num_threads):
+        t = block_of(item // channel_blocks, p.groups, p.out_h, tile_rows)
+        ks = span_of(item % channel_blocks, channel_blocks, p.k // p.groups)
         forward_tile(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0],
-                     &columns[threadid(), 0] if im2col else NULL, &p, t)
+                     &columns[threadid(), 0] if im2col else NULL, &p, t, ks)
 
 
 def grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating[:, :, ::1] partial,
-           floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows, int num_threads):
-    """partial[thread] (k, cg*r*s) += dy tile (kg x tile) @ col^T over the thread's tiles.
+           floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows, Py_ssize_t channel_blocks, bint owned,
+           int num_threads):
+    """dw (k, cg*r*s) = sum over images and tiles of dy tile (kg x tile) @ col^T, each group's output channels in
+    channel_blocks blocks.
 
-    partial (threads, k, cg*r*s) holds zeros on entry; dw is its sum over threads. columns as in forward.
+    owned: a work item is a block, over every image and tile, and partial (1, k, cg*r*s) is dw itself. Otherwise
+    an item is a block of one tile, partial (threads, k, cg*r*s) holds zeros on entry, each thread adds its items
+    into its own row, and dw is their sum. columns as in forward.
     """
     cdef bint im2col = columns is not None
-    cdef Py_ssize_t item
+    cdef Py_ssize_t item, kg = p.k // p.groups
     cdef Block t
-    for item in prange(p.n * p.groups * ceil_div(p.out_h, tile_rows), nogil=True, schedule="static",
-                       num_threads=num_threads):
-        t = block_of(item, p.groups, p.out_h, tile_rows)
+    cdef Span ks
+    if owned:
+        for item in prange(p.groups * channel_blocks, nogil=True, schedule="static", num_threads=num_threads):
+            grad_w_block(&dy[0, 0, 0, 0], &x[0, 0, 0, 0], &partial[0, 0, 0],
+                         &columns[threadid(), 0] if im2col else NULL, &p, item // channel_blocks,
+                         span_of(item % channel_blocks, channel_blocks, kg), tile_rows)
+        return
+    for item in prange(p.n * p.groups * ceil_div(p.out_h, tile_rows) * channel_blocks, nogil=True,
+                       schedule="static", num_threads=num_threads):
+        t = block_of(item // channel_blocks, p.groups, p.out_h, tile_rows)
+        ks = span_of(item % channel_blocks, channel_blocks, kg)
         grad_w_tile(&dy[0, 0, 0, 0], &x[0, 0, 0, 0], &partial[threadid(), 0, 0],
-                    &columns[threadid(), 0] if im2col else NULL, &p, t)
+                    &columns[threadid(), 0] if im2col else NULL, &p, t, ks, 1)
 
 
 def grad_x(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w, floating[:, :, :, ::1] dx,
-           floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows, int num_threads):
-    """dx (n, c, h, w) = col2im(w[group]^T @ dy) per (image, group), its tiles in order.
+           floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows, Py_ssize_t channel_blocks,
+           int num_threads):
+    """dx (n, c, h, w) = col2im(w[group]^T @ dy) per (image, group, block of the group's input channels), its
+    tiles in order.
 
     columns (threads, cg*r*s * tile_rows*out_w): each thread's GEMM output tile.
     """
-    cdef Py_ssize_t item
-    for item in prange(p.n * p.groups, nogil=True, schedule="static", num_threads=num_threads):
+    cdef Py_ssize_t item, image_group
+    for item in prange(p.n * p.groups * channel_blocks, nogil=True, schedule="static", num_threads=num_threads):
+        image_group = item // channel_blocks
         grad_x_image(&dy[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0], &columns[threadid(), 0], &p,
-                     item // p.groups, item % p.groups, tile_rows)
+                     image_group // p.groups, image_group % p.groups,
+                     span_of(item % channel_blocks, channel_blocks, p.c // p.groups), tile_rows)

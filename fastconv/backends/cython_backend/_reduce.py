@@ -12,10 +12,11 @@ from fastconv.backends.cython_backend import _common
 
 @contextlib.contextmanager
 def grad_w_region(plan: Plan, dy, db, g: ConvGeometry):
-    """Yields (scratch, threads): plan's buffers, "partial" zeroed (the kernels accumulate into it), inside the
+    """Yields (scratch, threads): plan's buffers, "partial" zeroed if any (the kernels accumulate into it), inside the
     pass's parallel region, where db (K,) is summed from dy (N, K, Ho, Wo) first unless it is None."""
     scratch = plan.allocate()
-    scratch["partial"][...] = 0
+    if "partial" in scratch:
+        scratch["partial"][...] = 0
     with parallel_region(plan.threads, blas_work=g.flops) as threads:
         if db is not None:
             _common.bias_grad(dy, db, threads)

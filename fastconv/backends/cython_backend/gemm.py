@@ -1,9 +1,12 @@
 """im2col + GEMM convolution (_gemm.pyx), for every layer.
 
 A work item is a tile of output rows of one image and one group, sized so that its im2col columns take about
-COL_TILE_BYTES. Forward: a thread copies the tile's taps into its row of ``columns`` and multiplies the group's
-weights by them in one BLAS call, written in place into y. Grad of w: the same columns times dy, summed in the
-thread's own ``partial`` dw. Grad of x: w^T times dy into ``columns``, scattered back into dx (col2im).
+COL_TILE_BYTES, and a block of the group's channels: when tiles are fewer than threads (batch 1, small maps) the
+channels are split into blocks so that every thread has work. Forward: a thread copies the tile's taps into its
+row of ``columns`` and multiplies the block's weights by them in one BLAS call, written in place into y. Grad of
+w: the same columns times dy, summed in the thread's own ``partial`` dw, or, where that costs more than repeating
+the im2col per block, each thread owning blocks of dw's rows over every image and tile. Grad of x: w^T times dy
+into ``columns``, scattered back into dx (col2im), per image, group and block of input channels.
 
 The ``*_with`` functions run on a given plan: pointwise.py passes plans without ``columns``, and the kernels
 then read x in place as the column matrix.
@@ -33,33 +36,53 @@ def applies(g: ConvGeometry) -> bool:
     return True
 
 
-@per_budget
-def tile_rows(g: ConvGeometry, every_thread: bool = True) -> int:
-    """Output rows per tile: its im2col columns take about COL_TILE_BYTES; with every_thread, also tiles for every
-    thread (a batch-1 layer in one tile would run on one thread, its GEMM on one BLAS thread inside the parallel
-    loop). The grad of w does without: its tiles split the GEMM's inner dimension, each thread summing a whole dw."""
+@functools.lru_cache(maxsize=512)
+def tile_rows(g: ConvGeometry) -> int:
+    """Output rows per tile: its im2col columns take at most about COL_TILE_BYTES, the tiles of an image as even
+    as they can be."""
     column_bytes = g.c_per_group * g.r * g.s * g.dtype.itemsize
     rows = max(1, min(g.out_h, COL_TILE_BYTES // (column_bytes * g.out_w)))
-    if not every_thread:
-        return rows
-    tiles_per_image = -(-threads_for(g.flops) // (g.n * g.groups))
-    return max(1, min(rows, -(-g.out_h // tiles_per_image)))
+    return -(-g.out_h // -(-g.out_h // rows))
 
 
-def _columns(g: ConvGeometry, threads: int, every_thread: bool = True) -> dict:
+def _tiles(g: ConvGeometry) -> int:
+    """Tiles of tile_rows(g) output rows over all images and groups."""
+    return g.n * g.groups * -(-g.out_h // tile_rows(g))
+
+
+def channel_blocks(g: ConvGeometry, channels: int, items: int) -> int:
+    """Blocks that each of the pass's work items splits its `channels` (per group) into, so that every thread
+    has one when the items (of images, groups and tiles) are fewer than threads."""
+    return max(1, min(channels, -(-threads_for(g.flops) // items)))
+
+
+@per_budget
+def owns_dw(g: ConvGeometry) -> bool:
+    """Whether the grad of w gives each thread whole rows of dw (blocks of a group's output channels, over every
+    image and tile, repeating their im2col per block) rather than per-thread partial dw summed at the end: when
+    the partials (threads x dw) outweigh the repeated columns, as on small maps and at batch 1."""
+    threads = threads_for(g.flops)
+    repeats = channel_blocks(g, g.k_per_group, g.groups) - 1
+    return threads == 1 or repeats == 0 or threads * g.k * g.c_per_group > repeats * g.n * g.c * g.out_h * g.out_w
+
+
+def _columns(g: ConvGeometry, threads: int) -> dict:
     """Each thread's im2col (or col2im) tile: c/groups*r*s rows of tile_rows(g)*out_w columns."""
-    elements = g.c_per_group * g.r * g.s * tile_rows(g, every_thread) * g.out_w
+    elements = g.c_per_group * g.r * g.s * tile_rows(g) * g.out_w
     return {"columns": ((threads, elements), g.dtype)}
 
 
 def partial_dw(g: ConvGeometry, threads: int) -> dict:
-    """Each thread's sum of its tiles' dw (K, C/groups*R*S), added up into dw at the end."""
+    """Each thread's sum of its tiles' dw (K, C/groups*R*S), added up into dw at the end; none when the threads
+    own rows of dw."""
+    if owns_dw(g):
+        return {}
     return {"partial": ((threads, g.k, g.c_per_group * g.r * g.s), g.dtype)}
 
 
 @functools.lru_cache(maxsize=256)
 def _check_blas_sizes(g: ConvGeometry) -> None:
-    largest = max(g.h * g.w, g.out_h * g.out_w, _columns(g, 1, every_thread=False)["columns"][0][1])
+    largest = max(g.h * g.w, g.out_h * g.out_w, _columns(g, 1)["columns"][0][1])
     if largest > BLAS_INT_MAX:
         raise ValueError(f"cython backend: an image plane or tile of {largest:,} elements exceeds BLAS's 32-bit "
                          f"sizes; use backend='numba' or split the image")
@@ -82,14 +105,15 @@ def forward_with(plan: Plan, x, w, b, y, g: ConvGeometry) -> None:
     _check_blas_sizes(g)
     scratch = plan.allocate()
     with parallel_region(plan.threads, blas_work=g.flops) as threads:
-        _gemm.forward(x, w, b, y, scratch.get("columns"), vars(g), tile_rows(g), threads)
+        _gemm.forward(x, w, b, y, scratch.get("columns"), vars(g), tile_rows(g),
+                      channel_blocks(g, g.k_per_group, _tiles(g)), threads)
 
 
 @per_budget
 def grad_w_plan(g: ConvGeometry) -> Plan:
     """Each thread's im2col tile and partial dw."""
     threads = threads_for(g.flops)
-    return Plan(threads, {**_columns(g, threads, every_thread=False), **partial_dw(g, threads)})
+    return Plan(threads, {**_columns(g, threads), **partial_dw(g, threads)})
 
 
 def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
@@ -98,12 +122,17 @@ def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
 
 
 def grad_w_with(plan: Plan, dy, x, dw, db, g: ConvGeometry) -> None:
-    """grad_w on plan's scratch ("partial", and "columns" unless x is its own column matrix)."""
+    """grad_w on plan's scratch ("partial" unless the threads own rows of dw, and "columns" unless x is its own
+    column matrix)."""
     _check_blas_sizes(g)
+    owned = owns_dw(g)
+    items = g.groups if owned else _tiles(g)
     with grad_w_region(plan, dy, db, g) as (scratch, threads):
-        _gemm.grad_w(dy, x, scratch["partial"], scratch.get("columns"), vars(g), tile_rows(g, every_thread=False),
-                     threads)
-    np.sum(scratch["partial"], axis=0, out=dw.reshape(scratch["partial"].shape[1:]))
+        partial = dw.reshape(1, g.k, -1) if owned else scratch["partial"]
+        _gemm.grad_w(dy, x, partial, scratch.get("columns"), vars(g), tile_rows(g),
+                     channel_blocks(g, g.k_per_group, items), owned, threads)
+    if not owned:
+        np.sum(partial, axis=0, out=dw.reshape(partial.shape[1:]))
 
 
 @per_budget
@@ -119,4 +148,5 @@ def grad_x(dy, w, dx, g: ConvGeometry) -> None:
     plan = grad_x_plan(g)
     scratch = plan.allocate()
     with parallel_region(plan.threads, blas_work=g.flops) as threads:
-        _gemm.grad_x(dy, w, dx, scratch["columns"], vars(g), tile_rows(g), threads)
+        _gemm.grad_x(dy, w, dx, scratch["columns"], vars(g), tile_rows(g),
+                     channel_blocks(g, g.c_per_group, g.n * g.groups), threads)
