@@ -130,47 +130,6 @@ cdef bint in_pairs(const long long[::1] col_window) noexcept nogil:
     return True
 
 
-def max_backward_disjoint(const floating[:, :, :, ::1] dy, const long long[:, :, :, ::1] indices,
-                          const long long[::1] row_window, const long long[::1] col_window,
-                          floating[:, :, :, ::1] dx, int num_threads):
-    """dx (n, c, h, w) when windows do not overlap: each element written once, dy where it is its window's
-    argmax, else 0. row_window / col_window as in avg_backward_disjoint. A plane with an index outside its own
-    window (not from max_forward) falls back to scatter_plane."""
-    cdef Py_ssize_t n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], w = dx.shape[3]
-    cdef Py_ssize_t out_h = dy.shape[2], out_w = dy.shape[3], plane, ih, iw, ow, oh, q, hits
-    cdef bint pairs = in_pairs(col_window)
-    cdef const floating *grad
-    cdef const long long *at
-    cdef floating *row
-    cdef long long base
-    for plane in prange(n * c, nogil=True, schedule="static", num_threads=num_threads):
-        hits = 0
-        for ih in range(h):
-            row = &dx[0, 0, 0, 0] + (plane * h + ih) * w
-            oh = row_window[ih]
-            if oh < 0:
-                for iw in range(w):
-                    row[iw] = 0
-                continue
-            grad = &dy[0, 0, 0, 0] + (plane * out_h + oh) * out_w
-            at = &indices[0, 0, 0, 0] + (plane * out_h + oh) * out_w
-            base = ih * w
-            iw = 0
-            if pairs:
-                for q in range(w // 2):
-                    row[2 * q] = grad[q] if at[q] - base == 2 * q else 0
-                    row[2 * q + 1] = grad[q] if at[q] - base == 2 * q + 1 else 0
-                    hits = hits + (at[q] - base == 2 * q) + (at[q] - base == 2 * q + 1)
-                iw = w - w % 2
-            for iw in range(iw, w):
-                ow = col_window[iw]
-                row[iw] = grad[ow] if ow >= 0 and at[ow] - base == iw else 0
-                hits = hits + (ow >= 0 and at[ow] - base == iw)
-        if hits != out_h * out_w:
-            scatter_plane(&dy[0, 0, 0, 0] + plane * out_h * out_w, &indices[0, 0, 0, 0] + plane * out_h * out_w,
-                          &dx[0, 0, 0, 0] + plane * h * w, out_h * out_w, h * w)
-
-
 cdef inline floating avg_window(const floating *x, const PoolShape *p, Py_ssize_t h0, Py_ssize_t h1,
                                 Py_ssize_t ow, floating divisor) noexcept nogil:
     """The sum of one window's cells in rows h0:h1, divided by its divisor."""

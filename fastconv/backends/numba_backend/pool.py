@@ -3,8 +3,9 @@
 Planes are flattened: x (P, H*W), y and indices (P, Ho*Wo), P = N*C. Window (oh, ow) covers the input rows
 rows[oh, 0]:rows[oh, 1] and columns cols[ow, 0]:cols[ow, 1] (the window clipped to the input), precomputed once
 per call. Index arithmetic is unsigned: numba then skips its negative-index wraparound, a fifth of the time.
-Backward for non-overlapping windows writes every dx cell exactly once; overlapping windows zero the plane and
-scatter serially within it.
+Max pooling's backward zeroes each plane and scatters dy to its indices (measured 5-38x faster than writing each
+cell once from the covering window, on VGG's and ResNet's shapes). Average pooling's backward for non-overlapping
+windows writes every dx cell exactly once; for overlapping windows it zeroes the plane and adds each window's share.
 """
 
 from __future__ import annotations
@@ -94,40 +95,23 @@ def _scatter_max_plane(dy, indices, dx):
 
 
 @njit(cache=True, inline="always")
-def _cell_grad(grad, index_of, inverse, o, q, is_max):
-    """The gradient window o sends to cell q: all of it if q is its argmax (max), else 0; its mean share
-    grad * (1 / divisor) (avg: a multiplication, as a division per cell would bound the whole pass)."""
-    if is_max:
-        return grad[o] if index_of[o] == int64(q) else grad.dtype.type(0)
-    return grad[o] * inverse[o]
-
-
-@njit(cache=True, inline="always")
-def _route_row(grad, index_of, inverse, out, start, step, first_out, count, is_max):
-    """One window cell for count consecutive windows: out[start + o*step] = _cell_grad of window first_out + o.
-    Returns how many were argmax hits (max pooling)."""
-    hits = 0
+def _route_row(grad, inverse, out, start, step, first_out, count):
+    """One window cell for count consecutive windows: out[start + o*step] = the share of window first_out + o."""
     for o in range(count):
-        q = start + o * step
-        out[q] = _cell_grad(grad, index_of, inverse, first_out + o, q, is_max)
-        hits += is_max and index_of[first_out + o] == int64(q)
-    return hits
+        out[start + o * step] = grad[first_out + o] * inverse[first_out + o]
 
 
 @parallel_kernel()
-def _backward_disjoint(dy, indices, inverse, dx, rows, cols, width, inner, first_col, sw, kw, row_window,
-                       col_window, is_max):
-    """dy (P, Ho*Wo) -> dx (P, H*W) when windows do not overlap, for max pooling (indices (P, Ho*Wo)) or avg
-    pooling (inverse (Ho*Wo,) = 1 / divisor); arguments as _max_forward's, plus row_window[ih] (col_window[iw]):
-    the window row (column) holding input row ih (column iw), or -1. Each dx cell is written once: cells in no
-    window get 0, the others _cell_grad, interior windows a whole output row at a time as in the forward pass.
-
-    A max index outside its own window (possible only for user-given indices) sends the plane to the scatter."""
+def _avg_backward_disjoint(dy, inverse, dx, rows, cols, width, inner, first_col, sw, kw, row_window, col_window):
+    """dy (P, Ho*Wo) -> dx (P, H*W) when windows do not overlap; inverse (Ho*Wo,) = 1 / divisor (a
+    multiplication, as a division per cell would bound the whole pass); arguments as _max_forward's, plus
+    row_window[ih] (col_window[iw]): the window row (column) holding input row ih (column iw), or -1. Each dx cell
+    is written once: cells in no window get 0, the others their window's dy * inverse, interior windows a whole
+    output row at a time as in the forward pass."""
     out_h, out_w = uint64(rows.shape[0]), uint64(cols.shape[0])
     lo, hi = inner[0], inner[1]
     for p in prange(dx.shape[0]):
-        grad, index_of, out = dy[p], indices[p] if is_max else indices[0], dx[p]
-        matched = 0
+        grad, out = dy[p], dx[p]
         for ih in range(uint64(row_window.shape[0])):
             for iw in range(width):  # first touch in memory order (measured faster than zeroing gaps only)
                 if row_window[ih] < 0 or col_window[iw] < 0:
@@ -138,18 +122,14 @@ def _backward_disjoint(dy, indices, inverse, dx, rows, cols, width, inner, first
                 if ow < lo or ow >= hi:
                     for i in range(rows[oh, 0], rows[oh, 1]):
                         for q in range(i * width + cols[ow, 0], i * width + cols[ow, 1]):
-                            out[q] = _cell_grad(grad, index_of, inverse, row + ow, q, is_max)
-                            matched += is_max and index_of[row + ow] == int64(q)
+                            out[q] = grad[row + ow] * inverse[row + ow]
             for i in range(rows[oh, 0], rows[oh, 1]):
                 for j in range(kw):
                     start = i * width + first_col + j
                     if sw == 2:  # constant stride: vectorizes, as in _max_forward
-                        matched += _route_row(grad, index_of, inverse, out, start, uint64(2), row + lo, hi - lo,
-                                              is_max)
+                        _route_row(grad, inverse, out, start, uint64(2), row + lo, hi - lo)
                     else:
-                        matched += _route_row(grad, index_of, inverse, out, start, sw, row + lo, hi - lo, is_max)
-        if is_max and matched != grad.shape[0]:
-            _scatter_max_plane(grad, index_of, out)
+                        _route_row(grad, inverse, out, start, sw, row + lo, hi - lo)
 
 
 @parallel_kernel()
@@ -261,7 +241,7 @@ def plan(op: str, g: PoolGeometry) -> Plan:
         tables[name] = ((g.out_h, g.out_w), g.dtype)
     if op.endswith("backward") and not g.overlapping:
         tables |= {"row_window": ((g.h,), np.int64), "col_window": ((g.w,), np.int64)}
-    if op == "max_pool2d_backward" and g.overlapping:
+    if op == "max_pool2d_backward":
         tables = {}  # a plain scatter of each plane's indices
     return Plan(threads_for(g.reads, g.n * g.c), tables)
 
@@ -296,12 +276,7 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
     op_plan, tables = _tables("max_pool2d_backward", g)
     dx = np.empty(g.x_shape, g.dtype)
     with parallel_region(op_plan.threads, numba=True):
-        if g.overlapping:
-            _max_backward_scatter(_planes(dy), _planes(indices), _planes(dx))
-        else:
-            _backward_disjoint(_planes(dy), _planes(indices), np.ones(1, g.dtype), _planes(dx),
-                               *_window_args(tables, g), *_inner_columns(g), tables["row_window"],
-                               tables["col_window"], True)
+        _max_backward_scatter(_planes(dy), _planes(indices), _planes(dx))
     return dx
 
 
@@ -323,9 +298,9 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
         if g.overlapping:
             _avg_backward_scatter(_planes(dy), tables["divisor"].ravel(), _planes(dx), *_window_args(tables, g))
         else:
-            _backward_disjoint(_planes(dy), np.zeros((1, 1), np.int64), tables["inverse_divisor"].ravel(),
-                               _planes(dx), *_window_args(tables, g), *_inner_columns(g), tables["row_window"],
-                               tables["col_window"], False)
+            _avg_backward_disjoint(_planes(dy), tables["inverse_divisor"].ravel(), _planes(dx),
+                                   *_window_args(tables, g), *_inner_columns(g), tables["row_window"],
+                                   tables["col_window"])
     return dx
 
 
