@@ -15,6 +15,7 @@ then read x in place as the column matrix.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -28,6 +29,9 @@ _gemm = load("_gemm")  # the kernels built for this CPU's instruction set
 
 #: bytes of one thread's im2col tile (a tuning knob: large enough for an efficient GEMM, small enough for L2/L3)
 COL_TILE_BYTES = 1 << 20
+#: work items per thread from which an uneven share (one item more for some threads) costs too little to split
+#: the items' channels for
+FEW_ITEMS = 4
 #: BLAS takes 32-bit ints for sizes and strides
 BLAS_INT_MAX = 2**31 - 1
 
@@ -51,9 +55,13 @@ def _tiles(g: ConvGeometry) -> int:
 
 
 def channel_blocks(g: ConvGeometry, channels: int, items: int) -> int:
-    """Blocks that each of the pass's work items splits its `channels` (per group) into, so that every thread
-    has one when the items (of images, groups and tiles) are fewer than threads."""
-    return max(1, min(channels, -(-threads_for(g.flops) // items)))
+    """Blocks that each of the pass's work items (of images, groups and tiles) splits its `channels` (per group)
+    into when the items are few, so that the threads get equal shares: items x blocks a multiple of the threads
+    (3 tiles on 2 threads would leave one idle for a third of the call)."""
+    threads = threads_for(g.flops)
+    if items >= FEW_ITEMS * threads:
+        return 1
+    return max(1, min(channels, threads // math.gcd(items, threads)))
 
 
 @per_budget
@@ -111,7 +119,7 @@ def forward_with(plan: Plan, x, w, b, y, g: ConvGeometry) -> None:
 
 @per_budget
 def grad_w_plan(g: ConvGeometry) -> Plan:
-    """Each thread's im2col tile and partial dw."""
+    """Each thread's im2col tile and partial dw (none where the threads own rows of dw)."""
     threads = threads_for(g.flops)
     return Plan(threads, {**_columns(g, threads), **partial_dw(g, threads)})
 
