@@ -234,16 +234,18 @@ def _planes(a: np.ndarray) -> np.ndarray:
 def plan(op: str, g: PoolGeometry) -> Plan:
     """Planes in parallel; the tables the kernels read: window bounds (rows and columns), the average's divisors
     (their reciprocals for the backward of non-overlapping windows), and for that backward the window covering each
-    input row and column. Made once per geometry."""
+    input row and column; none for max pooling's backward, a plain scatter of each plane's indices. Made once per
+    geometry."""
+    threads = threads_for(g.reads, g.n * g.c)
+    if op == "max_pool2d_backward":
+        return Plan(threads)
     tables = {"window_rows": ((g.out_h, 2), np.int64), "window_cols": ((g.out_w, 2), np.int64)}
     if op.startswith("avg"):
         name = "inverse_divisor" if op.endswith("backward") and not g.overlapping else "divisor"
         tables[name] = ((g.out_h, g.out_w), g.dtype)
-    if op.endswith("backward") and not g.overlapping:
+    if op == "avg_pool2d_backward" and not g.overlapping:
         tables |= {"row_window": ((g.h,), np.int64), "col_window": ((g.w,), np.int64)}
-    if op == "max_pool2d_backward":
-        tables = {}  # a plain scatter of each plane's indices
-    return Plan(threads_for(g.reads, g.n * g.c), tables)
+    return Plan(threads, tables)
 
 
 def _tables(op: str, g: PoolGeometry) -> tuple[Plan, dict]:
@@ -273,9 +275,8 @@ def max_pool2d_forward(x, g: PoolGeometry):
 
 def max_pool2d_backward(dy, indices, g: PoolGeometry):
     """dy, indices (N, C, Ho, Wo) -> dx (N, C, H, W)."""
-    op_plan, tables = _tables("max_pool2d_backward", g)
     dx = np.empty(g.x_shape, g.dtype)
-    with parallel_region(op_plan.threads, numba=True):
+    with parallel_region(plan("max_pool2d_backward", g).threads, numba=True):
         _max_backward_scatter(_planes(dy), _planes(indices), _planes(dx))
     return dx
 
