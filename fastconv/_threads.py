@@ -110,20 +110,36 @@ def threads_for(work: int, items: int | None = None) -> int:
     return threads if items is None else max(1, min(threads, items))
 
 
+#: the caches of every per_budget function, for clear_plans
+_plan_caches: list = []
+
+
 def per_budget(plan):
     """plan(...) (a method's Plan or a tile size, from hashable arguments such as a geometry) made once per
     arguments and thread budget (what threads_for reads: set_num_threads, a fork after kernels ran,
-    MIN_WORK_PER_THREAD). Making a plan costs a few microseconds, a share of a batch-1 call."""
+    MIN_WORK_PER_THREAD). Making a plan costs a few microseconds, a share of a batch-1 call.
+
+    A plan also reads its module's tiling constants (TILE_BYTES and the like), which its kernel's tiling reads
+    again on every call: whoever changes one at run time must call clear_plans(), or a kernel would tile for
+    the new value in scratch sized for the old one."""
 
     @functools.lru_cache(maxsize=512)
     def made(budget, args, kwargs):
         return plan(*args, **dict(kwargs))
+
+    _plan_caches.append(made)
 
     @functools.wraps(plan)
     def cached(*args, **kwargs):
         return made((_num_threads, _forked_after_kernels, MIN_WORK_PER_THREAD), args, tuple(kwargs.items()))
 
     return cached
+
+
+def clear_plans() -> None:
+    """Forget every plan and tile size made so far (after a tiling constant changed; see per_budget)."""
+    for made in _plan_caches:
+        made.cache_clear()
 
 
 def set_num_threads(n: int) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
+from fastconv import _threads
 
 from _helpers import COMPARED_BACKENDS, require_backend
 
@@ -31,6 +32,22 @@ def dtype(request):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def tiling(monkeypatch):
+    """tiling(module, NAME=value, ...) sets a module's tiling constants for this test; the plans made under other
+    values are forgotten before and after, since a kernel tiles by the constants of the moment in scratch its
+    cached plan sized (see fastconv._threads.per_budget)."""
+
+    def set_constants(module, **constants):
+        for name, value in constants.items():
+            monkeypatch.setattr(module, name, value)
+        _threads.clear_plans()
+
+    yield set_constants
+    monkeypatch.undo()
+    _threads.clear_plans()
 
 
 @pytest.fixture(autouse=True)

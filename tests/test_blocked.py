@@ -47,7 +47,7 @@ def _run_against_naive(module, x, w, b, dy, kwargs, dtype) -> None:
 @RANDOM
 @given(data=st.data())
 @pytest.mark.parametrize("name", COMPILED)
-def test_blocked_matches_naive_on_random_depthwise_geometries(name, data, monkeypatch):
+def test_blocked_matches_naive_on_random_depthwise_geometries(name, data, tiling):
     module = _backend.load(require_backend(name))
     draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
     c = data.draw(st.sampled_from([1, 3, _blocked.LANES, _blocked.LANES + 5, 2 * _blocked.LANES]))
@@ -59,7 +59,7 @@ def test_blocked_matches_naive_on_random_depthwise_geometries(name, data, monkey
     extent = ((r - 1) * dilation[0] + 1, (s - 1) * dilation[1] + 1)
     shape = (draw(1, 2), c, extent[0] + draw(0, 9), extent[1] + draw(0, 9))
     if data.draw(st.booleans()):  # tiles of a few rows, as on large maps
-        monkeypatch.setattr(_blocked, "TILE_BYTES", draw(1, 4) * shape[3] * _blocked.LANES * 8)
+        tiling(_blocked, TILE_BYTES=draw(1, 4) * shape[3] * _blocked.LANES * 8)
     dtype = np.dtype(data.draw(st.sampled_from([np.float64, np.float32])))
     rng = np.random.default_rng(draw(0, 2 ** 16))
     x, w, b = (_read_only(random_array(rng, a, dtype)) for a in (shape, (c * multiplier, 1, r, s), (c * multiplier,)))
@@ -84,10 +84,10 @@ def test_blocked_on_edge_geometries(name, dtype, rng, shape, w_shape, kwargs):
 
 
 @pytest.mark.parametrize("name", COMPILED)
-def test_blocked_leaves_its_inputs_unchanged_and_agrees_across_threads(name, rng, monkeypatch):
+def test_blocked_leaves_its_inputs_unchanged_and_agrees_across_threads(name, rng, monkeypatch, tiling):
     module = _backend.load(require_backend(name))
     monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)
-    monkeypatch.setattr(_blocked, "TILE_BYTES", 4096)  # several tiles per image
+    tiling(_blocked, TILE_BYTES=4096)  # several tiles per image
     x, w, b = (random_array(rng, a, np.float32) for a in ((2, 40, 19, 17), (80, 1, 3, 3), (80,)))
     kwargs = dict(groups=40, padding=1)
     g = conv_geometry(x, w, b, **kwargs)
@@ -119,3 +119,19 @@ def test_blocked_plans_are_what_it_allocates_with_tiles_and_a_channel_tail(name,
     assert_plan_is_traced(forward, forward.plan(g), (x, w, None, g), "forward")
     for flags in ((True, True), (True, False), (False, True)):
         assert_plan_is_traced(backward, backward.plan(g, *flags), (dy, x, w, g, *flags, True), f"backward {flags}")
+
+
+@pytest.mark.parametrize("name", COMPILED)
+def test_a_changed_tile_size_is_planned_anew(name, rng, tiling):
+    """A geometry planned under one TILE_BYTES runs under another in scratch sized for the new tiles (its cached
+    plan, sized for one row per tile, would be overrun by 20 rows)."""
+    module = _backend.load(require_backend(name))
+    x, w = random_array(rng, (2, 16, 40, 40), np.float64), random_array(rng, (16, 1, 3, 3), np.float64)
+    g = conv_geometry(x, w, groups=16, padding=1)
+    forward = module.methods("conv2d_forward", g).options["blocked"]
+    expected = fc.conv2d(x, w, groups=16, padding=1, backend="naive")
+    default = _blocked.TILE_BYTES
+    for tile_bytes, rows in ((g.w * _blocked.LANES * 8, 1), (default, 20)):
+        tiling(_blocked, TILE_BYTES=tile_bytes)
+        assert _blocked.tile_rows(g) == rows
+        assert_close(forward.run(x, w, None, g), expected, np.dtype(np.float64), f"TILE_BYTES={tile_bytes}")

@@ -71,10 +71,9 @@ def test_forward_and_backward_match_naive(name, dtype, data):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name", COMPILED)
-def test_small_blocks_span_images_and_end_partial(name, threads, rng, monkeypatch):
+def test_small_blocks_span_images_and_end_partial(name, threads, rng, monkeypatch, tiling):
     """Blocks of 3 tiles (the last one partial) over 2 threads: the same result as one block per call."""
-    monkeypatch.setattr(winograd_nhwc, "MIN_BLOCK_TILES", 3)
-    monkeypatch.setattr(winograd_nhwc, "MAX_BLOCK_TILES", 3)
+    tiling(winograd_nhwc, MIN_BLOCK_TILES=3, MAX_BLOCK_TILES=3)
     monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)
     fc.set_num_threads(threads)
     x, w, b = (random_array(rng, shape, np.float64) for shape in ((3, 5, 9, 10), (4, 5, 3, 3), (4,)))

@@ -40,7 +40,7 @@ def applies(g: ConvGeometry) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=512)
+@per_budget
 def tile_rows(g: ConvGeometry) -> int:
     """Output rows per tile: its im2col columns take at most about COL_TILE_BYTES, the tiles of an image as even
     as they can be."""
