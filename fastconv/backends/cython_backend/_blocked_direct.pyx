@@ -4,7 +4,8 @@ NCHW or channels-last arrays, GIL released.
 Shapes (one ConvShape p; cg = c/groups, kg = k/groups, KB = k_block(itemsize) output channels, PB = PIXEL_RUN
 output pixels): x (n, c, h, w); packed (groups, ceil(kg/KB), cg*r*s*KB), each block of KB output channels of a
 group as [c][i][j][lane], zero past kg; y (n, k, out_h, out_w). Channels-last: x (n, h, w, c) and y (n, out_h,
-out_w, k); the band is the same, gathered from x's rows of contiguous channels.
+out_w, k); the band is then (band_rows, cols, cg), copied from x's rows as they are, and the micro-kernel steps
+through it by cg elements per pixel.
 
 Work items are (image, group, block of output rows). A thread copies the rows of x the block's windows read, for
 its group's cg channels, into its zero-padded ``band`` (cg, band_rows, cols), wide enough for whole runs of PB
@@ -20,6 +21,7 @@ weight vectors and a broadcast input (16 registers below AVX-512, 32 with it).
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy
 
 from ._common cimport Block, ConvShape, block_of, ceil_div, fill, pad_rows, valid_span
 
@@ -122,21 +124,23 @@ cdef void pack(const floating *w, floating *packed, const ConvShape *p) noexcept
 
 cdef inline void store_run(const floating *src, const floating *wk, floating *yk, const floating *bias,
                            Py_ssize_t lanes, Py_ssize_t pixels, Py_ssize_t lane_step, Py_ssize_t pixel_step,
-                           Py_ssize_t rows, Py_ssize_t cols, const ConvShape *p) noexcept nogil:
+                           Py_ssize_t cols, Py_ssize_t cell, Py_ssize_t channel_step,
+                           const ConvShape *p) noexcept nogil:
     """yk[l * lane_step + q * pixel_step] = bias[l] (0 if bias is NULL) + the run's sums, for l < lanes,
     q < pixels.
 
-    src: the band at the run's first window (cg planes of rows x cols); wk: its block of packed weights.
+    src: the band at the run's first window, rows of cols pixels of cell elements each (1: cg planes
+    channel_step apart; cg: channels-last); wk: its block of packed weights.
     """
     cdef Py_ssize_t kb = block_lanes(src), q, l
     cdef floating sums[MAX_SUMS]
     cdef floating v
     if floating is float:
-        run_sums_f32(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w, p.dilation_w, p.dilation_h * cols,
-                     rows * cols)
+        run_sums_f32(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w * cell, p.dilation_w * cell,
+                     p.dilation_h * cols * cell, channel_step)
     else:
-        run_sums_f64(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w, p.dilation_w, p.dilation_h * cols,
-                     rows * cols)
+        run_sums_f64(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w * cell, p.dilation_w * cell,
+                     p.dilation_h * cols * cell, channel_step)
     if lane_step == 1:  # channels-last: each pixel's lanes contiguous in y, as in sums (2.5x faster than by lane)
         for q in range(pixels):
             for l in range(lanes):
@@ -150,21 +154,26 @@ cdef inline void store_run(const floating *src, const floating *wk, floating *yk
 
 cdef void pad_pixel_rows(const floating *xg, floating *dst, Py_ssize_t first, Py_ssize_t rows, Py_ssize_t cols,
                          const ConvShape *p) noexcept nogil:
-    """dst (cg, rows, cols)[c, a, b] = xg (h, w, c)[first + a - pad_top, b - pad_left, c], zero outside xg: pad_rows'
-    band of a group's cg channels (xg at its first) read from a channels-last image."""
-    cdef Py_ssize_t cg = p.c // p.groups, plane = rows * cols, a, col, c, lo, hi, ih
+    """dst (rows, cols, cg)[a, b, c] = xg (h, w, c)[first + a - pad_top, b - pad_left, c], zero outside xg: the
+    zero-padded rows of a group's cg channels (xg at its first) of a channels-last image, in its own order (one
+    copy per row for one group)."""
+    cdef Py_ssize_t cg = p.c // p.groups, a, col, lo, hi, ih
     cdef const floating *src
     valid_span(-p.pad_left, 1, p.w, cols, &lo, &hi)
     for a in range(rows):
         ih = first + a - p.pad_top
-        for c in range(cg):
-            fill(dst + c * plane, cols, 0)
-        if 0 <= ih < p.h:
+        if ih < 0 or ih >= p.h:
+            fill(dst, cols * cg, 0)
+        else:
             src = xg + (ih * p.w - p.pad_left) * p.c
-            for col in range(lo, hi):
-                for c in range(cg):
-                    dst[c * plane + col] = src[col * p.c + c]
-        dst += cols
+            fill(dst, lo * cg, 0)
+            if cg == p.c:
+                memcpy(dst + lo * cg, src + lo * cg, (hi - lo) * cg * sizeof(floating))
+            else:
+                for col in range(lo, hi):
+                    memcpy(dst + col * cg, src + col * p.c, cg * sizeof(floating))
+            fill(dst + hi * cg, (cols - hi) * cg, 0)
+        dst += cols * cg
 
 
 cdef void forward_block(const floating *x, const floating *packed, const floating *b, floating *y, floating *band,
@@ -174,26 +183,26 @@ cdef void forward_block(const floating *x, const floating *packed, const floatin
     cdef Py_ssize_t runs = ceil_div(p.out_w, PIXEL_RUN), plane = p.out_h * p.out_w
     cdef Py_ssize_t cols = (runs * PIXEL_RUN - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
     cdef Py_ssize_t rows = (blk.stop - blk.start - 1) * p.stride_h + (p.r - 1) * p.dilation_h + 1
-    cdef Py_ssize_t c, block, k0, oh, run, ow0, lane_step, pixel_step
+    cdef Py_ssize_t c, block, k0, oh, run, ow0, lane_step, pixel_step, cell, channel_step
     cdef const floating *wk
     if channels_last:
         pad_pixel_rows(x + blk.n * p.h * p.w * p.c + blk.group * cg, band, blk.start * p.stride_h, rows, cols, p)
-        lane_step, pixel_step = 1, p.k
+        lane_step, pixel_step, cell, channel_step = 1, p.k, cg, 1
     else:
         for c in range(cg):
             pad_rows(x + (blk.n * p.c + blk.group * cg + c) * p.h * p.w, band + c * rows * cols,
                      blk.start * p.stride_h, rows, cols, p)
-        lane_step, pixel_step = plane, 1
+        lane_step, pixel_step, cell, channel_step = plane, 1, 1, rows * cols
     for block in range(ceil_div(kg, kb)):
         k0 = blk.group * kg + block * kb
         wk = packed + (blk.group * ceil_div(kg, kb) + block) * cg * p.r * p.s * kb
         for oh in range(blk.start, blk.stop):
             for run in range(runs):
                 ow0 = run * PIXEL_RUN
-                store_run(band + (oh - blk.start) * p.stride_h * cols + ow0 * p.stride_w, wk,
+                store_run(band + ((oh - blk.start) * p.stride_h * cols + ow0 * p.stride_w) * cell, wk,
                           y + blk.n * p.k * plane + k0 * lane_step + (oh * p.out_w + ow0) * pixel_step,
                           b + k0 if b != NULL else NULL, min(kb, kg - block * kb), min(PIXEL_RUN, p.out_w - ow0),
-                          lane_step, pixel_step, rows, cols, p)
+                          lane_step, pixel_step, cols, cell, channel_step, p)
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
