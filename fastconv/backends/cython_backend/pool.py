@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv._geometry import PoolGeometry
-from fastconv._threads import parallel_region, threads_for
+from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._pool_tables import pool_scratch
 from fastconv.backends._protocol import Method, Methods, Plan
 from fastconv.backends.cython_backend._levels import load
@@ -29,6 +29,7 @@ def _divisor(g: PoolGeometry) -> dict:
     return {"divisor": ((g.out_h, g.out_w), g.dtype)}
 
 
+@per_budget
 def max_pool2d_forward_plan(g: PoolGeometry) -> Plan:
     """No scratch."""
     return Plan(threads_for(g.reads))
@@ -43,6 +44,7 @@ def max_pool2d_forward(x, g: PoolGeometry):
     return y, indices
 
 
+@per_budget
 def max_pool2d_backward_plan(g: PoolGeometry) -> Plan:
     """No scratch."""
     return Plan(threads_for(g.reads))
@@ -57,6 +59,7 @@ def max_pool2d_backward(dy, indices, g: PoolGeometry):
     return dx
 
 
+@per_budget
 def avg_pool2d_forward_plan(g: PoolGeometry) -> Plan:
     """The divisor table."""
     return Plan(threads_for(g.reads), _divisor(g))
@@ -72,6 +75,7 @@ def avg_pool2d_forward(x, g: PoolGeometry):
     return y
 
 
+@per_budget
 def avg_pool2d_backward_plan(g: PoolGeometry) -> Plan:
     """The divisor table; for non-overlapping windows also the covering-window maps, and each thread's "shares"
     (a zero, then one window row's dy / divisor) and the dx row they expand to ("rows")."""
@@ -96,6 +100,7 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     return dx
 
 
+@per_budget
 def global_plan(g: PoolGeometry) -> Plan:
     """Planes in parallel; no scratch."""
     return Plan(threads_for(g.reads, g.n * g.c))
