@@ -35,7 +35,6 @@ import numpy as np
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, per_budget, threads_for
-from fastconv.backends._nhwc import bias_grad
 from fastconv.backends._protocol import Method, Plan
 from fastconv.backends._winograd import SKEW, weight_transform
 
@@ -145,7 +144,7 @@ def winograd_methods(kernel: Callable, conv, *, numba: bool) -> Callable[[str, o
         """dy (N, Ho, Wo, K) -> dx (N, H, W, C), dw (K, C, 3, 3), db (K,); None where not needed."""
         dw = grad_w(dy, x, w, g) if need_dw else None
         dx = forward(dy, g.rotate_kernel(w), None, g.rotated()) if need_dx else None
-        return dx, dw, bias_grad(dy, g.k) if need_db else None
+        return dx, dw, dy.reshape(-1, g.k).sum(axis=0) if need_db else None
 
     forward_method, backward_method = Method(NAME, forward, forward_plan), Method(NAME, backward, backward_plan)
 
