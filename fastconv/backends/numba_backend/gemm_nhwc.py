@@ -240,6 +240,7 @@ def _shape(g: ConvGeometry) -> tuple[int, ...]:
 
 def _run_forward(x, filters, bias, y, scratch, g: ConvGeometry, threads: int) -> None:
     columns = scratch["columns"]
+    bias = np.zeros(g.k, g.dtype) if bias is None else bias  # one compiled kernel per dtype, not one more for None
     _forward(x, filters, bias, y, columns, scratch.get("products", columns[:0]), _shape(g), params(g), by_tap(g))
 
 

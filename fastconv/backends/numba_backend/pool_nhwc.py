@@ -22,6 +22,16 @@ from fastconv.backends.numba_backend._parallel import parallel_kernel
 from fastconv.backends.numba_backend.pool import _takes
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+#: the divisors max pooling's gather is given, read-only as the window tables are, so that numba compiles the
+#: gather once per dtype, not once more for a writable divisor
+_UNIT_DIVISORS = {np.dtype(dtype): _read_only(np.ones(1, dtype)) for dtype in (np.float32, np.float64)}
+
+
 @parallel_kernel()
 def _max_forward(x, y, indices, rows, cols, jobs, height, width, channels):
     """x -> y, indices: the first maximum of each window and channel, its cell's flat index h*W + w; jobs = N*Ho."""
@@ -179,7 +189,7 @@ def _backward(op: str, dy, indices, g: PoolGeometry):
     op_plan, tables = _tables(op, g)
     dx = np.empty(g.x_array_shape, g.dtype)
     is_max = indices is not None
-    divisor = tables["divisor"].ravel() if not is_max else np.ones(1, g.dtype)
+    divisor = tables["divisor"].ravel() if not is_max else _UNIT_DIVISORS[g.dtype]  # read-only as the tables
     with parallel_region(op_plan.threads, numba=True):
         _backward_gather(dy.ravel(), indices.ravel() if is_max else np.zeros(1, np.int64), divisor, dx.ravel(),
                          tables["row_cover"], tables["col_cover"], np.uint64(g.out_h), np.uint64(g.out_w),
