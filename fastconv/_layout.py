@@ -9,7 +9,7 @@ elsewhere (fastconv.backends._channels_last). Filters keep their (K, C // groups
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -47,14 +47,23 @@ class Layout:
 
     def shapes_explained(self):
         """Context: validation errors of an NHWC call say that the shapes they quote are in NCHW order."""
-        return self._explained() if self.channels_last else nullcontext()
+        return _NCHW_SHAPES_EXPLAINED if self.channels_last else _NOTHING_EXPLAINED
 
-    @contextmanager
-    def _explained(self):
-        try:
-            yield
-        except ValueError as exc:
+
+class _ShapesExplained:
+    """Context that re-raises a ValueError with a note that its shapes are in NCHW order (a class: it is entered
+    on every NHWC call, where a generator context costs a few microseconds)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if kind is not None and issubclass(kind, ValueError):
             raise ValueError(f"{exc} [data_format='NHWC': shapes are quoted in (N, C, H, W) order]") from None
+        return False
+
+
+_NCHW_SHAPES_EXPLAINED, _NOTHING_EXPLAINED = _ShapesExplained(), nullcontext()
 
 
 def contiguous(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
