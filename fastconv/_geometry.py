@@ -533,7 +533,8 @@ def check_indices(op: str, indices: np.ndarray, g: PoolGeometry) -> None:
         raise ValueError(f"{op}: indices must have the output's shape {g.y_shape}, got {indices.shape}")
     if indices.dtype != np.int64:
         raise TypeError(f"{op}: indices must be int64 (as returned by max_pool2d), got {indices.dtype}")
-    if indices.size and (indices.min() < 0 or indices.max() >= g.h * g.w):
+    flat = indices.ravel(order="K")  # no copy for an array contiguous in any axis order (an NHWC one's view)
+    if flat.size and (flat.min() < 0 or flat.max() >= g.h * g.w):
         raise ValueError(f"{op}: indices must lie in [0, {g.h * g.w}) for x of shape {g.x_shape}")
 
 
