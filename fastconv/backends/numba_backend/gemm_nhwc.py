@@ -135,7 +135,7 @@ def _dy_block(dy, p0, size, k0, kg, products, t):
 
 @parallel_kernel()
 def _forward(x, filters, bias, y, columns, products, shape, params, by_tap):
-    """x (N, H, W, C), filters (K, R, S, Cg), bias (K,) or None -> y (N, Ho, Wo, K); one chunk of pixels per thread;
+    """x (N, H, W, C), filters (K, R, S, Cg), bias (K,) -> y (N, Ho, Wo, K); one chunk of pixels per thread;
     columns laid tap by tap when by_tap."""
     k, row = filters.shape[0], filters.size // filters.shape[0]
     groups, rows, weights = x.shape[3] // filters.shape[3], y.reshape(-1, k), filters.reshape(k, row)
@@ -153,12 +153,9 @@ def _forward(x, filters, bias, y, columns, products, shape, params, by_tap):
                 else:
                     _tile_taps(columns[t], x.ravel(), False, shape, params, group, p0, size)
                     np.dot(_view(columns, t, size, row), weights[k0:k0 + kg].T, out)
-                if bias is not None:
-                    for i in range(size):
-                        for j in range(kg):
-                            rows[p0 + i, k0 + j] = out[i, j] + bias[k0 + j]
-                elif groups > 1:
-                    rows[p0:p0 + size, k0:k0 + kg] = out
+                for i in range(size):
+                    for j in range(kg):
+                        rows[p0 + i, k0 + j] = out[i, j] + bias[k0 + j]
 
 
 @parallel_kernel()
