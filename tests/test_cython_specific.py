@@ -169,11 +169,18 @@ def test_blocked_direct_crops_a_negative_padding(cython_backend, rng, dtype):
 
 
 @pytest.mark.parametrize("groups, padding", [(1, 1), (2, ((0, 2), (1, 0)))])
+@pytest.mark.parametrize("batch, min_tiles", [(3, None), (3, 1), (1, 20)])
 def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rng, dtype, groups, padding,
-                                                              two_threads):
+                                                              batch, min_tiles, two_threads, tiling, monkeypatch):
     """Enough channels for Winograd by default: forward, grad of w, and grad of x (through the forward); several
-    work items per thread."""
-    x = random_array(rng, (3, 16 * groups, 17, 17), dtype)
+    work items per thread, and images cut into blocks of one tile row, or of three with one image on two threads
+    (min_tiles: blocks of at least that many tiles, or of the fewest bytes' worth)."""
+    from fastconv.backends.cython_backend import winograd
+
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)  # two threads even on these small layers
+    if min_tiles is not None:
+        tiling(winograd, WINOGRAD_MIN_TILES=min_tiles, WINOGRAD_BLOCK_BYTES=1)
+    x = random_array(rng, (batch, 16 * groups, 17, 17), dtype)
     w = random_array(rng, (16 * groups, 16, 3, 3), dtype)
     kw = dict(padding=padding, groups=groups)
     g = conv_geometry(x, w, **kw)

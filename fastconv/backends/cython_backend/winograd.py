@@ -23,8 +23,12 @@ WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 #: kron(G, G) (16 x 9) per dtype, [4a + b, 3i + j] = G[a, i] G[b, j]: G w G^T of every 3x3 kernel at once is
 #: one matmul, and so is its adjoint G^T M G (exact in float32: the entries are 0, +-1/4, +-1/2, 1)
 WINOGRAD_GG = {np.dtype(t): np.kron(WINOGRAD_G, WINOGRAD_G).astype(t) for t in (np.float32, np.float64)}
-#: bytes of one thread's transformed input plus GEMM output in a block
+#: bytes of one thread's transformed input plus GEMM output in a block ...
 WINOGRAD_BLOCK_BYTES = 1 << 20
+#: ... unless that leaves fewer tiles than this (the image's, if it has fewer): a block's 16 GEMMs are this wide
+#: and read all the weights, so narrower blocks run BLAS at a fraction of its rate (one tile row of VGG-16's
+#: 512-channel 28x28 layer, 14 tiles, took 1.8x the time of blocks of 98)
+WINOGRAD_MIN_TILES = 96
 
 
 def applies(g: ConvGeometry) -> bool:
@@ -32,11 +36,15 @@ def applies(g: ConvGeometry) -> bool:
 
 
 def _tiling(g: ConvGeometry) -> tuple[int, int]:
-    """(tw, block_rows): 2x2 tiles per row, and tile rows per block (its inputs and products about
-    WINOGRAD_BLOCK_BYTES)."""
-    tw = (g.out_w + 1) // 2
-    row_elements = 16 * (g.c_per_group + g.k_per_group) * tw
-    return tw, max(1, min((g.out_h + 1) // 2, WINOGRAD_BLOCK_BYTES // (row_elements * g.dtype.itemsize)))
+    """(tw, block_rows): 2x2 tiles per row, and tile rows per block: its inputs and products about
+    WINOGRAD_BLOCK_BYTES, or at least WINOGRAD_MIN_TILES tiles, but blocks enough for every thread when the
+    image has the tile rows (batch 1); the blocks of an image as even as they can be."""
+    tw, th = (g.out_w + 1) // 2, (g.out_h + 1) // 2
+    row_bytes = 16 * (g.c_per_group + g.k_per_group) * tw * g.dtype.itemsize
+    rows = max(1, WINOGRAD_BLOCK_BYTES // row_bytes, -(-WINOGRAD_MIN_TILES // tw))
+    blocks_per_image = -(-threads_for(g.flops) // (g.n * g.groups))
+    rows = max(1, min(rows, -(-th // blocks_per_image)))
+    return tw, -(-th // -(-th // rows))
 
 
 def _block_buffers(g: ConvGeometry, threads: int, forward: bool) -> dict:
