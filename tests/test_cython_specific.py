@@ -192,6 +192,18 @@ def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rn
         assert_close(got, want, dtype)
 
 
+@pytest.mark.parametrize("x_shape, preferred", [
+    ((8, 16, 13, 13), True),  # below winograd_pays' map size, but 1352 output pixels over the batch
+    ((1, 16, 13, 13), False),
+    ((8, 16, 7, 7), False),
+    ((1, 16, 16, 16), True),  # where winograd_pays
+    ((8, 8, 13, 13), False),  # too few channels
+])
+def test_winograd_is_the_default_on_small_maps_over_a_batch(cython_backend, x_shape, preferred):
+    g = conv_geometry(np.empty(x_shape, np.float32), np.empty((16, x_shape[1], 3, 3), np.float32), padding=1)
+    assert (cython_backend.methods("conv2d_forward", g).default == "winograd") == preferred
+
+
 @pytest.mark.parametrize("width", [8, 9])
 @pytest.mark.parametrize("ceil_mode", [False, True])
 def test_disjoint_avg_pool_backward_on_even_and_odd_widths(cython_backend, rng, width, ceil_mode):

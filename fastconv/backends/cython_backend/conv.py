@@ -17,7 +17,7 @@ import numpy as np
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, per_budget, threads_for
-from fastconv.backends._defaults import blocked_direct_pays, winograd_pays
+from fastconv.backends._defaults import blocked_direct_pays
 from fastconv.backends._protocol import Method, Methods, Plan
 from fastconv.backends.cython_backend import (_common, blocked, blocked_direct, direct, gemm, pointwise, polyphase,
                                               winograd)
@@ -29,13 +29,13 @@ MODULES = {"gemm": gemm, "pointwise": pointwise, "direct": direct, "polyphase": 
 
 def default_method(g: ConvGeometry) -> str:
     """The forward method: for depthwise layers blocked where preferred, else polyphase on small maps and direct
-    otherwise; Winograd where it pays, pointwise for 1x1 stride-1 unpadded layers, blocked_direct where it pays
+    otherwise; Winograd where preferred, pointwise for 1x1 stride-1 unpadded layers, blocked_direct where it pays
     (few channels per group), gemm otherwise."""
     if g.is_depthwise:
         if blocked.preferred(g):
             return "blocked"
         return "polyphase" if polyphase.preferred(g) else "direct"
-    if winograd_pays(g):
+    if winograd.preferred(g):
         return "winograd"
     if g.is_pointwise:
         return "pointwise"

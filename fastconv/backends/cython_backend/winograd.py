@@ -12,6 +12,7 @@ import numpy as np
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, per_budget, threads_for
+from fastconv.backends._defaults import WINOGRAD_MIN_CHANNELS, winograd_pays
 from fastconv.backends._protocol import Plan
 from fastconv.backends.cython_backend._levels import load
 from fastconv.backends.cython_backend._reduce import grad_w_region
@@ -31,8 +32,21 @@ WINOGRAD_BLOCK_BYTES = 1 << 20
 WINOGRAD_MIN_TILES = 96
 
 
+#: fewest output pixels over the batch at which this Winograd pays on maps smaller than winograd_pays' (13x13,
+#: 14x14 at batch 8: 0.7-0.9x the GEMM method's time on the AlexNet, ResNet-18 and VGG-16 layers; 7x7 at batch 8
+#: and 14x14 at batch 1 1.3-1.7x)
+BATCH_PIXELS = 1024
+
+
 def applies(g: ConvGeometry) -> bool:
     return g.is_3x3_unit_stride
+
+
+def preferred(g: ConvGeometry) -> bool:
+    """Where Winograd pays (_defaults.winograd_pays), or on smaller maps with enough channels and at least
+    BATCH_PIXELS output pixels over the batch."""
+    return winograd_pays(g) or (g.is_3x3_unit_stride and g.min_group_channels >= WINOGRAD_MIN_CHANNELS
+                                and g.n * g.out_h * g.out_w >= BATCH_PIXELS)
 
 
 def _tiling(g: ConvGeometry) -> tuple[int, int]:
