@@ -336,6 +336,25 @@ def test_measuring_skips_the_warm_up_of_methods_this_process_ran(monkeypatch, rn
     assert len(passed) == 1 and auto.heuristic_method("conv2d_forward", g)[0] in passed[0]
 
 
+@pytest.mark.parametrize("widths, skips_the_heuristics_warm_up", [((10, 10), True), ((9, 10), False)])
+def test_methods_with_large_scratch_are_warmed_up_on_a_new_geometry(monkeypatch, rng, widths,
+                                                                    skips_the_heuristics_warm_up):
+    """With every scratch counted as large (its first call touches new pages), only the heuristic's method, when it
+    ran on the measured geometry itself, is timed without a warm-up."""
+    monkeypatch.setattr(auto, "MEASURE_ON_VISIT", 2)
+    monkeypatch.setattr(auto, "FIRST_TOUCH_BYTES", 0)
+    passed = []
+    fastest = timing.fastest
+    monkeypatch.setattr(timing, "fastest", lambda calls, warmed: passed.append(warmed) or fastest(calls, warmed))
+
+    w = random_array(rng, (4, 3, 3, 3), np.float64)
+    for width in widths:
+        fc.conv2d(random_array(rng, (2, 3, 10, width), np.float64), w, padding=1, backend="auto")
+    g = geometry(random_array(rng, (2, 3, 10, 10), np.float64), w)
+    heuristic = auto.heuristic_method("conv2d_forward", g)[0]
+    assert passed == [frozenset({heuristic} if skips_the_heuristics_warm_up else ())]
+
+
 @pytest.mark.parametrize("winner_is_faster_in_context", [False, True])
 def test_a_switch_is_kept_only_if_as_fast_where_the_workload_runs_it(monkeypatch, operands,
                                                                       winner_is_faster_in_context):

@@ -64,8 +64,12 @@ _checked: dict[str, bool] = {}
 #: fast key -> its winner's trial
 _trials: dict[tuple, _Trial] = {}
 _tuning = threading.RLock()  # re-entrant: a kernel may itself call fastconv with the default backend
-#: (candidate, dtype) pairs that have run in this process: a measurement needs no warm-up run for them
+#: (candidate, dtype) pairs that have run in this process: a measurement needs no warm-up run for them ...
 _warmed: set[tuple[str, str]] = set()
+#: ... unless the call's scratch takes at least this many bytes: a first call on a geometry touches new pages
+#: (numba's Winograd on VGG-16's 512-channel 28x28 layer at batch 8, 38 MB of transformed weights, took 225-337 ms
+#: on its first call there and 89 ms after, on a 2-core VM: timed cold, it lost to a method 1.5x slower)
+FIRST_TOUCH_BYTES = 1 << 20
 
 
 def _available() -> list[str]:
@@ -235,7 +239,7 @@ def _run(op: str, g, flags: tuple, *args):
         failed: set[str] = set()
         winner, seconds, result = timing.fastest(
             {name: functools.partial(_noting_failure, failed, name, kernel, args) for name, kernel in options.items()},
-            warmed=frozenset(name for name in options if (name, g.dtype.name) in _warmed))
+            warmed=_warm(options, op, g, flags, name if fast_key in _in_context else None))
         _warmed.update((name, g.dtype.name) for name in seconds)
         # a candidate that failed does not count (the next process measures again); one the budget left untimed
         # does: otherwise every shape of a bucket whose fastest first candidate shortened the budget measured again
@@ -248,6 +252,19 @@ def _run(op: str, g, flags: tuple, *args):
         else:
             _remember(fast_key, winner, options[winner])
         return result
+
+
+def _warm(options: dict[str, Callable], op: str, g, flags: tuple, ran_on_g: str | None) -> frozenset[str]:
+    """The candidates whose first call on g needs no warm-up: ran_on_g (the heuristic's choice, when it ran on g
+    while the bucket was pending), and those that ran in this process on g's dtype with less than
+    FIRST_TOUCH_BYTES of scratch (by their method's plan; a candidate with none has no scratch)."""
+    plans = {name: method.plan for name, method in methods(op, g).options.items()}
+
+    def small(name: str) -> bool:
+        return name not in plans or plans[name](g, *flags[:2]).nbytes < FIRST_TOUCH_BYTES
+
+    return frozenset(name for name in options
+                     if name == ran_on_g or ((name, g.dtype.name) in _warmed and small(name)))
 
 
 def _noting_failure(failed: set[str], name: str, kernel: Callable, args: tuple):
