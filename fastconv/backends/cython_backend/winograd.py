@@ -30,11 +30,9 @@ WINOGRAD_BLOCK_BYTES = 1 << 20
 #: and read all the weights, so narrower blocks run BLAS at a fraction of its rate (one tile row of VGG-16's
 #: 512-channel 28x28 layer, 14 tiles, took 1.8x the time of blocks of 98)
 WINOGRAD_MIN_TILES = 96
-
-
 #: fewest output pixels over the batch at which this Winograd pays on maps smaller than winograd_pays' (13x13,
-#: 14x14 at batch 8: 0.7-0.9x the GEMM method's time on the AlexNet, ResNet-18 and VGG-16 layers; 7x7 at batch 8
-#: and 14x14 at batch 1 1.3-1.7x)
+#: 14x14 at batch 8: 0.5-0.8x the GEMM method's time on the AlexNet, ResNet-18 and VGG-16 layers; 7x7 at batch 8
+#: and 13x13, 14x14 at batch 1: 1.3-1.9x)
 BATCH_PIXELS = 1024
 
 
