@@ -16,11 +16,14 @@ WINOGRAD_MIN_CHANNELS = 16
 WINOGRAD_MIN_PIXELS = 16 * 16
 
 
+def winograd_channels_pay(g: ConvGeometry) -> bool:
+    """3x3 stride 1 with at least WINOGRAD_MIN_CHANNELS input and output channels per group."""
+    return g.is_3x3_unit_stride and g.min_group_channels >= WINOGRAD_MIN_CHANNELS
+
+
 def winograd_pays(g: ConvGeometry) -> bool:
-    """3x3 stride 1 with at least WINOGRAD_MIN_CHANNELS input and output channels per group, on an output map of
-    at least WINOGRAD_MIN_PIXELS pixels."""
-    return (g.is_3x3_unit_stride and g.min_group_channels >= WINOGRAD_MIN_CHANNELS
-            and g.out_h * g.out_w >= WINOGRAD_MIN_PIXELS)
+    """winograd_channels_pay(g), on an output map of at least WINOGRAD_MIN_PIXELS pixels."""
+    return winograd_channels_pay(g) and g.out_h * g.out_w >= WINOGRAD_MIN_PIXELS
 
 #: most input channels per group at which the register-blocked direct convolution is the default: measured against
 #: im2col + GEMM (float32, one thread, batch 1 and 8) it took 0.5-0.9x the time from 1 to 64 channels per group

@@ -40,7 +40,7 @@ def pool_scratch(plan: Plan, g: PoolGeometry) -> dict[str, np.ndarray]:
     _, kept, rest = split
     if kept is None:
         buffers = g.fill_tables(plan.allocate())
-        _freeze(buffers[name] for name in buffers if name in WINDOW_TABLES)
+        freeze(buffers[name] for name in buffers if name in WINDOW_TABLES)
         return buffers
     return {**kept, **rest.allocate()} if rest.buffers else dict(kept)
 
@@ -60,10 +60,11 @@ def _kept_tables(g: PoolGeometry, tables: tuple) -> dict[str, np.ndarray] | None
     if plan.nbytes > KEPT_TABLE_BYTES:
         return None
     filled = g.fill_tables(plan.allocate())
-    _freeze(filled.values())
+    freeze(filled.values())
     return filled
 
 
-def _freeze(tables) -> None:
+def freeze(tables) -> None:
+    """Make each array read-only: kept tables are shared by every later call on their geometry."""
     for table in tables:
         table.flags.writeable = False

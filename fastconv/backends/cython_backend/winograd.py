@@ -12,7 +12,7 @@ import numpy as np
 
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, per_budget, threads_for
-from fastconv.backends._defaults import WINOGRAD_MIN_CHANNELS, winograd_pays
+from fastconv.backends._defaults import winograd_channels_pay, winograd_pays
 from fastconv.backends._protocol import Plan
 from fastconv.backends.cython_backend._levels import load
 from fastconv.backends.cython_backend._reduce import grad_w_region
@@ -43,8 +43,7 @@ def applies(g: ConvGeometry) -> bool:
 def preferred(g: ConvGeometry) -> bool:
     """Where Winograd pays (_defaults.winograd_pays), or on smaller maps with enough channels and at least
     BATCH_PIXELS output pixels over the batch."""
-    return winograd_pays(g) or (g.is_3x3_unit_stride and g.min_group_channels >= WINOGRAD_MIN_CHANNELS
-                                and g.n * g.out_h * g.out_w >= BATCH_PIXELS)
+    return winograd_pays(g) or (winograd_channels_pay(g) and g.n * g.out_h * g.out_w >= BATCH_PIXELS)
 
 
 def _tiling(g: ConvGeometry) -> tuple[int, int]:
@@ -55,7 +54,7 @@ def _tiling(g: ConvGeometry) -> tuple[int, int]:
     row_bytes = 16 * (g.c_per_group + g.k_per_group) * tw * g.dtype.itemsize
     rows = max(1, WINOGRAD_BLOCK_BYTES // row_bytes, -(-WINOGRAD_MIN_TILES // tw))
     blocks_per_image = -(-threads_for(g.flops) // (g.n * g.groups))
-    rows = max(1, min(rows, -(-th // blocks_per_image)))
+    rows = min(rows, -(-th // blocks_per_image))
     return tw, -(-th // -(-th // rows))
 
 

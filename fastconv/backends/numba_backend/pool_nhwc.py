@@ -16,7 +16,7 @@ from numba import int64, njit, prange, uint64
 from fastconv._geometry import PoolGeometry
 from fastconv._threads import parallel_region
 from fastconv.backends._nhwc import pool_methods, pool_tables, scatter_plan
-from fastconv.backends._pool_tables import _freeze, pool_scratch
+from fastconv.backends._pool_tables import freeze, pool_scratch
 from fastconv.backends._protocol import Plan
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 from fastconv.backends.numba_backend.pool import _takes
@@ -25,7 +25,7 @@ from fastconv.backends.numba_backend.pool import _takes
 #: the divisors max pooling's gather is given, read-only as the window tables are, so that numba compiles the
 #: gather once per dtype, not once more for a writable divisor
 _UNIT_DIVISORS = {np.dtype(dtype): np.ones(1, dtype) for dtype in (np.float32, np.float64)}
-_freeze(_UNIT_DIVISORS.values())
+freeze(_UNIT_DIVISORS.values())
 
 
 @parallel_kernel()
