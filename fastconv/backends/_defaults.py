@@ -32,9 +32,12 @@ def winograd_pays(g: ConvGeometry) -> bool:
 BLOCKED_DIRECT_MAX_CHANNELS = 64
 
 
-def blocked_direct_pays(g: ConvGeometry, pixel_run: int) -> bool:
-    """At most BLOCKED_DIRECT_MAX_CHANNELS input channels per group (more than one, or one group), and output rows
+def blocked_direct_pays(g: ConvGeometry, pixel_run: int, channel_block: int) -> bool:
+    """At most BLOCKED_DIRECT_MAX_CHANNELS input channels per group (more than one, or one group), output rows
     of at least one run of pixel_run pixels (on narrower rows a run computes mostly padding, and re-laying the
-    weights costs as much as the convolution: LeNet's 16 -> 120 5x5 on a 5x5 map was 1.5x gemm's time)."""
+    weights costs as much as the convolution: LeNet's 16 -> 120 5x5 on a 5x5 map was 1.5x gemm's time), and
+    blocks of channel_block output channels at least half filled (the micro-kernel computes every lane of a block:
+    with AVX-512's 32-channel blocks, LeNet's 1 -> 6 5x5 at batch 8 took 2.8x gemm's time)."""
+    blocks = -(-g.k_per_group // channel_block)
     return (g.c_per_group <= BLOCKED_DIRECT_MAX_CHANNELS and (g.groups == 1 or g.c_per_group > 1)
-            and g.out_w >= pixel_run)
+            and g.out_w >= pixel_run and 2 * g.k_per_group >= blocks * channel_block)

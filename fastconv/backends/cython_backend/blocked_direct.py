@@ -30,6 +30,11 @@ def pixel_run() -> int:
     return _blocked_direct.pixel_run()
 
 
+def channel_block(dtype) -> int:
+    """KB, the output channels of one micro-kernel block for dtype (a numpy dtype; for this instruction set)."""
+    return _blocked_direct.k_block(dtype.itemsize)
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -63,7 +68,7 @@ def forward_plan(g: ConvGeometry) -> Plan:
     """The re-laid weights (groups, K blocks, C/groups*R*S*KB), and each thread's band."""
     rows = block_rows(g)
     threads = threads_for(g.flops, g.n * g.groups * _ceil_div(g.out_h, rows))
-    kb = _blocked_direct.k_block(g.dtype.itemsize)
+    kb = channel_block(g.dtype)
     band_rows, cols = _band_shape(g, rows)
     return Plan(threads, {"weights": ((g.groups, _ceil_div(g.k_per_group, kb), g.c_per_group * g.r * g.s * kb),
                                       g.dtype),

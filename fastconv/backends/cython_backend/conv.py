@@ -39,7 +39,8 @@ def default_method(g: ConvGeometry) -> str:
         return "winograd"
     if g.is_pointwise:
         return "pointwise"
-    return "blocked_direct" if blocked_direct_pays(g, blocked_direct.pixel_run()) else "gemm"
+    pays = blocked_direct_pays(g, blocked_direct.pixel_run(), blocked_direct.channel_block(g.dtype))
+    return "blocked_direct" if pays else "gemm"
 
 
 def _rotation_pays(g: ConvGeometry) -> bool:
