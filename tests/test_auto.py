@@ -355,6 +355,32 @@ def test_methods_with_large_scratch_are_warmed_up_on_a_new_geometry(monkeypatch,
     assert passed == [frozenset({heuristic} if skips_the_heuristics_warm_up else ())]
 
 
+def test_a_trial_compares_the_best_of_as_many_calls_on_each_side(monkeypatch, operands):
+    """The heuristic's choice's reference is its best of its last TRIAL_CALLS pending calls, not of all of them: one
+    early lucky call (1 time unit, then 5 each) does not sink a winner that takes 3 in each of its trial calls."""
+    now = [0.0]
+    monkeypatch.setattr(auto, "time", SimpleNamespace(perf_counter=lambda: now[0]))
+    im2col = fc._backend.load("im2col").conv2d_forward
+    steady_times = iter([1.0] + [5.0] * 20)
+
+    def kernel(cost):
+        def run(*args):
+            now[0] += cost()
+            return im2col(*args)
+        return run
+
+    steady, winner = kernel(lambda: next(steady_times)), kernel(lambda: 3.0)
+    monkeypatch.setattr(auto, "MEASURE_ON_VISIT", auto.TRIAL_CALLS + 3)
+    monkeypatch.setattr(auto, "candidates", lambda op, g: {"steady": steady, "winner": winner})
+    monkeypatch.setattr(auto, "heuristic_method", lambda op, g: ("steady", Method("steady", steady)))
+    monkeypatch.setattr(timing, "fastest", lambda calls, warmed: ("winner", {"steady": 5.0, "winner": 3.0},
+                                                                   calls["steady"]()))
+    x, w = operands
+    for _ in range(auto.MEASURE_ON_VISIT + auto.TRIAL_CALLS):  # pending calls, the measurement, the trial
+        fc.conv2d(x, w, padding=1, backend="auto")
+    assert auto.chosen("conv2d_forward", geometry(x, w)) == "winner"
+
+
 @pytest.mark.parametrize("winner_is_faster_in_context", [False, True])
 def test_a_switch_is_kept_only_if_as_fast_where_the_workload_runs_it(monkeypatch, operands,
                                                                       winner_is_faster_in_context):
