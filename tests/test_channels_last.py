@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import fastconv as fc
-from fastconv import _backend
+from fastconv import _backend, _transpose
 from fastconv._geometry import conv_geometry, pool_geometry
 from fastconv.backends._gemm_nhwc import preferred
 from fastconv.backends._nhwc import pointwise_applies, pool_plan, scatter_first
@@ -365,3 +365,13 @@ def test_channels_last_blocked_direct_matches_naive(data, monkeypatch):
     assert y.flags.c_contiguous and y.dtype == dtype
     assert_close(y, nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), dtype, f"y {g}")
     assert_plan_is_traced(method, method.plan(g), (nhwc(x), w, b, g), f"forward {g}")
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 65, 3), (3, 64, 130), (1, 200, 64)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_tiled_transpose_swaps_the_last_axes(shape, dtype):
+    """swap_last_axes on partial tiles at both edges, one tile and many, as numpy's transpose."""
+    src = random_array(np.random.default_rng(0), shape, dtype)
+    swapped = _transpose.swap_last_axes(src)
+    assert swapped.flags.c_contiguous and swapped.dtype == dtype
+    np.testing.assert_array_equal(swapped, src.transpose(0, 2, 1))
