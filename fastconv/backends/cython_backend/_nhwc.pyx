@@ -245,7 +245,7 @@ cdef inline void add_products(floating *out, const floating *a, const floating *
 
 
 cdef enum:
-    CHANNEL_BLOCK = 32  # channels one pixel's taps accumulate in registers: 4 AVX2 vectors of float32
+    CHANNEL_BLOCK = 32  # channels whose sums stay in registers: 4 AVX2 or 2 AVX-512 vectors of float32
 
 
 cdef inline void pixel_block(floating *pixel, const floating *taps, const floating *x, const long long *row_taps,
