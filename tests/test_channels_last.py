@@ -281,7 +281,9 @@ def test_channels_last_depthwise_public_calls(name, rng):
 def test_a_single_channel_image_is_not_depthwise_in_channels_last(name):
     """C == 1 with one group is channelwise but not depthwise: nhwc_gemm runs it, or nhwc_direct_blocked in cython
     (nhwc_direct's channel loops over one input channel were slower there). The output rows are wider than the
-    blocked micro-kernel's pixel run on any instruction set (12 pixels with AVX-512)."""
+    blocked micro-kernel's pixel run on any instruction set (12 pixels with AVX-512), and the 8 float64 filters
+    fill at least half of its output-channel block (16 float64 lanes with AVX-512, where blocked_direct_pays
+    would turn to gemm below half)."""
     g = conv_geometry(np.ones((1, 1, 28, 28)), np.ones((8, 1, 5, 5)), channels_last=True)
     methods = _backend.load(require_backend(name)).methods("conv2d_forward", g)
     assert "nhwc_direct" not in methods.options
