@@ -77,6 +77,18 @@ cdef struct Block:
     Py_ssize_t n, group, start, stop  # image, group, rows start:stop
 
 
+cdef struct Span:
+    Py_ssize_t lo, hi  # channels (or rows) lo:hi
+
+
+cdef inline Span span_of(Py_ssize_t block, Py_ssize_t blocks, Py_ssize_t count) noexcept nogil:
+    """Block `block` of `blocks` near-equal blocks of count channels; returned by value (private in prange)."""
+    cdef Span span
+    span.lo = block * count // blocks
+    span.hi = (block + 1) * count // blocks
+    return span
+
+
 cdef inline Block block_of(Py_ssize_t item, Py_ssize_t groups, Py_ssize_t rows, Py_ssize_t block_rows) noexcept nogil:
     """Work item -> block, when items run over (image, group, block of block_rows of rows), blocks fastest.
 
