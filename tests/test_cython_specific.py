@@ -114,6 +114,33 @@ def test_gemm_splits_of_the_work_agree_with_naive(cython_backend, rng, two_threa
             assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("shapes, kw, min_columns, images", [
+    (((5, 4, 6, 6), (6, 2, 3, 3)), dict(padding=1, groups=2), None, 5),  # one tile of the batch, channel blocks
+    (((7, 4, 8, 14), (6, 4, 3, 3)), dict(stride=(1, 2)), None, 4),  # 6x6 maps: tiles of 4 and 3 images
+    (((7, 8, 5, 5), (12, 8, 1, 1)), {}, 40, 2),  # 1x1; tiles of 2, 2, 2 and a last one of 1 image
+])
+def test_gemm_forward_tiles_of_several_images_agree_with_naive(cython_backend, rng, two_threads, monkeypatch, tiling,
+                                                               dtype, shapes, kw, min_columns, images):
+    """On small maps the gemm forward GEMMs take whole images side by side (at least MIN_TILE_COLUMNS columns), the
+    last tile possibly smaller, a single image written in place; pointwise keeps reading x in place, image by
+    image (copying x side by side measured slower on MobileNetV2's 1x1 layers)."""
+    from fastconv.backends.cython_backend import conv, gemm
+
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)  # two threads even on these small layers
+    if min_columns is not None:
+        tiling(gemm, MIN_TILE_COLUMNS=min_columns)
+    x, w = random_array(rng, shapes[0], dtype), random_array(rng, shapes[1], dtype)
+    b = random_array(rng, shapes[1][:1], dtype)
+    g = conv_geometry(x, w, b, **kw)
+    assert gemm.images_per_tile(g) == images
+    expected = fc.conv2d(x, w, b, backend="naive", **kw)
+    for name in ["gemm"] + (["pointwise"] if g.is_pointwise else []):
+        assert_close(conv.FORWARD[name].run(x, w, b, g), expected, dtype)
+        assert_close(conv.FORWARD[name].run(x, w, None, g), expected - b[:, None, None], dtype)
+    if g.is_pointwise:
+        assert "products" not in conv.FORWARD["pointwise"].plan(g).buffers
+
+
 @pytest.mark.parametrize("shapes, kw, expected_methods", [
     (((3, 1, 9, 9), (4, 1, 3, 3)), dict(padding=1),
      {"gemm", "direct", "polyphase", "blocked", "winograd", "blocked_direct"}),
@@ -169,11 +196,12 @@ def test_blocked_direct_crops_a_negative_padding(cython_backend, rng, dtype):
 
 
 @pytest.mark.parametrize("groups, padding", [(1, 1), (2, ((0, 2), (1, 0)))])
-@pytest.mark.parametrize("batch, min_tiles", [(3, None), (3, 1), (1, 20)])
+@pytest.mark.parametrize("batch, min_tiles", [(3, None), (3, 1), (1, 20), (3, 36), (1, 1000)])
 def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rng, dtype, groups, padding,
                                                               batch, min_tiles, two_threads, tiling, monkeypatch):
     """Enough channels for Winograd by default: forward, grad of w, and grad of x (through the forward); several
-    work items per thread, and images cut into blocks of one tile row, or of three with one image on two threads
+    work items per thread; blocks of one tile row, of three with one image on two threads, of four spanning two
+    images (9 tile rows per image), and one block of the whole image whose output channels the two threads split
     (min_tiles: blocks of at least that many tiles, or of the fewest bytes' worth)."""
     from fastconv.backends.cython_backend import winograd
 

@@ -6,7 +6,9 @@ of x at stride 1 runs as a forward convolution with padding dilation*(r-1) - pad
 
 A work item is a tile of output rows of one image and one group, and a block of its channels: im2col of the tile
 into the thread's row of ``columns`` (col, cg*r*s rows of tile*out_w), then one BLAS call whose output is the
-block's rows of the tile of y in place (row stride out_h*out_w). Without ``columns`` (None, for a 1x1, stride-1,
+block's rows of the tile of y in place (row stride out_h*out_w). In the forward pass a tile may also be several
+whole images of a small map side by side, so that its GEMM is wide; it then writes the thread's ``products``,
+copied into y image by image. Without ``columns`` (None, for a 1x1, stride-1,
 unpadded layer) the tile of x is the column matrix itself. Threads own work items and call BLAS single-threaded
 (the caller limits it). Channel blocks (output channels in the forward and grad of w, input channels in the grad
 of x) give every thread work when images and tiles are fewer than threads (batch 1, small maps): each block
@@ -17,29 +19,17 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 
 from ._blas cimport gemm
-from ._common cimport Block, ConvShape, block_of, ceil_div, fill, valid_span
-
-
-cdef struct Span:
-    Py_ssize_t lo, hi  # channels lo:hi
-
-
-cdef inline Span span_of(Py_ssize_t block, Py_ssize_t blocks, Py_ssize_t count) noexcept nogil:
-    """Block `block` of `blocks` near-equal blocks of count channels; returned by value (private in prange)."""
-    cdef Span span
-    span.lo = block * count // blocks
-    span.hi = (block + 1) * count // blocks
-    return span
+from ._common cimport Block, ConvShape, Span, block_of, ceil_div, fill, span_of, valid_span
 
 
 cdef void im2col_rows(const floating *xg, floating *col, const ConvShape *p, Py_ssize_t cg,
-                      Py_ssize_t oh0, Py_ssize_t oh1) noexcept nogil:
+                      Py_ssize_t oh0, Py_ssize_t oh1, Py_ssize_t cols) noexcept nogil:
     """col[(c*r + i)*s + j, (oh - oh0)*out_w + ow] = xg[c, oh*sh + i*dh - pt, ow*sw + j*dw - pl] (0 outside).
 
-    xg (cg, h, w): one image's channels of one group; col (cg*r*s, (oh1 - oh0)*out_w).
+    xg (cg, h, w): one image's channels of one group; col (cg*r*s, cols), of which the tile fills the first
+    (oh1 - oh0)*out_w columns.
     """
     cdef Py_ssize_t c, i, j, oh, ow, ih, iw0, lo, hi
-    cdef Py_ssize_t cols = (oh1 - oh0) * p.out_w
     cdef floating *dst
     cdef const floating *src
     for c in range(cg):
@@ -98,8 +88,8 @@ cdef inline const floating *column_matrix(const floating *xg, floating *col, con
     if col == NULL:
         ld[0] = <int>(p.h * p.w)
         return xg + oh0 * p.w
-    im2col_rows(xg, col, p, cg, oh0, oh1)
     ld[0] = <int>((oh1 - oh0) * p.out_w)
+    im2col_rows(xg, col, p, cg, oh0, oh1, ld[0])
     return col
 
 
@@ -110,21 +100,38 @@ cdef inline void add_scalar(floating *a, Py_ssize_t count, floating value) noexc
 
 
 cdef void forward_tile(const floating *x, const floating *w, const floating *b, floating *y, floating *col,
-                       const ConvShape *p, Block t, Span ks) noexcept nogil:
-    """y[t.n, group t.group, channels ks of the group, t.start:t.stop, :] = w[those] (ks x cg*r*s) @ col
-    (cg*r*s x tile) + b."""
-    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
-    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, cols = (t.stop - t.start) * p.out_w, kk
+                       floating *prod, const ConvShape *p, Block t, Span ks, Py_ssize_t images) noexcept nogil:
+    """y[t.n : t.n + images, group t.group, channels ks of the group, t.start:t.stop, :] = w[those] (ks x cg*r*s)
+    @ col (cg*r*s x tile) + b.
+
+    images > 1: whole images side by side in col, the GEMM's output in prod (ks x tile), copied into y.
+    """
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups, kb = ks.hi - ks.lo
+    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, cols = (t.stop - t.start) * p.out_w, kk, i, q
     cdef Py_ssize_t first = t.group * kg + ks.lo
     cdef int ld
     cdef floating *yt = y + (t.n * p.k + first) * ohw + t.start * p.out_w
-    cdef const floating *cm = column_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, col, p, cg, t.start,
-                                            t.stop, &ld)
-    gemm(False, False, <int>(ks.hi - ks.lo), <int>cols, <int>crs, 1, w + first * crs, <int>crs, cm, ld, 0, yt,
-         <int>ohw)
-    if b != NULL:
-        for kk in range(ks.hi - ks.lo):
-            add_scalar(yt + kk * ohw, cols, b[first + kk])
+    cdef const floating *cm
+    cdef const floating *src
+    cdef floating add
+    if images == 1:
+        cm = column_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, col, p, cg, t.start, t.stop, &ld)
+        gemm(False, False, <int>kb, <int>cols, <int>crs, 1, w + first * crs, <int>crs, cm, ld, 0, yt, <int>ohw)
+        if b != NULL:
+            for kk in range(kb):
+                add_scalar(yt + kk * ohw, cols, b[first + kk])
+        return
+    cols = images * ohw
+    for i in range(images):
+        im2col_rows(x + ((t.n + i) * p.c + t.group * cg) * p.h * p.w, col + i * ohw, p, cg, 0, p.out_h, cols)
+    gemm(False, False, <int>kb, <int>cols, <int>crs, 1, w + first * crs, <int>crs, col, <int>cols, 0, prod,
+         <int>cols)
+    for i in range(images):
+        for kk in range(kb):
+            add = b[first + kk] if b != NULL else 0
+            src = prod + kk * cols + i * ohw
+            for q in range(ohw):
+                yt[(i * p.k + kk) * ohw + q] = src[q] + add
 
 
 cdef void grad_w_tile(const floating *dy, const floating *x, floating *dw, floating *col, const ConvShape *p,
@@ -172,24 +179,28 @@ cdef void grad_x_image(const floating *dy, const floating *w, floating *dx, floa
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
-            floating[:, :, :, ::1] y, floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows,
-            Py_ssize_t channel_blocks, int num_threads):
-    """y (n, k, out_h, out_w) = conv(x, w) + b (b may be None), by tiles of tile_rows output rows, each group's
-    output channels in channel_blocks blocks.
+            floating[:, :, :, ::1] y, floating[:, ::1] columns, floating[:, ::1] products, ConvShape p,
+            Py_ssize_t tile_rows, Py_ssize_t images, Py_ssize_t channel_blocks, int num_threads):
+    """y (n, k, out_h, out_w) = conv(x, w) + b (b may be None), by tiles of tile_rows output rows of one image,
+    or of `images` whole images (tile_rows = out_h), each group's output channels in channel_blocks blocks.
 
-    columns (threads, cg*r*s * tile_rows*out_w): each thread's im2col tile; None for a pointwise layer.
+    columns (threads, cg*r*s * images*tile_rows*out_w): each thread's im2col tile; None for a pointwise layer
+    (images 1). products (threads, kb * images*out_h*out_w, kb the largest channel block): each thread's GEMM
+    output; None when images is 1.
     """
     cdef const floating *bias = &b[0] if b is not None else NULL
-    cdef bint im2col = columns is not None
+    cdef bint im2col = columns is not None, several = images > 1
     cdef Py_ssize_t item
     cdef Block t
     cdef Span ks
-    for item in prange(p.n * p.groups * ceil_div(p.out_h, tile_rows) * channel_blocks, nogil=True,
-                       schedule="static", num_threads=num_threads):
+    for item in prange(ceil_div(p.n, images) * p.groups * ceil_div(p.out_h, tile_rows) * channel_blocks,
+                       nogil=True, schedule="static", num_threads=num_threads):
         t = block_of(item // channel_blocks, p.groups, p.out_h, tile_rows)
+        t.n = t.n * images
         ks = span_of(item % channel_blocks, channel_blocks, p.k // p.groups)
         forward_tile(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0],
-                     &columns[threadid(), 0] if im2col else NULL, &p, t, ks)
+                     &columns[threadid(), 0] if im2col else NULL, &products[threadid(), 0] if several else NULL,
+                     &p, t, ks, min(images, p.n - t.n))
 
 
 def grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating[:, :, ::1] partial,

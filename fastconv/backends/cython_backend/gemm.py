@@ -1,7 +1,8 @@
 """im2col + GEMM convolution (_gemm.pyx), for every layer.
 
 A work item is a tile of output rows of one image and one group, sized so that its im2col columns take about
-COL_TILE_BYTES, and a block of the group's channels: when tiles are fewer than threads (batch 1, small maps) the
+COL_TILE_BYTES (at least MIN_TILE_COLUMNS; in the forward pass on small maps, whole images side by side), and a
+block of the group's channels: when tiles are fewer than threads (batch 1, small maps) the
 channels are split into blocks so that every thread has work. Forward: a thread copies the tile's taps into its
 row of ``columns`` and multiplies the block's weights by them in one BLAS call, written in place into y. Grad of
 w: the same columns times dy, summed in the thread's own ``partial`` dw, or, where that costs more than repeating
@@ -27,8 +28,12 @@ from fastconv.backends.cython_backend._reduce import grad_w_region
 
 _gemm = load("_gemm")  # the kernels built for this CPU's instruction set
 
-#: bytes of one thread's im2col tile (a tuning knob: large enough for an efficient GEMM, small enough for L2/L3)
+#: bytes of one thread's im2col tile (a tuning knob: large enough for an efficient GEMM, small enough for L2/L3) ...
 COL_TILE_BYTES = 1 << 20
+#: ... unless that leaves fewer columns than this (the image's, if it has fewer): every tile's GEMM packs all of
+#: its weights again, so narrow tiles of a layer with many weights spend their time packing (VGG-16's 512-channel
+#: 3x3 on a 14x14 map at batch 1: tiles of 56 columns took 1.2-1.35x the time of one 196-column tile per image)
+MIN_TILE_COLUMNS = 192
 #: work items per thread from which an uneven share (one item more for some threads) costs too little to split
 #: the items' channels for
 FEW_ITEMS = 4
@@ -42,16 +47,30 @@ def applies(g: ConvGeometry) -> bool:
 
 @per_budget
 def tile_rows(g: ConvGeometry) -> int:
-    """Output rows per tile: its im2col columns take at most about COL_TILE_BYTES, the tiles of an image as even
-    as they can be."""
+    """Output rows per tile: its im2col columns take at most about COL_TILE_BYTES, or at least MIN_TILE_COLUMNS
+    columns, the tiles of an image as even as they can be."""
     column_bytes = g.c_per_group * g.r * g.s * g.dtype.itemsize
-    rows = max(1, min(g.out_h, COL_TILE_BYTES // (column_bytes * g.out_w)))
+    rows = max(1, COL_TILE_BYTES // (column_bytes * g.out_w), -(-MIN_TILE_COLUMNS // g.out_w))
+    rows = min(g.out_h, rows)
     return -(-g.out_h // -(-g.out_h // rows))
 
 
-def _tiles(g: ConvGeometry) -> int:
-    """Tiles of tile_rows(g) output rows over all images and groups."""
-    return g.n * g.groups * -(-g.out_h // tile_rows(g))
+@per_budget
+def images_per_tile(g: ConvGeometry) -> int:
+    """Whole images per forward tile: 1, or on maps of fewer than MIN_TILE_COLUMNS output pixels as many as give
+    that many columns (the batch at most), the tiles as even as they can be. One GEMM per image would pack all
+    the weights again for a few columns: ResNet-18's 512-channel 3x3 on a 7x7 map at batch 8 took 1.4x the time
+    of tiles of four images."""
+    pixels = g.out_h * g.out_w
+    if pixels >= MIN_TILE_COLUMNS:
+        return 1
+    images = min(g.n, -(-MIN_TILE_COLUMNS // pixels))
+    return -(-g.n // -(-g.n // images))
+
+
+def _tiles(g: ConvGeometry, images: int = 1) -> int:
+    """Tiles of tile_rows(g) output rows of `images` images over the batch and groups."""
+    return -(-g.n // images) * g.groups * -(-g.out_h // tile_rows(g))
 
 
 def channel_blocks(g: ConvGeometry, channels: int, items: int) -> int:
@@ -74,10 +93,14 @@ def owns_dw(g: ConvGeometry) -> bool:
     return threads == 1 or repeats == 0 or threads * g.k * g.c_per_group > repeats * g.n * g.c * g.out_h * g.out_w
 
 
-def _columns(g: ConvGeometry, threads: int) -> dict:
-    """Each thread's im2col (or col2im) tile: c/groups*r*s rows of tile_rows(g)*out_w columns."""
-    elements = g.c_per_group * g.r * g.s * tile_rows(g) * g.out_w
+def _columns(g: ConvGeometry, threads: int, images: int = 1) -> dict:
+    """Each thread's im2col (or col2im) tile: c/groups*r*s rows of images*tile_rows(g)*out_w columns."""
+    elements = g.c_per_group * g.r * g.s * images * tile_rows(g) * g.out_w
     return {"columns": ((threads, elements), g.dtype)}
+
+
+def _forward_channel_blocks(g: ConvGeometry, images: int) -> int:
+    return channel_blocks(g, g.k_per_group, _tiles(g, images))
 
 
 def partial_dw(g: ConvGeometry, threads: int) -> dict:
@@ -98,23 +121,28 @@ def _check_blas_sizes(g: ConvGeometry) -> None:
 
 @per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
-    """Each thread's im2col tile."""
-    threads = threads_for(g.flops)
-    return Plan(threads, _columns(g, threads))
+    """Each thread's im2col tile, and GEMM output for tiles of several images."""
+    threads, images = threads_for(g.flops), images_per_tile(g)
+    if images == 1:
+        return Plan(threads, _columns(g, threads))
+    channels = -(-g.k_per_group // _forward_channel_blocks(g, images))
+    return Plan(threads, {**_columns(g, threads, images),
+                          "products": ((threads, channels * images * g.out_h * g.out_w), g.dtype)})
 
 
 def forward(x, w, b, y, g: ConvGeometry) -> None:
     """y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, C/groups, R, S)) + b ((K,) or None)."""
-    forward_with(forward_plan(g), x, w, b, y, g)
+    forward_with(forward_plan(g), x, w, b, y, g, images_per_tile(g))
 
 
-def forward_with(plan: Plan, x, w, b, y, g: ConvGeometry) -> None:
-    """forward on plan's scratch: im2col into its "columns", or x itself as the columns when it has none."""
+def forward_with(plan: Plan, x, w, b, y, g: ConvGeometry, images: int = 1) -> None:
+    """forward on plan's scratch, by tiles of `images` images: im2col into its "columns", or x itself as the
+    columns when it has none (images 1); tiles of several images write its "products"."""
     _check_blas_sizes(g)
     scratch = plan.allocate()
     with parallel_region(plan.threads, blas_work=g.flops) as threads:
-        _gemm.forward(x, w, b, y, scratch.get("columns"), vars(g), tile_rows(g),
-                      channel_blocks(g, g.k_per_group, _tiles(g)), threads)
+        _gemm.forward(x, w, b, y, scratch.get("columns"), scratch.get("products"), vars(g), tile_rows(g), images,
+                      _forward_channel_blocks(g, images), threads)
 
 
 @per_budget
