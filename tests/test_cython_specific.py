@@ -232,6 +232,12 @@ def test_winograd_is_the_default_on_small_maps_over_a_batch(cython_backend, x_sh
     assert (cython_backend.methods("conv2d_forward", g).default == "winograd") == preferred
 
 
+@pytest.mark.parametrize("batch, default", [(1, "gemm"), (2, "rotated"), (8, "rotated")])
+def test_the_grad_of_x_by_rotation_is_the_default_from_two_images(cython_backend, batch, default):
+    g = conv_geometry(np.empty((batch, 64, 14, 14), np.float32), np.empty((64, 64, 3, 3), np.float32), padding=1)
+    assert cython_backend.methods("conv2d_backward", g).default == default
+
+
 @pytest.mark.parametrize("width", [8, 9])
 @pytest.mark.parametrize("ceil_mode", [False, True])
 def test_disjoint_avg_pool_backward_on_even_and_odd_widths(cython_backend, rng, width, ceil_mode):
