@@ -28,6 +28,7 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from fastconv import _scratch
 from fastconv._memory import ensure_fits
 
 KERNELS = ("conv2d_forward", "conv2d_backward", "max_pool2d_forward", "max_pool2d_backward",
@@ -58,9 +59,9 @@ class Plan:
 
     def allocate(self) -> dict[str, np.ndarray]:
         """The buffers, after check(), uninitialized (each method writes before it reads, or zeroes what it
-        accumulates)."""
+        accumulates), carved from this thread's scratch arena where it can (fastconv._scratch)."""
         self.check()
-        return {name: np.empty(shape, dtype) for name, (shape, dtype) in self.buffers.items()}
+        return _scratch.allocate(self.buffers)
 
     def holding(self, buffers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> Plan:
         """This plan with more buffers alive throughout (in each of its phases)."""

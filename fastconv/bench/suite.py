@@ -13,7 +13,7 @@ import tracemalloc
 
 import pytest
 
-from fastconv import _backend
+from fastconv import _backend, _scratch
 from fastconv.bench.cases import Case, case_named, labelled
 from fastconv.bench.ops import fastconv_call, inputs, work
 from fastconv.bench.shapes import SMALL_SHAPES
@@ -84,9 +84,11 @@ def _prepared_call(case: Case, dtype: str, layout: str, backend: str):
 
 def _peak_bytes(call, backend: str) -> int | None:
     """Bytes allocated at the peak of one call, above what was allocated before it (None for torch, whose
-    allocator tracemalloc cannot see). Memory from C malloc (OpenMP buffers, BLAS) is not counted either."""
+    allocator tracemalloc cannot see), its scratch included: the scratch kept from earlier calls is released
+    first. Memory from C malloc (OpenMP buffers, BLAS) is not counted either."""
     if backend == "torch":
         return None
+    _scratch.release()
     started = not tracemalloc.is_tracing()
     if started:
         tracemalloc.start()

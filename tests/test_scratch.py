@@ -1,0 +1,83 @@
+"""Scratch kept between calls (fastconv._scratch): one arena per thread, carved while nothing views it, grown to
+the largest scratch asked for within its limit, and released on request."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from fastconv import _scratch
+
+#: two float32 buffers, 256 KiB and 128 KiB: enough to be carved from the arena
+BUFFERS = {"a": ((256, 256), np.dtype(np.float32)), "b": ((128, 128), np.dtype(np.float64))}
+
+
+@pytest.fixture(autouse=True)
+def fresh_arena():
+    _scratch.release()
+    yield
+    _scratch.release()
+
+
+def address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def test_buffers_are_carved_apart_and_aligned():
+    arrays = _scratch.allocate(BUFFERS)
+    assert {name: (a.shape, a.dtype) for name, a in arrays.items()} == BUFFERS
+    assert not np.shares_memory(arrays["a"], arrays["b"])
+    assert all(address(a) % _scratch.ALIGN == 0 for a in arrays.values())
+    arrays["a"][...] = 1
+    arrays["b"][...] = 2
+    assert (arrays["a"] == 1).all() and (arrays["b"] == 2).all()
+
+
+def test_an_unused_arena_is_carved_again():
+    first = address(_scratch.allocate(BUFFERS)["a"])
+    assert address(_scratch.allocate(BUFFERS)["a"]) == first
+    assert address(_scratch.allocate({"c": ((64, 1024), np.dtype(np.float32))})["c"]) == first
+
+
+def test_an_arena_still_viewed_is_not_carved_again():
+    view = _scratch.allocate(BUFFERS)["a"].reshape(-1)[10:]  # a view of a view refers to the arena too
+    again = _scratch.allocate(BUFFERS)
+    assert not np.shares_memory(again["a"], view) and not np.shares_memory(again["b"], view)
+    assert _scratch.kept_bytes() >= 256 * 256 * 4 + 128 * 128 * 8
+
+
+def test_the_arena_grows_to_the_largest_scratch_and_no_further(monkeypatch):
+    _scratch.allocate(BUFFERS)
+    larger = _scratch.allocate({"c": ((512, 512), np.dtype(np.float32))})["c"]
+    assert _scratch.kept_bytes() < 2 * larger.nbytes
+    del larger
+    _scratch.allocate(BUFFERS)
+    assert _scratch.kept_bytes() >= 512 * 512 * 4
+    monkeypatch.setattr(_scratch, "KEEP_BYTES", 1 << 20)
+    huge = _scratch.allocate({"d": ((1024, 512), np.dtype(np.float32))})["d"]  # 2 MiB: allocated afresh
+    assert not np.shares_memory(huge, _scratch._arena.buffer)
+
+
+def test_small_scratch_is_not_carved():
+    small = _scratch.allocate({"e": ((8, 8), np.dtype(np.float32))})["e"]
+    assert small.shape == (8, 8) and _scratch.kept_bytes() == 0
+
+
+def test_threads_keep_their_own_arenas():
+    _scratch.allocate(BUFFERS)
+    kept_elsewhere = []
+    thread = threading.Thread(target=lambda: kept_elsewhere.append(_scratch.kept_bytes()))
+    thread.start()
+    thread.join()
+    assert kept_elsewhere == [0] and _scratch.kept_bytes() > 0
+
+
+def test_release_keeps_an_arena_in_use():
+    held = _scratch.allocate(BUFFERS)
+    _scratch.release()
+    assert _scratch.kept_bytes() > 0
+    del held
+    _scratch.release()
+    assert _scratch.kept_bytes() == 0
