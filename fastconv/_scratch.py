@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,23 +48,36 @@ def _references_when_unused() -> int:
 _UNUSED = _references_when_unused()
 
 
-def allocate(buffers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:
-    """Uninitialized arrays of the given shapes and dtypes, by name, as np.empty would make them: carved from this
-    thread's arena when it is unused (grown if it is too small) and they take MIN_KEPT_BYTES to KEEP_BYTES."""
-    sizes = {name: math.prod(shape) * np.dtype(dtype).itemsize for name, (shape, dtype) in buffers.items()}
-    total = sum(-(-size // ALIGN) * ALIGN for size in sizes.values())
-    in_use = _arena.buffer is not None and sys.getrefcount(_arena.buffer) != _UNUSED
-    if in_use or not MIN_KEPT_BYTES <= total <= KEEP_BYTES:
-        return {name: np.empty(shape, dtype) for name, (shape, dtype) in buffers.items()}
-    if _arena.buffer is None or _arena.buffer.nbytes < total:
-        _arena.buffer = None  # freed before its successor is allocated
-        _arena.buffer = np.empty(total + ALIGN, np.uint8)
-    start = -_arena.buffer.__array_interface__["data"][0] % ALIGN
-    arrays = {}
+@dataclass(frozen=True)
+class Layout:
+    """Where each buffer of a call's scratch lies in an arena: name -> (offset, shape, dtype), and the bytes."""
+
+    places: dict[str, tuple[int, tuple[int, ...], np.dtype]]
+    nbytes: int
+
+
+def layout(buffers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> Layout:
+    """The buffers (name -> (shape, dtype)) one after the other, each at an offset that is a multiple of ALIGN."""
+    places, offset = {}, 0
     for name, (shape, dtype) in buffers.items():
-        arrays[name] = _arena.buffer[start:start + sizes[name]].view(dtype).reshape(shape)
-        start += -(-sizes[name] // ALIGN) * ALIGN
-    return arrays
+        places[name] = (offset, shape, np.dtype(dtype))
+        offset += -(-math.prod(shape) * np.dtype(dtype).itemsize // ALIGN) * ALIGN
+    return Layout(places, offset)
+
+
+def allocate(scratch: Layout) -> dict[str, np.ndarray]:
+    """Uninitialized arrays of the layout's shapes and dtypes, by name, as np.empty would make them: carved from
+    this thread's arena when it is unused (grown if it is too small) and they take MIN_KEPT_BYTES to KEEP_BYTES."""
+    in_use = _arena.buffer is not None and sys.getrefcount(_arena.buffer) != _UNUSED
+    if in_use or not MIN_KEPT_BYTES <= scratch.nbytes <= KEEP_BYTES:
+        return {name: np.empty(shape, dtype) for name, (_, shape, dtype) in scratch.places.items()}
+    if _arena.buffer is None or _arena.buffer.nbytes < scratch.nbytes + ALIGN:
+        _arena.buffer = None  # freed before its successor is allocated
+        _arena.buffer = np.empty(scratch.nbytes + ALIGN, np.uint8)
+    arena = _arena.buffer
+    start = -arena.__array_interface__["data"][0] % ALIGN
+    return {name: np.ndarray(shape, dtype, arena, start + offset)
+            for name, (offset, shape, dtype) in scratch.places.items()}
 
 
 def release() -> None:

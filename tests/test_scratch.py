@@ -21,12 +21,16 @@ def fresh_arena():
     _scratch.release()
 
 
+def carve(buffers: dict) -> dict[str, np.ndarray]:
+    return _scratch.allocate(_scratch.layout(buffers))
+
+
 def address(array: np.ndarray) -> int:
     return array.__array_interface__["data"][0]
 
 
 def test_buffers_are_carved_apart_and_aligned():
-    arrays = _scratch.allocate(BUFFERS)
+    arrays = carve(BUFFERS)
     assert {name: (a.shape, a.dtype) for name, a in arrays.items()} == BUFFERS
     assert not np.shares_memory(arrays["a"], arrays["b"])
     assert all(address(a) % _scratch.ALIGN == 0 for a in arrays.values())
@@ -36,37 +40,37 @@ def test_buffers_are_carved_apart_and_aligned():
 
 
 def test_an_unused_arena_is_carved_again():
-    first = address(_scratch.allocate(BUFFERS)["a"])
-    assert address(_scratch.allocate(BUFFERS)["a"]) == first
-    assert address(_scratch.allocate({"c": ((64, 1024), np.dtype(np.float32))})["c"]) == first
+    first = address(carve(BUFFERS)["a"])
+    assert address(carve(BUFFERS)["a"]) == first
+    assert address(carve({"c": ((64, 1024), np.dtype(np.float32))})["c"]) == first
 
 
 def test_an_arena_still_viewed_is_not_carved_again():
-    view = _scratch.allocate(BUFFERS)["a"].reshape(-1)[10:]  # a view of a view refers to the arena too
-    again = _scratch.allocate(BUFFERS)
+    view = carve(BUFFERS)["a"].reshape(-1)[10:]  # a view of a view refers to the arena too
+    again = carve(BUFFERS)
     assert not np.shares_memory(again["a"], view) and not np.shares_memory(again["b"], view)
     assert _scratch.kept_bytes() >= 256 * 256 * 4 + 128 * 128 * 8
 
 
 def test_the_arena_grows_to_the_largest_scratch_and_no_further(monkeypatch):
-    _scratch.allocate(BUFFERS)
-    larger = _scratch.allocate({"c": ((512, 512), np.dtype(np.float32))})["c"]
+    carve(BUFFERS)
+    larger = carve({"c": ((512, 512), np.dtype(np.float32))})["c"]
     assert _scratch.kept_bytes() < 2 * larger.nbytes
     del larger
-    _scratch.allocate(BUFFERS)
+    carve(BUFFERS)
     assert _scratch.kept_bytes() >= 512 * 512 * 4
     monkeypatch.setattr(_scratch, "KEEP_BYTES", 1 << 20)
-    huge = _scratch.allocate({"d": ((1024, 512), np.dtype(np.float32))})["d"]  # 2 MiB: allocated afresh
+    huge = carve({"d": ((1024, 512), np.dtype(np.float32))})["d"]  # 2 MiB: allocated afresh
     assert not np.shares_memory(huge, _scratch._arena.buffer)
 
 
 def test_small_scratch_is_not_carved():
-    small = _scratch.allocate({"e": ((8, 8), np.dtype(np.float32))})["e"]
+    small = carve({"e": ((8, 8), np.dtype(np.float32))})["e"]
     assert small.shape == (8, 8) and _scratch.kept_bytes() == 0
 
 
 def test_threads_keep_their_own_arenas():
-    _scratch.allocate(BUFFERS)
+    carve(BUFFERS)
     kept_elsewhere = []
     thread = threading.Thread(target=lambda: kept_elsewhere.append(_scratch.kept_bytes()))
     thread.start()
@@ -75,7 +79,7 @@ def test_threads_keep_their_own_arenas():
 
 
 def test_release_keeps_an_arena_in_use():
-    held = _scratch.allocate(BUFFERS)
+    held = carve(BUFFERS)
     _scratch.release()
     assert _scratch.kept_bytes() > 0
     del held

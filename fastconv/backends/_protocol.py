@@ -61,7 +61,11 @@ class Plan:
         """The buffers, after check(), uninitialized (each method writes before it reads, or zeroes what it
         accumulates), carved from this thread's scratch arena where it can (fastconv._scratch)."""
         self.check()
-        return _scratch.allocate(self.buffers)
+        return _scratch.allocate(self._layout)
+
+    @functools.cached_property
+    def _layout(self) -> _scratch.Layout:
+        return _scratch.layout(self.buffers)
 
     def holding(self, buffers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> Plan:
         """This plan with more buffers alive throughout (in each of its phases)."""
