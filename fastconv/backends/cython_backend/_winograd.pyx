@@ -191,25 +191,32 @@ cdef inline Span image_rows(const TileBlock *t, Py_ssize_t n, Py_ssize_t th) noe
     return span
 
 
+cdef void block_inputs(const floating *x, floating *v, floating *buf, const ConvShape *p, const TileBlock *t,
+                       Py_ssize_t tw) noexcept nogil:
+    """v (16, cg, tiles) = B^T d B of the block's tiles, image by image."""
+    cdef Py_ssize_t cg = p.c // p.groups, th = ceil_div(p.out_h, 2), tiles = (t.stop - t.start) * tw, n
+    cdef Span a
+    for n in range(t.start // th, ceil_div(t.stop, th)):
+        a = image_rows(t, n, th)
+        winograd_input_rows(x + (n * p.c + t.group * cg) * p.h * p.w, v + (n * th + a.lo - t.start) * tw, buf, p,
+                            cg, a.lo, a.hi, tw, tiles)
+
+
 cdef void forward_block(const floating *x, const floating *u, const floating *b, floating *y, floating *v,
                         floating *m, floating *buf, const ConvShape *p, TileBlock t, Py_ssize_t tw) noexcept nogil:
     """y[:, group t.group, channels k_lo:k_hi] over the block's tile rows; v and m hold its B^T d B and GEMM
     output."""
     cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups, kb = t.k_hi - t.k_lo, th = ceil_div(p.out_h, 2)
-    cdef Py_ssize_t tiles = (t.stop - t.start) * tw, first = t.group * kg + t.k_lo, n, xi, offset
+    cdef Py_ssize_t tiles = (t.stop - t.start) * tw, first = t.group * kg + t.k_lo, n, xi
     cdef Span a
-    for n in range(t.start // th, ceil_div(t.stop, th)):
-        a = image_rows(&t, n, th)
-        offset = (n * th + a.lo - t.start) * tw
-        winograd_input_rows(x + (n * p.c + t.group * cg) * p.h * p.w, v + offset, buf, p, cg, a.lo, a.hi, tw, tiles)
+    block_inputs(x, v, buf, p, &t, tw)
     for xi in range(16):
         gemm(False, False, <int>kb, <int>tiles, <int>cg, 1, u + ((t.group * 16 + xi) * kg + t.k_lo) * cg, <int>cg,
              v + xi * cg * tiles, <int>tiles, 0, m + xi * kb * tiles, <int>tiles)
     for n in range(t.start // th, ceil_div(t.stop, th)):
         a = image_rows(&t, n, th)
-        offset = (n * th + a.lo - t.start) * tw
-        winograd_output_rows(m + offset, b + first if b != NULL else NULL, y + (n * p.k + first) * p.out_h * p.out_w,
-                             buf, p, kb, a.lo, a.hi, tw, tiles)
+        winograd_output_rows(m + (n * th + a.lo - t.start) * tw, b + first if b != NULL else NULL,
+                             y + (n * p.k + first) * p.out_h * p.out_w, buf, p, kb, a.lo, a.hi, tw, tiles)
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] u, const floating[::1] b,
@@ -235,14 +242,13 @@ cdef void grad_w_block(const floating *dy, const floating *x, floating *m, float
     """m (groups, 16, kg, cg)[group t.group, :, k_lo:k_hi] += (A g A^T) @ (B^T d B)^T over the block's tiles; v
     and d hold the two."""
     cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups, kb = t.k_hi - t.k_lo, th = ceil_div(p.out_h, 2)
-    cdef Py_ssize_t tiles = (t.stop - t.start) * tw, first = t.group * kg + t.k_lo, n, xi, offset
+    cdef Py_ssize_t tiles = (t.stop - t.start) * tw, first = t.group * kg + t.k_lo, n, xi
     cdef Span a
+    block_inputs(x, v, buf, p, &t, tw)
     for n in range(t.start // th, ceil_div(t.stop, th)):
         a = image_rows(&t, n, th)
-        offset = (n * th + a.lo - t.start) * tw
-        winograd_input_rows(x + (n * p.c + t.group * cg) * p.h * p.w, v + offset, buf, p, cg, a.lo, a.hi, tw, tiles)
-        winograd_grad_rows(dy + (n * p.k + first) * p.out_h * p.out_w, d + offset, buf, p, kb, a.lo, a.hi, tw,
-                           tiles)
+        winograd_grad_rows(dy + (n * p.k + first) * p.out_h * p.out_w, d + (n * th + a.lo - t.start) * tw, buf, p,
+                           kb, a.lo, a.hi, tw, tiles)
     for xi in range(16):
         gemm(False, True, <int>kb, <int>cg, <int>tiles, 1, d + xi * kb * tiles, <int>tiles,
              v + xi * cg * tiles, <int>tiles, 1, m + ((t.group * 16 + xi) * kg + t.k_lo) * cg, <int>cg)
