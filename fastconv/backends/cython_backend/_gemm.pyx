@@ -8,11 +8,11 @@ A work item is a tile of output rows of one image and one group, and a block of 
 into the thread's row of ``columns`` (col, cg*r*s rows of tile*out_w), then one BLAS call whose output is the
 block's rows of the tile of y in place (row stride out_h*out_w). In the forward pass a tile may also be several
 whole images of a small map side by side, so that its GEMM is wide; it then writes the thread's ``products``,
-copied into y image by image. Without ``columns`` (None, for a 1x1, stride-1,
-unpadded layer) the tile of x is the column matrix itself. Threads own work items and call BLAS single-threaded
-(the caller limits it). Channel blocks (output channels in the forward and grad of w, input channels in the grad
-of x) give every thread work when images and tiles are fewer than threads (batch 1, small maps): each block
-repeats its tile's im2col, which costs little beside the GEMM.
+copied into y image by image. Without ``columns`` (None, for a 1x1, stride-1, unpadded layer) the tile of x
+is the column matrix itself. Threads own work items and call BLAS single-threaded (the caller limits it). Channel
+blocks (output channels in the forward and grad of w, input channels in the grad of x) give every thread work
+when images and tiles are fewer than threads (batch 1, small maps): each block repeats its tile's im2col, which
+costs little beside the GEMM.
 """
 
 from cython cimport floating

@@ -2,12 +2,13 @@
 
 A work item is a tile of output rows of one image and one group, sized so that its im2col columns take about
 COL_TILE_BYTES (at least MIN_TILE_COLUMNS; in the forward pass on small maps, whole images side by side), and a
-block of the group's channels: when tiles are fewer than threads (batch 1, small maps) the
-channels are split into blocks so that every thread has work. Forward: a thread copies the tile's taps into its
-row of ``columns`` and multiplies the block's weights by them in one BLAS call, written in place into y. Grad of
-w: the same columns times dy, summed in the thread's own ``partial`` dw, or, where that costs more than repeating
-the im2col per block, each thread owning blocks of dw's rows over every image and tile. Grad of x: w^T times dy
-into ``columns``, scattered back into dx (col2im), per image, group and block of input channels.
+block of the group's channels: when tiles are fewer than threads (batch 1, small maps) the channels are split into
+blocks so that every thread has work. Forward: a thread copies the tile's taps into its row of ``columns`` and
+multiplies the block's weights by them in one BLAS call, written in place into y (for a tile of several images,
+into its row of ``products``, then copied into y). Grad of w: the same columns times dy, summed in the thread's
+own ``partial`` dw, or, where that costs more than repeating the im2col per block, each thread owning blocks of
+dw's rows over every image and tile. Grad of x: w^T times dy into ``columns``, scattered back into dx (col2im), per
+image, group and block of input channels.
 
 The ``*_with`` functions run on a given plan: pointwise.py passes plans without ``columns``, and the kernels
 then read x in place as the column matrix.

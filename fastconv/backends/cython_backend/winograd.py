@@ -9,14 +9,13 @@ the thread's ``partial`` M; dw = G^T M G of their sum.
 
 from __future__ import annotations
 
-
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._defaults import winograd_channels_pay, winograd_pays
 from fastconv.backends._protocol import Plan
 from fastconv.backends.cython_backend._levels import load
-from fastconv.backends.cython_backend.gemm import channel_blocks
 from fastconv.backends.cython_backend._reduce import grad_w_region
+from fastconv.backends.cython_backend.gemm import channel_blocks
 
 _winograd = load("_winograd")  # the kernels built for this CPU's instruction set
 
