@@ -2,7 +2,9 @@
 
 numpy's ascontiguousarray of a transposed 4-D array walks one side with a large stride and runs on one thread
 (measured 2.5x slower than this kernel on (8, 112, 112, 64) float32: 13.0 against 5.2 ms). The kernel copies
-square tiles, so both sides stay in cache, and splits the tiles of all images over the threads.
+square tiles, so both sides stay in cache, and splits the tiles of all images over the threads. On one thread
+numpy's copy is as fast, and on small arrays much faster than entering the kernel's parallel region (LeNet's
+(1, 784, 6) float32: 1.9 against 14 us).
 """
 
 from __future__ import annotations
@@ -37,8 +39,11 @@ def swap_last_axes(src: np.ndarray) -> np.ndarray:
     """src (N, P, Q), C-contiguous -> a new C-contiguous (N, Q, P) array with the same values."""
     n_images, p_size, q_size = src.shape
     dst = np.empty((n_images, q_size, p_size), src.dtype)
-    tiles = n_images * -(-p_size // TILE) * -(-q_size // TILE)
-    with _threads.parallel_region(_threads.threads_for(src.size, tiles), numba=True):
+    threads = _threads.threads_for(src.size, n_images * -(-p_size // TILE) * -(-q_size // TILE))
+    if threads == 1:
+        np.copyto(dst, src.transpose(0, 2, 1))
+        return dst
+    with _threads.parallel_region(threads, numba=True):
         _swap_tiles(src, dst, TILE)
     return dst
 

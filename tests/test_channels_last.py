@@ -369,11 +369,19 @@ def test_channels_last_blocked_direct_matches_naive(data, monkeypatch):
     assert_plan_is_traced(method, method.plan(g), (nhwc(x), w, b, g), f"forward {g}")
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [(1, 1, 1), (2, 65, 3), (3, 64, 130), (1, 200, 64)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_the_tiled_transpose_swaps_the_last_axes(shape, dtype):
-    """swap_last_axes on partial tiles at both edges, one tile and many, as numpy's transpose."""
+def test_the_tiled_transpose_swaps_the_last_axes(shape, dtype, threads, monkeypatch):
+    """swap_last_axes on partial tiles at both edges, one tile and many, as numpy's transpose: by the tiled
+    kernel on two threads (for any work), by numpy's copy on one."""
     src = random_array(np.random.default_rng(0), shape, dtype)
-    swapped = _transpose.swap_last_axes(src)
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)
+    before = fc.get_num_threads()
+    fc.set_num_threads(threads)
+    try:
+        swapped = _transpose.swap_last_axes(src)
+    finally:
+        fc.set_num_threads(before)
     assert swapped.flags.c_contiguous and swapped.dtype == dtype
     np.testing.assert_array_equal(swapped, src.transpose(0, 2, 1))
