@@ -114,6 +114,27 @@ def test_gemm_splits_of_the_work_agree_with_naive(cython_backend, rng, two_threa
             assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("shapes, kw, tiles, blocks", [
+    (((1, 3, 9, 8), (10, 3, 3, 3)), dict(padding=1), 3, 2),  # 3 tiles: a round of 2, then 1; 3 input channels
+    (((1, 4, 6, 6), (6, 2, 3, 3)), dict(padding=1, groups=2), 4, 1),  # 2 tiles per group: no blocks
+    (((3, 5, 4, 4), (7, 5, 3, 3)), dict(stride=2, padding=1), 1, 2),  # one tile of 3 images, 5 channels
+])
+def test_gemm_forward_channel_blocks_share_their_tile_columns(cython_backend, rng, two_threads, monkeypatch, tiling,
+                                                              dtype, shapes, kw, tiles, blocks):
+    """With blocks of output channels (tiles fewer than threads) the threads fill each round's column matrices
+    together, a block of input channels each, then multiply their blocks: rounds of as many tiles as threads."""
+    from fastconv.backends.cython_backend import conv, gemm
+
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)  # two threads even on these small layers
+    tiling(gemm, MIN_TILE_COLUMNS=18, COL_TILE_BYTES=1)
+    x, w = random_array(rng, shapes[0], dtype), random_array(rng, shapes[1], dtype)
+    b = random_array(rng, shapes[1][:1], dtype)
+    g = conv_geometry(x, w, b, **kw)
+    images = gemm.images_per_tile(g)
+    assert gemm._tiles(g, images) == tiles and gemm._forward_channel_blocks(g, images) == blocks
+    assert_close(conv.FORWARD["gemm"].run(x, w, b, g), fc.conv2d(x, w, b, backend="naive", **kw), dtype)
+
+
 @pytest.mark.parametrize("shapes, kw, min_columns, images", [
     (((5, 4, 6, 6), (6, 2, 3, 3)), dict(padding=1, groups=2), None, 5),  # one tile of the batch, channel blocks
     (((7, 4, 8, 14), (6, 4, 3, 3)), dict(stride=(1, 2)), None, 4),  # 6x6 maps: tiles of 4 and 3 images

@@ -11,8 +11,9 @@ whole images of a small map side by side, so that its GEMM is wide; it then writ
 copied into y image by image. Without ``columns`` (None, for a 1x1, stride-1, unpadded layer) the tile of x
 is the column matrix itself. Threads own work items and call BLAS single-threaded (the caller limits it). Channel
 blocks (output channels in the forward and grad of w, input channels in the grad of x) give every thread work
-when images and tiles are fewer than threads (batch 1, small maps): each block repeats its tile's im2col, which
-costs little beside the GEMM.
+when images and tiles are fewer than threads (batch 1, small maps). The forward's blocks share their tile's
+columns, which the threads fill together first (a block of input channels each); the grad of w's blocks each
+repeat the im2col, which costs little beside the GEMM.
 """
 
 from cython cimport floating
@@ -82,14 +83,15 @@ cdef void col2im_rows(const floating *col, floating *dxg, const ConvShape *p, Py
 
 
 cdef inline const floating *column_matrix(const floating *xg, floating *col, const ConvShape *p, Py_ssize_t cg,
-                                          Py_ssize_t oh0, Py_ssize_t oh1, int *ld) noexcept nogil:
-    """The column matrix of a tile of output rows, and its row stride: im2col into col, or x itself when col is
-    NULL (a pointwise layer)."""
+                                          Py_ssize_t oh0, Py_ssize_t oh1, int *ld, bint filled=False) noexcept nogil:
+    """The column matrix of a tile of output rows, and its row stride: im2col into col (unless it is `filled`
+    already), or x itself when col is NULL (a pointwise layer)."""
     if col == NULL:
         ld[0] = <int>(p.h * p.w)
         return xg + oh0 * p.w
     ld[0] = <int>((oh1 - oh0) * p.out_w)
-    im2col_rows(xg, col, p, cg, oh0, oh1, ld[0])
+    if not filled:
+        im2col_rows(xg, col, p, cg, oh0, oh1, ld[0])
     return col
 
 
@@ -99,12 +101,31 @@ cdef inline void add_scalar(floating *a, Py_ssize_t count, floating value) noexc
         a[i] += value
 
 
-cdef void forward_tile(const floating *x, const floating *w, const floating *b, floating *y, floating *col,
+cdef inline Block tile_of(Py_ssize_t tile, const ConvShape *p, Py_ssize_t tile_rows,
+                         Py_ssize_t images) noexcept nogil:
+    """Forward tile `tile`: rows of one image, or `images` whole images from image t.n (tile_rows = out_h)."""
+    cdef Block t = block_of(tile, p.groups, p.out_h, tile_rows)
+    t.n = t.n * images
+    return t
+
+
+cdef void tile_columns(const floating *x, floating *col, const ConvShape *p, Block t, Py_ssize_t images,
+                       Span cs) noexcept nogil:
+    """The rows of channels cs (of the group's) in tile t's column matrix col (cg*r*s x tile): its rows
+    t.start:t.stop of one image, or `images` whole images side by side."""
+    cdef Py_ssize_t cg = p.c // p.groups, ohw = p.out_h * p.out_w, i
+    cdef Py_ssize_t cols = images * ohw if images > 1 else (t.stop - t.start) * p.out_w
+    for i in range(images):
+        im2col_rows(x + ((t.n + i) * p.c + t.group * cg + cs.lo) * p.h * p.w, col + cs.lo * p.r * p.s * cols + i * ohw,
+                    p, cs.hi - cs.lo, t.start, t.stop, cols)
+
+
+cdef void tile_product(const floating *x, const floating *w, const floating *b, floating *y, const floating *col,
                        floating *prod, const ConvShape *p, Block t, Span ks, Py_ssize_t images) noexcept nogil:
     """y[t.n : t.n + images, group t.group, channels ks of the group, t.start:t.stop, :] = w[those] (ks x cg*r*s)
-    @ col (cg*r*s x tile) + b.
+    @ col (cg*r*s x tile, filled by tile_columns; NULL for a pointwise layer: x itself) + b.
 
-    images > 1: whole images side by side in col, the GEMM's output in prod (ks x tile), copied into y.
+    images > 1: the GEMM's output goes to prod (ks x tile), copied into y image by image.
     """
     cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups, kb = ks.hi - ks.lo
     cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, cols = (t.stop - t.start) * p.out_w, kk, i, q
@@ -115,15 +136,14 @@ cdef void forward_tile(const floating *x, const floating *w, const floating *b, 
     cdef const floating *src
     cdef floating add
     if images == 1:
-        cm = column_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, col, p, cg, t.start, t.stop, &ld)
+        cm = column_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, <floating *>col, p, cg, t.start, t.stop, &ld,
+                           True)
         gemm(False, False, <int>kb, <int>cols, <int>crs, 1, w + first * crs, <int>crs, cm, ld, 0, yt, <int>ohw)
         if b != NULL:
             for kk in range(kb):
                 add_scalar(yt + kk * ohw, cols, b[first + kk])
         return
     cols = images * ohw
-    for i in range(images):
-        im2col_rows(x + ((t.n + i) * p.c + t.group * cg) * p.h * p.w, col + i * ohw, p, cg, 0, p.out_h, cols)
     gemm(False, False, <int>kb, <int>cols, <int>crs, 1, w + first * crs, <int>crs, col, <int>cols, 0, prod,
          <int>cols)
     for i in range(images):
@@ -186,21 +206,37 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, cons
 
     columns (threads, cg*r*s * images*tile_rows*out_w): each thread's im2col tile; None for a pointwise layer
     (images 1). products (threads, kb * images*out_h*out_w, kb the largest channel block): each thread's GEMM
-    output; None when images is 1.
+    output; None when images is 1. With channel blocks the tiles run in rounds of num_threads: the threads
+    fill the round's column matrices together (a block of input channels each), then multiply each block of
+    output channels by its tile's.
     """
     cdef const floating *bias = &b[0] if b is not None else NULL
-    cdef bint im2col = columns is not None, several = images > 1
-    cdef Py_ssize_t item
+    cdef bint several = images > 1
+    cdef Py_ssize_t tiles = ceil_div(p.n, images) * p.groups * ceil_div(p.out_h, tile_rows)
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups, item, first, count
     cdef Block t
-    cdef Span ks
-    for item in prange(ceil_div(p.n, images) * p.groups * ceil_div(p.out_h, tile_rows) * channel_blocks,
-                       nogil=True, schedule="static", num_threads=num_threads):
-        t = block_of(item // channel_blocks, p.groups, p.out_h, tile_rows)
-        t.n = t.n * images
-        ks = span_of(item % channel_blocks, channel_blocks, p.k // p.groups)
-        forward_tile(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0],
-                     &columns[threadid(), 0] if im2col else NULL, &products[threadid(), 0] if several else NULL,
-                     &p, t, ks, min(images, p.n - t.n))
+    if columns is None or channel_blocks == 1:
+        for item in prange(tiles * channel_blocks, nogil=True, schedule="static", num_threads=num_threads):
+            t = tile_of(item // channel_blocks, &p, tile_rows, images)
+            if columns is not None:
+                tile_columns(&x[0, 0, 0, 0], &columns[threadid(), 0], &p, t, min(images, p.n - t.n),
+                             span_of(0, 1, cg))
+            tile_product(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0],
+                         &columns[threadid(), 0] if columns is not None else NULL,
+                         &products[threadid(), 0] if several else NULL, &p, t,
+                         span_of(item % channel_blocks, channel_blocks, kg), min(images, p.n - t.n))
+        return
+    for first in range(0, tiles, num_threads):
+        count = min(num_threads, tiles - first)
+        for item in prange(count * channel_blocks, nogil=True, schedule="static", num_threads=num_threads):
+            t = tile_of(first + item // channel_blocks, &p, tile_rows, images)
+            tile_columns(&x[0, 0, 0, 0], &columns[item // channel_blocks, 0], &p, t, min(images, p.n - t.n),
+                         span_of(item % channel_blocks, channel_blocks, cg))
+        for item in prange(count * channel_blocks, nogil=True, schedule="static", num_threads=num_threads):
+            t = tile_of(first + item // channel_blocks, &p, tile_rows, images)
+            tile_product(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0], &columns[item // channel_blocks, 0],
+                         &products[threadid(), 0] if several else NULL, &p, t,
+                         span_of(item % channel_blocks, channel_blocks, kg), min(images, p.n - t.n))
 
 
 def grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating[:, :, ::1] partial,

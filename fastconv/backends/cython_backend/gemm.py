@@ -5,7 +5,8 @@ COL_TILE_BYTES (at least MIN_TILE_COLUMNS; in the forward pass on small maps, wh
 block of the group's channels: when tiles are fewer than threads (batch 1, small maps) the channels are split into
 blocks so that every thread has work. Forward: a thread copies the tile's taps into its row of ``columns`` and
 multiplies the block's weights by them in one BLAS call, written in place into y (for a tile of several images,
-into its row of ``products``, then copied into y). Grad of w: the same columns times dy, summed in the thread's
+into its row of ``products``, then copied into y); with channel blocks the threads copy a round's tiles together
+and each tile's blocks share its columns. Grad of w: the same columns times dy, summed in the thread's
 own ``partial`` dw, or, where that costs more than repeating the im2col per block, each thread owning blocks of
 dw's rows over every image and tile. Grad of x: w^T times dy into ``columns``, scattered back into dx (col2im), per
 image, group and block of input channels.
@@ -94,10 +95,11 @@ def owns_dw(g: ConvGeometry) -> bool:
     return threads == 1 or repeats == 0 or threads * g.k * g.c_per_group > repeats * g.n * g.c * g.out_h * g.out_w
 
 
-def _columns(g: ConvGeometry, threads: int, images: int = 1) -> dict:
-    """Each thread's im2col (or col2im) tile: c/groups*r*s rows of images*tile_rows(g)*out_w columns."""
+def _columns(g: ConvGeometry, tiles: int, images: int = 1) -> dict:
+    """`tiles` im2col (or col2im) tiles, one per thread or per tile of a round: c/groups*r*s rows of
+    images*tile_rows(g)*out_w columns each."""
     elements = g.c_per_group * g.r * g.s * images * tile_rows(g) * g.out_w
-    return {"columns": ((threads, elements), g.dtype)}
+    return {"columns": ((tiles, elements), g.dtype)}
 
 
 def _forward_channel_blocks(g: ConvGeometry, images: int) -> int:
@@ -122,13 +124,15 @@ def _check_blas_sizes(g: ConvGeometry) -> None:
 
 @per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
-    """Each thread's im2col tile, and GEMM output for tiles of several images."""
+    """An im2col tile per thread (with channel blocks, per tile of a round: at most as many as tiles), and each
+    thread's GEMM output for tiles of several images."""
     threads, images = threads_for(g.flops), images_per_tile(g)
+    blocks = _forward_channel_blocks(g, images)
+    columns = _columns(g, threads if blocks == 1 else min(threads, _tiles(g, images)), images)
     if images == 1:
-        return Plan(threads, _columns(g, threads))
-    channels = -(-g.k_per_group // _forward_channel_blocks(g, images))
-    return Plan(threads, {**_columns(g, threads, images),
-                          "products": ((threads, channels * images * g.out_h * g.out_w), g.dtype)})
+        return Plan(threads, columns)
+    channels = -(-g.k_per_group // blocks)
+    return Plan(threads, {**columns, "products": ((threads, channels * images * g.out_h * g.out_w), g.dtype)})
 
 
 def forward(x, w, b, y, g: ConvGeometry) -> None:
