@@ -114,6 +114,25 @@ def test_gemm_splits_of_the_work_agree_with_naive(cython_backend, rng, two_threa
             assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("plane, kernel, stride", [
+    ((15, 17), 1, 1),  # 255 outputs: the whole plane at once, the last block of 16 padded
+    ((16, 32), 2, 2),  # 8 x 16 = 128 outputs, whole blocks
+    ((33, 31), 3, 2),  # 16 x 15 = 240 outputs of overlapping windows
+    ((34, 34), 3, 2),  # 16 x 16 = 256: the most the plane-at-once loop takes
+    ((35, 33), 3, 2),  # 17 x 16 = 272 outputs: row by row
+])
+def test_max_pool_on_small_planes_agrees_with_naive(cython_backend, rng, plane, kernel, stride):
+    """Max pooling of a plane whose windows all lie inside it runs over the whole plane at once (a gather per
+    tap) when it has at most 256 outputs, row by row above: ties to the first maximum, NaN and -inf as naive."""
+    x = rng.integers(0, 3, size=(2, 3, *plane)).astype(np.float32)
+    x[:, :, ::4, :] = -np.inf
+    x[0, 1, 5, 3] = x[1, 2, 6, 6] = x[1, 2, 6, 7] = np.nan
+    y_ref, idx_ref = fc.max_pool2d(x, kernel, stride=stride, return_indices=True, backend="naive")
+    y, idx = fc.max_pool2d(x, kernel, stride=stride, return_indices=True, backend="cython")
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+
+
 @pytest.mark.parametrize("shapes, kw, tiles, blocks", [
     (((1, 3, 9, 8), (10, 3, 3, 3)), dict(padding=1), 3, 2),  # 3 tiles: a round of 2, then 1; 3 input channels
     (((1, 4, 6, 6), (6, 2, 3, 3)), dict(padding=1, groups=2), 4, 1),  # 2 tiles per group: no blocks

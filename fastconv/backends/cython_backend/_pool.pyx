@@ -4,6 +4,11 @@ One work item is one (image, channel) plane. A window starts at (oh*sh - pad_top
 clipped to the padded input and reads only its cells inside x. Average pooling divides by a table of divisors
 (out_h, out_w) from PoolGeometry.avg_divisor(). Built without -ffast-math: max pooling relies on IEEE
 comparisons for NaN propagation.
+
+Max pooling of a plane of at most FLAT_OUTPUTS outputs whose windows all lie inside it runs each tap over all the
+plane's windows at once (max_plane_flat). Row by row, rows of a few outputs ran mostly in the vector loops'
+scalar remainders, where the NaN-aware select compiles to branches that random data mispredicts (VGG-16's
+2x2 pool of 8x512x14x14: 2.74 -> 0.58 ms; AlexNet's 3x3/2 of 8x256x13x13: 1.51 -> 0.43 ms).
 """
 
 from cython cimport floating
@@ -35,6 +40,16 @@ cdef inline void interior(Py_ssize_t stride, Py_ssize_t kernel, Py_ssize_t pad_b
         end = min((size + pad_before - kernel) // stride + 1, count)
     lo[0] = min(first, end)
     hi[0] = end
+
+
+cdef inline bint inside(const PoolShape *p) noexcept nogil:
+    """Whether every window lies inside the input (none reaches into the padding)."""
+    cdef Py_ssize_t lo, hi
+    interior(p.stride_h, p.kh, p.pad_top, p.h, p.out_h, &lo, &hi)
+    if lo != 0 or hi != p.out_h:
+        return False
+    interior(p.stride_w, p.kw, p.pad_left, p.w, p.out_w, &lo, &hi)
+    return lo == 0 and hi == p.out_w
 
 
 cdef inline void max_window(const floating *x, floating *y, long long *index, const PoolShape *p,
@@ -93,13 +108,58 @@ cdef void max_plane(const floating *x, floating *y, long long *index, const Pool
                     irow[ow] = at + ow * p.stride_w if take else irow[ow]
 
 
+cdef enum:
+    FLAT_OUTPUTS = 256  # outputs of a plane small enough for max_plane_flat's local arrays (16x16)
+
+
+cdef void max_plane_flat(const floating *x, floating *y, long long *index, const PoolShape *p) noexcept nogil:
+    """y, index (out_h, out_w) of one plane x (h, w) whose windows all lie inside it, all outputs at once: for each
+    tap, one loop over every window of the plane (a gather of its cells), not one short loop per output row.
+    At most FLAT_OUTPUTS outputs, a plane of under 2**31 cells (32-bit offsets, twice the lanes of a gather);
+    the loops run over whole blocks of 16, the last window repeated."""
+    cdef int start[FLAT_OUTPUTS]
+    cdef int at[FLAT_OUTPUTS]
+    cdef floating best[FLAT_OUTPUTS]
+    cdef Py_ssize_t outputs = p.out_h * p.out_w, padded = (outputs + 15) // 16 * 16, o, oh, ow, i, j
+    cdef int shift
+    cdef floating v, b
+    cdef bint take
+    for oh in range(p.out_h):
+        for ow in range(p.out_w):
+            start[oh * p.out_w + ow] = <int>((oh * p.stride_h - p.pad_top) * p.w + ow * p.stride_w - p.pad_left)
+    for o in range(outputs, padded):
+        start[o] = start[outputs - 1]
+    for o in range(padded):
+        best[o] = x[start[o]]
+        at[o] = start[o]
+    for i in range(p.kh):
+        for j in range(p.kw):
+            if i == 0 and j == 0:
+                continue
+            shift = <int>(i * p.w + j)
+            for o in range(padded):
+                v = x[start[o] + shift]
+                b = best[o]
+                take = (b == b) & (not (v <= b))  # as in max_window, without branches
+                best[o] = v if take else b
+                at[o] = start[o] + shift if take else at[o]
+    for o in range(outputs):
+        y[o] = best[o]
+        index[o] = at[o]
+
+
 def max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, long long[:, :, :, ::1] indices,
                 PoolShape p, int num_threads):
     """y, indices (n, c, out_h, out_w) from x (n, c, h, w); indices are flat h*w positions in the plane."""
     cdef Py_ssize_t plane
+    cdef bint flat = p.out_h * p.out_w <= FLAT_OUTPUTS and p.h * p.w < 2**31 and inside(&p)
     for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
-        max_plane(&x[0, 0, 0, 0] + plane * p.h * p.w, &y[0, 0, 0, 0] + plane * p.out_h * p.out_w,
-                  &indices[0, 0, 0, 0] + plane * p.out_h * p.out_w, &p)
+        if flat:
+            max_plane_flat(&x[0, 0, 0, 0] + plane * p.h * p.w, &y[0, 0, 0, 0] + plane * p.out_h * p.out_w,
+                           &indices[0, 0, 0, 0] + plane * p.out_h * p.out_w, &p)
+        else:
+            max_plane(&x[0, 0, 0, 0] + plane * p.h * p.w, &y[0, 0, 0, 0] + plane * p.out_h * p.out_w,
+                      &indices[0, 0, 0, 0] + plane * p.out_h * p.out_w, &p)
 
 
 cdef void scatter_plane(const floating *grad, const long long *at, floating *dst, Py_ssize_t outputs,
