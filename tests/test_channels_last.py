@@ -385,3 +385,29 @@ def test_the_tiled_transpose_swaps_the_last_axes(shape, dtype, threads, monkeypa
         fc.set_num_threads(before)
     assert swapped.flags.c_contiguous and swapped.dtype == dtype
     np.testing.assert_array_equal(swapped, src.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("shape, dtype, kernel, kwargs, planes", [
+    ((1, 6, 28, 28), np.float32, 2, {}, True),  # LeNet's pool at batch 1: 196 outputs, 6 channels
+    ((2, 3, 13, 13), np.float64, 3, dict(stride=2), True),  # overlapping windows, 3 float64 channels
+    ((2, 7, 16, 16), np.float32, 1, {}, True),  # 256 outputs, the most a plane-at-once loop takes
+    ((2, 6, 9, 9), np.float32, 3, dict(stride=2, padding=1), False),  # windows reaching into the padding
+    ((1, 8, 28, 28), np.float32, 2, {}, False),  # 8 float32 channels fill a vector
+    ((1, 4, 40, 40), np.float32, 2, {}, False),  # 400 outputs
+])
+def test_cython_max_pool_of_few_channels_runs_planes(rng, shape, dtype, kernel, kwargs, planes):
+    """Channels-last max pooling of fewer channels than a vector holds, on small maps with every window inside,
+    runs "nhwc_planes" by default (each channel a plane of cells C apart); ties, -inf and NaN as in NCHW."""
+    module = _backend.load(require_backend("cython"))
+    x = rng.integers(0, 3, size=shape).astype(dtype)
+    x[:, :, ::4, :] = -np.inf
+    x[0, 1, 5, 3] = x[-1, -1, 6, 6] = x[-1, -1, 6, 7] = np.nan
+    g = pool_geometry(x, kernel, channels_last=True, **kwargs)
+    methods = module.methods("max_pool2d_forward", g)
+    assert (methods.default == "nhwc_planes") == planes
+    if planes:
+        assert_plan_is_traced(methods.chosen, methods.chosen.plan(g), (nhwc(x), g), str(shape))
+    y_ref, idx_ref = fc.max_pool2d(x, kernel, return_indices=True, backend="naive", **kwargs)
+    y, idx = fc.max_pool2d(nhwc(x), kernel, return_indices=True, data_format="NHWC", backend="cython", **kwargs)
+    np.testing.assert_array_equal(y, nhwc(y_ref))
+    np.testing.assert_array_equal(idx, nhwc(idx_ref))

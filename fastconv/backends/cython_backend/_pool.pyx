@@ -112,16 +112,18 @@ cdef enum:
     FLAT_OUTPUTS = 256  # outputs of a plane small enough for max_plane_flat's local arrays (16x16)
 
 
-cdef void max_plane_flat(const floating *x, floating *y, long long *index, const PoolShape *p) noexcept nogil:
-    """y, index (out_h, out_w) of one plane x (h, w) whose windows all lie inside it, all outputs at once: for each
-    tap, one loop over every window of the plane (a gather of its cells), not one short loop per output row.
-    At most FLAT_OUTPUTS outputs, a plane of under 2**31 cells (32-bit offsets, twice the lanes of a gather);
-    the loops run over whole blocks of 16, the last window repeated."""
+cdef void max_plane_flat(const floating *x, floating *y, long long *index, const PoolShape *p,
+                         Py_ssize_t step) noexcept nogil:
+    """y, index (out_h, out_w) of one plane x (h, w) whose windows all lie inside it (flat_applies), all outputs
+    at once: for each tap, one loop over every window of the plane (a gather of its cells), not one short loop
+    per output row. The plane's cells, and its outputs, lie `step` elements apart (1 in NCHW, C channels-last).
+    Offsets are 32-bit (twice the lanes of a gather); the loops run over whole blocks of 16, the last window
+    repeated."""
     cdef int start[FLAT_OUTPUTS]
     cdef int at[FLAT_OUTPUTS]
     cdef floating best[FLAT_OUTPUTS]
     cdef Py_ssize_t outputs = p.out_h * p.out_w, padded = (outputs + 15) // 16 * 16, o, oh, ow, i, j
-    cdef int shift
+    cdef int shift, stride = <int>step
     cdef floating v, b
     cdef bint take
     for oh in range(p.out_h):
@@ -130,7 +132,7 @@ cdef void max_plane_flat(const floating *x, floating *y, long long *index, const
     for o in range(outputs, padded):
         start[o] = start[outputs - 1]
     for o in range(padded):
-        best[o] = x[start[o]]
+        best[o] = x[start[o] * stride]
         at[o] = start[o]
     for i in range(p.kh):
         for j in range(p.kw):
@@ -138,28 +140,50 @@ cdef void max_plane_flat(const floating *x, floating *y, long long *index, const
                 continue
             shift = <int>(i * p.w + j)
             for o in range(padded):
-                v = x[start[o] + shift]
+                v = x[(start[o] + shift) * stride]
                 b = best[o]
                 take = (b == b) & (not (v <= b))  # as in max_window, without branches
                 best[o] = v if take else b
                 at[o] = start[o] + shift if take else at[o]
     for o in range(outputs):
-        y[o] = best[o]
-        index[o] = at[o]
+        y[o * step] = best[o]
+        index[o * step] = at[o]
+
+
+cdef bint flat_applies(const PoolShape *p) noexcept nogil:
+    """Whether max_plane_flat takes p's planes: at most FLAT_OUTPUTS outputs, every window inside the input,
+    offsets (of C-channel cells) within 32 bits."""
+    return p.out_h * p.out_w <= FLAT_OUTPUTS and p.h * p.w * p.c < (<Py_ssize_t>1) << 31 and inside(p)
 
 
 def max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, long long[:, :, :, ::1] indices,
                 PoolShape p, int num_threads):
     """y, indices (n, c, out_h, out_w) from x (n, c, h, w); indices are flat h*w positions in the plane."""
     cdef Py_ssize_t plane
-    cdef bint flat = p.out_h * p.out_w <= FLAT_OUTPUTS and p.h * p.w < 2**31 and inside(&p)
+    cdef bint flat = flat_applies(&p)
     for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
         if flat:
             max_plane_flat(&x[0, 0, 0, 0] + plane * p.h * p.w, &y[0, 0, 0, 0] + plane * p.out_h * p.out_w,
-                           &indices[0, 0, 0, 0] + plane * p.out_h * p.out_w, &p)
+                           &indices[0, 0, 0, 0] + plane * p.out_h * p.out_w, &p, 1)
         else:
             max_plane(&x[0, 0, 0, 0] + plane * p.h * p.w, &y[0, 0, 0, 0] + plane * p.out_h * p.out_w,
                       &indices[0, 0, 0, 0] + plane * p.out_h * p.out_w, &p)
+
+
+def planes_apply(PoolShape p) -> bool:
+    """Whether max_forward_planes takes p: see flat_applies."""
+    return flat_applies(&p)
+
+
+def max_forward_planes(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, long long[:, :, :, ::1] indices,
+                       PoolShape p, int num_threads):
+    """y, indices (n, out_h, out_w, c) from channels-last x (n, h, w, c), where planes_apply(p): each channel of
+    each image a plane of cells c apart, by max_plane_flat; indices are flat h*w positions in the image."""
+    cdef Py_ssize_t plane, image, channel
+    for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
+        image = plane // p.c
+        channel = plane % p.c
+        max_plane_flat(&x[image, 0, 0, channel], &y[image, 0, 0, channel], &indices[image, 0, 0, channel], &p, p.c)
 
 
 cdef void scatter_plane(const floating *grad, const long long *at, floating *dst, Py_ssize_t outputs,

@@ -1,17 +1,21 @@
 """Max and average pooling on channels-last arrays (_nhwc.pyx): channels innermost, (image, row) pairs in
-parallel; the backward passes gather, writing each dx cell once (see _nhwc.pyx)."""
+parallel; the backward passes gather, writing each dx cell once (see _nhwc.pyx). Max pooling of fewer channels
+than a vector holds, on small maps, runs first "nhwc_planes": each channel of each image as a plane of cells C
+apart, by the NCHW kernel's all-windows-at-once loop (_pool.pyx)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from fastconv._geometry import PoolGeometry
-from fastconv._threads import parallel_region
-from fastconv.backends._nhwc import pool_methods, pool_tables, scatter_plan
+from fastconv._threads import parallel_region, per_budget, threads_for
+from fastconv.backends._nhwc import SHORTEST_VECTOR_BYTES, pool_methods, pool_tables, scatter_plan
 from fastconv.backends._pool_tables import pool_scratch
+from fastconv.backends._protocol import Method, Plan
 from fastconv.backends.cython_backend._levels import load
 
 _nhwc = load("_nhwc")  # the kernels built for this CPU's instruction set
+_pool = load("_pool")
 
 
 def max_pool2d_forward(x, g: PoolGeometry):
@@ -60,4 +64,32 @@ def _scatter(op: str, dy, indices, g: PoolGeometry):
     return dx
 
 
-channels_last_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward, _scatter)
+def planes_apply(g: PoolGeometry) -> bool:
+    """Fewer channels than the shortest vector holds (the channel loops would run scalar), and planes that the
+    all-windows-at-once loop takes (at most 256 outputs, every window inside the input)."""
+    return g.c * g.dtype.itemsize < SHORTEST_VECTOR_BYTES and _pool.planes_apply(vars(g))
+
+
+@per_budget
+def planes_plan(g: PoolGeometry) -> Plan:
+    """(image, channel) planes in parallel; no scratch."""
+    return Plan(threads_for(g.reads, g.n * g.c))
+
+
+def max_pool2d_forward_planes(x, g: PoolGeometry):
+    """x (N, H, W, C) -> y (N, Ho, Wo, C), indices (N, Ho, Wo, C) int64, plane by plane (planes_apply(g))."""
+    y = np.empty(g.y_array_shape, g.dtype)
+    indices = np.empty(g.y_array_shape, np.int64)
+    with parallel_region(planes_plan(g).threads) as threads:
+        _pool.max_forward_planes(x, y, indices, vars(g), threads)
+    return y, indices
+
+
+_PLANES = Method("nhwc_planes", max_pool2d_forward_planes, planes_plan)
+_native_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward, _scatter)
+
+
+def channels_last_methods(op: str, g: PoolGeometry) -> list[Method]:
+    """The shared native methods (fastconv.backends._nhwc.pool_methods), "nhwc_planes" first where it applies."""
+    methods = _native_methods(op, g)
+    return [_PLANES, *methods] if op == "max_pool2d_forward" and planes_apply(g) else methods
