@@ -73,7 +73,7 @@ def test_every_channels_last_pool_method_matches_naive(name, data):
                 "avg_pool2d_forward": (nhwc(x), g), "avg_pool2d_backward": (nhwc(dy), g)}[op]
         methods = module.methods(op, g)
         native = "nhwc_scatter" if op.endswith("backward") and scatter_first(op, g) else "nhwc"
-        if name == "cython" and op == "max_pool2d_forward":
+        if name == "cython" and op.endswith("forward"):
             from fastconv.backends.cython_backend.pool_nhwc import planes_apply
 
             native = "nhwc_planes" if planes_apply(g) else native
@@ -399,19 +399,23 @@ def test_the_tiled_transpose_swaps_the_last_axes(shape, dtype, threads, monkeypa
     ((1, 8, 28, 28), np.float32, 2, {}, False),  # 8 float32 channels fill a vector
     ((1, 4, 40, 40), np.float32, 2, {}, False),  # 400 outputs
 ])
-def test_cython_max_pool_of_few_channels_runs_planes(rng, shape, dtype, kernel, kwargs, planes):
-    """Channels-last max pooling of fewer channels than a vector holds, on small maps with every window inside,
-    runs "nhwc_planes" by default (each channel a plane of cells C apart); ties, -inf and NaN as in NCHW."""
+def test_cython_pools_of_few_channels_run_planes(rng, shape, dtype, kernel, kwargs, planes):
+    """Channels-last pooling of fewer channels than a vector holds, on small maps with every window inside, runs
+    "nhwc_planes" forward by default (each channel a plane of cells C apart); ties, -inf and NaN as naive."""
     module = _backend.load(require_backend("cython"))
     x = rng.integers(0, 3, size=shape).astype(dtype)
     x[:, :, ::4, :] = -np.inf
     x[0, 1, 5, 3] = x[-1, -1, 6, 6] = x[-1, -1, 6, 7] = np.nan
-    g = pool_geometry(x, kernel, channels_last=True, **kwargs)
-    methods = module.methods("max_pool2d_forward", g)
-    assert (methods.default == "nhwc_planes") == planes
-    if planes:
-        assert_plan_is_traced(methods.chosen, methods.chosen.plan(g), (nhwc(x), g), str(shape))
+    for op in ("max_pool2d_forward", "avg_pool2d_forward"):
+        g = pool_geometry(x, kernel, channels_last=True, **kwargs)
+        methods = module.methods(op, g)
+        assert (methods.default == "nhwc_planes") == planes, op
+        if planes:
+            assert_plan_is_traced(methods.chosen, methods.chosen.plan(g), (nhwc(x), g), f"{op} {shape}")
     y_ref, idx_ref = fc.max_pool2d(x, kernel, return_indices=True, backend="naive", **kwargs)
     y, idx = fc.max_pool2d(nhwc(x), kernel, return_indices=True, data_format="NHWC", backend="cython", **kwargs)
     np.testing.assert_array_equal(y, nhwc(y_ref))
     np.testing.assert_array_equal(idx, nhwc(idx_ref))
+    finite = np.nan_to_num(x, nan=1.5, neginf=-2.0)
+    assert_close(fc.avg_pool2d(nhwc(finite), kernel, data_format="NHWC", backend="cython", **kwargs),
+                 nhwc(fc.avg_pool2d(finite, kernel, backend="naive", **kwargs)), dtype)

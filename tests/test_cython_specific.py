@@ -121,9 +121,10 @@ def test_gemm_splits_of_the_work_agree_with_naive(cython_backend, rng, two_threa
     ((34, 34), 3, 2),  # 16 x 16 = 256: the most the plane-at-once loop takes
     ((35, 33), 3, 2),  # 17 x 16 = 272 outputs: row by row
 ])
-def test_max_pool_on_small_planes_agrees_with_naive(cython_backend, rng, plane, kernel, stride):
-    """Max pooling of a plane whose windows all lie inside it runs over the whole plane at once (a gather per
-    tap) when it has at most 256 outputs, row by row above: ties to the first maximum, NaN and -inf as naive."""
+def test_pools_on_small_planes_agree_with_naive(cython_backend, rng, plane, kernel, stride):
+    """Pooling of a plane whose windows all lie inside it runs over the whole plane at once (a gather per tap)
+    when it has at most 256 outputs, row by row above: max's ties to the first maximum, NaN and -inf as naive;
+    averages as naive."""
     x = rng.integers(0, 3, size=(2, 3, *plane)).astype(np.float32)
     x[:, :, ::4, :] = -np.inf
     x[0, 1, 5, 3] = x[1, 2, 6, 6] = x[1, 2, 6, 7] = np.nan
@@ -131,6 +132,9 @@ def test_max_pool_on_small_planes_agrees_with_naive(cython_backend, rng, plane, 
     y, idx = fc.max_pool2d(x, kernel, stride=stride, return_indices=True, backend="cython")
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(idx, idx_ref)
+    x = random_array(rng, x.shape, np.float64)
+    assert_close(fc.avg_pool2d(x, kernel, stride=stride, backend="cython"),
+                 fc.avg_pool2d(x, kernel, stride=stride, backend="naive"), np.float64)
 
 
 @pytest.mark.parametrize("shapes, kw, tiles, blocks", [

@@ -118,11 +118,13 @@ cdef Py_ssize_t gather_row(const floating *dy, const long long *index, const flo
 cdef void scatter_image(const floating *dy, const long long *index, floating *dx, Py_ssize_t outputs,
                         Py_ssize_t cells, Py_ssize_t c) noexcept nogil:
     """dx (cells,) = zeros, plus each dy[o] (o < outputs) at its index's cell, in its channel o % c."""
-    cdef Py_ssize_t o, i
+    cdef Py_ssize_t o, i, ch
     for i in range(cells):
         dx[i] = 0
-    for o in range(outputs):
-        dx[index[o] * c + o % c] += dy[o]
+    for i in range(outputs // c if c else 0):  # pixel by pixel: no division per element
+        for ch in range(c):
+            o = i * c + ch
+            dx[index[o] * c + ch] += dy[o]
 
 
 def max_backward_scatter(const floating[:, :, :, ::1] dy, const long long[:, :, :, ::1] indices,

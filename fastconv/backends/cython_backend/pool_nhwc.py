@@ -1,9 +1,11 @@
 """Max and average pooling on channels-last arrays (_nhwc.pyx): channels innermost, (image, row) pairs in
-parallel; the backward passes gather, writing each dx cell once (see _nhwc.pyx). Max pooling of fewer channels
-than a vector holds, on small maps, runs first "nhwc_planes": each channel of each image as a plane of cells C
-apart, by the NCHW kernel's all-windows-at-once loop (_pool.pyx)."""
+parallel; the backward passes gather, writing each dx cell once (see _nhwc.pyx). Pooling of fewer channels than
+a vector holds, on small maps, runs first "nhwc_planes" forward: each channel of each image as a plane of cells C
+apart, by the NCHW kernels' all-windows-at-once loops (_pool.pyx)."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -66,30 +68,43 @@ def _scatter(op: str, dy, indices, g: PoolGeometry):
 
 def planes_apply(g: PoolGeometry) -> bool:
     """Fewer channels than the shortest vector holds (the channel loops would run scalar), and planes that the
-    all-windows-at-once loop takes (at most 256 outputs, every window inside the input)."""
+    all-windows-at-once loops take (at most 256 outputs, every window inside the input)."""
     return g.c * g.dtype.itemsize < SHORTEST_VECTOR_BYTES and _pool.planes_apply(vars(g))
 
 
 @per_budget
-def planes_plan(g: PoolGeometry) -> Plan:
-    """(image, channel) planes in parallel; no scratch."""
-    return Plan(threads_for(g.reads, g.n * g.c))
+def planes_plan(op: str, g: PoolGeometry) -> Plan:
+    """(image, channel) planes in parallel; average pooling's divisors."""
+    divisor = {"divisor": ((g.out_h, g.out_w), g.dtype)} if op.startswith("avg") else {}
+    return Plan(threads_for(g.reads, g.n * g.c), divisor)
 
 
 def max_pool2d_forward_planes(x, g: PoolGeometry):
     """x (N, H, W, C) -> y (N, Ho, Wo, C), indices (N, Ho, Wo, C) int64, plane by plane (planes_apply(g))."""
+    plan = planes_plan("max_pool2d_forward", g)
     y = np.empty(g.y_array_shape, g.dtype)
     indices = np.empty(g.y_array_shape, np.int64)
-    with parallel_region(planes_plan(g).threads) as threads:
+    with parallel_region(plan.threads) as threads:
         _pool.max_forward_planes(x, y, indices, vars(g), threads)
     return y, indices
 
 
-_PLANES = Method("nhwc_planes", max_pool2d_forward_planes, planes_plan)
+def avg_pool2d_forward_planes(x, g: PoolGeometry):
+    """x (N, H, W, C) -> y (N, Ho, Wo, C), plane by plane (planes_apply(g))."""
+    plan = planes_plan("avg_pool2d_forward", g)
+    divisor = pool_scratch(plan, g)["divisor"]
+    y = np.empty(g.y_array_shape, g.dtype)
+    with parallel_region(plan.threads) as threads:
+        _pool.avg_forward_planes(x, divisor, y, vars(g), threads)
+    return y
+
+
+_PLANES = {op: Method("nhwc_planes", kernel, functools.partial(planes_plan, op)) for op, kernel in
+           (("max_pool2d_forward", max_pool2d_forward_planes), ("avg_pool2d_forward", avg_pool2d_forward_planes))}
 _native_methods = pool_methods(max_pool2d_forward, avg_pool2d_forward, _backward, _scatter)
 
 
 def channels_last_methods(op: str, g: PoolGeometry) -> list[Method]:
     """The shared native methods (fastconv.backends._nhwc.pool_methods), "nhwc_planes" first where it applies."""
     methods = _native_methods(op, g)
-    return [_PLANES, *methods] if op == "max_pool2d_forward" and planes_apply(g) else methods
+    return [_PLANES[op], *methods] if op in _PLANES and planes_apply(g) else methods
