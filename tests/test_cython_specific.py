@@ -137,24 +137,27 @@ def test_pools_on_small_planes_agree_with_naive(cython_backend, rng, plane, kern
                  fc.avg_pool2d(x, kernel, stride=stride, backend="naive"), np.float64)
 
 
-@pytest.mark.parametrize("shapes, kw, tiles, blocks", [
-    (((1, 3, 9, 8), (10, 3, 3, 3)), dict(padding=1), 3, 2),  # 3 tiles: a round of 2, then 1; 3 input channels
-    (((1, 4, 6, 6), (6, 2, 3, 3)), dict(padding=1, groups=2), 4, 1),  # 2 tiles per group: no blocks
-    (((3, 5, 4, 4), (7, 5, 3, 3)), dict(stride=2, padding=1), 1, 2),  # one tile of 3 images, 5 channels
+@pytest.mark.parametrize("shapes, kw, tiles, blocks, shared", [
+    (((1, 3, 9, 8), (10, 3, 3, 3)), dict(padding=1), 1, 2, True),  # one tile: shared; 3 input channels
+    (((3, 5, 4, 4), (7, 5, 3, 3)), dict(stride=2, padding=1), 1, 2, True),  # one tile of 3 images, 5 channels
+    (((1, 3, 9, 8), (10, 3, 3, 3)), dict(padding=1, dilation=(2, 1)), 3, 2, False),  # 3 tiles: each its own
+    (((1, 4, 6, 6), (6, 2, 3, 3)), dict(padding=1, groups=2), 4, 1, False),  # 2 tiles per group: no blocks
 ])
-def test_gemm_forward_channel_blocks_share_their_tile_columns(cython_backend, rng, two_threads, monkeypatch, tiling,
-                                                              dtype, shapes, kw, tiles, blocks):
-    """With blocks of output channels (tiles fewer than threads) the threads fill each round's column matrices
-    together, a block of input channels each, then multiply their blocks: rounds of as many tiles as threads."""
+def test_gemm_forward_channel_blocks_share_a_tile_columns(cython_backend, rng, two_threads, monkeypatch, tiling,
+                                                          dtype, shapes, kw, tiles, blocks, shared):
+    """With blocks of output channels on fewer tiles than threads (batch 1, one tile) the threads fill the tile's
+    column matrix together, a block of input channels each, then multiply their blocks by it (one copy, not one per
+    thread); with more tiles each thread copies the tiles of its blocks."""
     from fastconv.backends.cython_backend import conv, gemm
 
     monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)  # two threads even on these small layers
-    tiling(gemm, MIN_TILE_COLUMNS=18, COL_TILE_BYTES=1)
+    tiling(gemm, MIN_TILE_COLUMNS=18 if tiles != 1 else 100, COL_TILE_BYTES=1)
     x, w = random_array(rng, shapes[0], dtype), random_array(rng, shapes[1], dtype)
     b = random_array(rng, shapes[1][:1], dtype)
     g = conv_geometry(x, w, b, **kw)
     images = gemm.images_per_tile(g)
     assert gemm._tiles(g, images) == tiles and gemm._forward_channel_blocks(g, images) == blocks
+    assert gemm.forward_plan(g).buffers["columns"][0][0] == (1 if shared else 2)
     assert_close(conv.FORWARD["gemm"].run(x, w, b, g), fc.conv2d(x, w, b, backend="naive", **kw), dtype)
 
 

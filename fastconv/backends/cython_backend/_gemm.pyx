@@ -11,9 +11,10 @@ whole images of a small map side by side, so that its GEMM is wide; it then writ
 copied into y image by image. Without ``columns`` (None, for a 1x1, stride-1, unpadded layer) the tile of x
 is the column matrix itself. Threads own work items and call BLAS single-threaded (the caller limits it). Channel
 blocks (output channels in the forward and grad of w, input channels in the grad of x) give every thread work
-when images and tiles are fewer than threads (batch 1, small maps). The forward's blocks share their tile's
-columns, which the threads fill together first (a block of input channels each); the grad of w's blocks each
-repeat the im2col, which costs little beside the GEMM.
+when images and tiles are fewer than threads (batch 1, small maps). When the tiles are fewer than the threads,
+the forward's blocks share their tile's columns, which the threads fill together first (a block of input
+channels each); otherwise, and in the grad of w, each block repeats its tile's im2col, which costs little beside
+the GEMM.
 """
 
 from cython cimport floating
@@ -205,38 +206,30 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, cons
     or of `images` whole images (tile_rows = out_h), each group's output channels in channel_blocks blocks.
 
     columns (threads, cg*r*s * images*tile_rows*out_w): each thread's im2col tile; None for a pointwise layer
-    (images 1). products (threads, kb * images*out_h*out_w, kb the largest channel block): each thread's GEMM
-    output; None when images is 1. With channel blocks the tiles run in rounds of num_threads: the threads
-    fill the round's column matrices together (a block of input channels each), then multiply each block of
-    output channels by its tile's.
+    (images 1). With channel blocks and fewer tiles than threads, columns holds one row per tile instead: the
+    threads fill the tiles' column matrices together (a block of input channels each), then multiply each block
+    of output channels by its tile's. products (threads, kb * images*out_h*out_w, kb the largest channel block):
+    each thread's GEMM output; None when images is 1.
     """
     cdef const floating *bias = &b[0] if b is not None else NULL
     cdef bint several = images > 1
     cdef Py_ssize_t tiles = ceil_div(p.n, images) * p.groups * ceil_div(p.out_h, tile_rows)
-    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups, item, first, count
+    cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups, item
+    cdef bint shared = columns is not None and channel_blocks > 1 and tiles < num_threads
     cdef Block t
-    if columns is None or channel_blocks == 1:
+    if shared:
         for item in prange(tiles * channel_blocks, nogil=True, schedule="static", num_threads=num_threads):
             t = tile_of(item // channel_blocks, &p, tile_rows, images)
-            if columns is not None:
-                tile_columns(&x[0, 0, 0, 0], &columns[threadid(), 0], &p, t, min(images, p.n - t.n),
-                             span_of(0, 1, cg))
-            tile_product(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0],
-                         &columns[threadid(), 0] if columns is not None else NULL,
-                         &products[threadid(), 0] if several else NULL, &p, t,
-                         span_of(item % channel_blocks, channel_blocks, kg), min(images, p.n - t.n))
-        return
-    for first in range(0, tiles, num_threads):
-        count = min(num_threads, tiles - first)
-        for item in prange(count * channel_blocks, nogil=True, schedule="static", num_threads=num_threads):
-            t = tile_of(first + item // channel_blocks, &p, tile_rows, images)
             tile_columns(&x[0, 0, 0, 0], &columns[item // channel_blocks, 0], &p, t, min(images, p.n - t.n),
                          span_of(item % channel_blocks, channel_blocks, cg))
-        for item in prange(count * channel_blocks, nogil=True, schedule="static", num_threads=num_threads):
-            t = tile_of(first + item // channel_blocks, &p, tile_rows, images)
-            tile_product(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0], &columns[item // channel_blocks, 0],
-                         &products[threadid(), 0] if several else NULL, &p, t,
-                         span_of(item % channel_blocks, channel_blocks, kg), min(images, p.n - t.n))
+    for item in prange(tiles * channel_blocks, nogil=True, schedule="static", num_threads=num_threads):
+        t = tile_of(item // channel_blocks, &p, tile_rows, images)
+        if columns is not None and not shared:
+            tile_columns(&x[0, 0, 0, 0], &columns[threadid(), 0], &p, t, min(images, p.n - t.n), span_of(0, 1, cg))
+        tile_product(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bias, &y[0, 0, 0, 0],
+                     NULL if columns is None else &columns[item // channel_blocks if shared else threadid(), 0],
+                     &products[threadid(), 0] if several else NULL, &p, t,
+                     span_of(item % channel_blocks, channel_blocks, kg), min(images, p.n - t.n))
 
 
 def grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating[:, :, ::1] partial,

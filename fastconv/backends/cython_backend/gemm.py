@@ -5,8 +5,8 @@ COL_TILE_BYTES (at least MIN_TILE_COLUMNS; in the forward pass on small maps, wh
 block of the group's channels: when tiles are fewer than threads (batch 1, small maps) the channels are split into
 blocks so that every thread has work. Forward: a thread copies the tile's taps into its row of ``columns`` and
 multiplies the block's weights by them in one BLAS call, written in place into y (for a tile of several images,
-into its row of ``products``, then copied into y); with channel blocks the threads copy a round's tiles together
-and each tile's blocks share its columns. Grad of w: the same columns times dy, summed in the thread's
+into its row of ``products``, then copied into y); where channel blocks share fewer tiles than threads (batch 1,
+one tile), the threads copy the tiles together and each tile's blocks share its columns. Grad of w: the same columns times dy, summed in the thread's
 own ``partial`` dw, or, where that costs more than repeating the im2col per block, each thread owning blocks of
 dw's rows over every image and tile. Grad of x: w^T times dy into ``columns``, scattered back into dx (col2im), per
 image, group and block of input channels.
@@ -96,7 +96,7 @@ def owns_dw(g: ConvGeometry) -> bool:
 
 
 def _columns(g: ConvGeometry, tiles: int, images: int = 1) -> dict:
-    """`tiles` im2col (or col2im) tiles, one per thread or per tile of a round: c/groups*r*s rows of
+    """`tiles` im2col (or col2im) tiles, one per thread or per shared tile: c/groups*r*s rows of
     images*tile_rows(g)*out_w columns each."""
     elements = g.c_per_group * g.r * g.s * images * tile_rows(g) * g.out_w
     return {"columns": ((tiles, elements), g.dtype)}
@@ -124,11 +124,11 @@ def _check_blas_sizes(g: ConvGeometry) -> None:
 
 @per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
-    """An im2col tile per thread (with channel blocks, per tile of a round: at most as many as tiles), and each
+    """An im2col tile per thread (per tile where channel blocks share fewer tiles than threads), and each
     thread's GEMM output for tiles of several images."""
     threads, images = threads_for(g.flops), images_per_tile(g)
-    blocks = _forward_channel_blocks(g, images)
-    columns = _columns(g, threads if blocks == 1 else min(threads, _tiles(g, images)), images)
+    blocks, tiles = _forward_channel_blocks(g, images), _tiles(g, images)
+    columns = _columns(g, tiles if blocks > 1 and tiles < threads else threads, images)
     if images == 1:
         return Plan(threads, columns)
     channels = -(-g.k_per_group // blocks)
