@@ -267,16 +267,21 @@ def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rn
         assert_close(got, want, dtype)
 
 
-@pytest.mark.parametrize("x_shape, preferred", [
-    ((8, 16, 13, 13), True),  # below winograd_pays' map size, but 1352 output pixels over the batch
-    ((1, 16, 13, 13), False),
-    ((8, 16, 7, 7), False),
-    ((1, 16, 16, 16), True),  # where winograd_pays
-    ((8, 8, 13, 13), False),  # too few channels
+@pytest.mark.parametrize("x_shape, forward, backward", [
+    ((8, 80, 13, 13), "winograd", "rotated"),  # below winograd_pays' map size, but 1352 output pixels over the batch
+    ((1, 80, 13, 13), "winograd", "gemm"),  # a 13x13 map at batch 1: Winograd's forward pays, its backward not
+    ((1, 80, 12, 12), "winograd", "gemm"),  # FORWARD_MIN_PIXELS
+    ((1, 80, 11, 11), "gemm", "gemm"),
+    ((4, 80, 7, 7), "gemm", "rotated"),  # from batch 2 dx is the rotated forward (below)
+    ((1, 80, 16, 16), "winograd", "winograd"),  # where winograd_pays
+    ((8, 8, 13, 13), "gemm", "rotated"),  # too few channels for Winograd
 ])
-def test_winograd_is_the_default_on_small_maps_over_a_batch(cython_backend, x_shape, preferred):
-    g = conv_geometry(np.empty(x_shape, np.float32), np.empty((16, x_shape[1], 3, 3), np.float32), padding=1)
-    assert (cython_backend.methods("conv2d_forward", g).default == "winograd") == preferred
+def test_winograd_is_the_default_on_small_maps_over_a_batch(cython_backend, x_shape, forward, backward):
+    """Winograd forward on maps from 12x12 or over a batch of many pixels, backward (at batch 1, where dx is not
+    the rotated forward) only where it pays on the map alone."""
+    g = conv_geometry(np.empty(x_shape, np.float32), np.empty((x_shape[1], x_shape[1], 3, 3), np.float32), padding=1)
+    assert cython_backend.methods("conv2d_forward", g).default == forward
+    assert cython_backend.methods("conv2d_backward", g).default == backward
 
 
 @pytest.mark.parametrize("batch, default", [(1, "gemm"), (2, "rotated"), (8, "rotated")])

@@ -29,13 +29,13 @@ MODULES = {"gemm": gemm, "pointwise": pointwise, "direct": direct, "polyphase": 
 
 def default_method(g: ConvGeometry) -> str:
     """The forward method: for depthwise layers blocked where preferred, else polyphase on small maps and direct
-    otherwise; Winograd where preferred, pointwise for 1x1 stride-1 unpadded layers, blocked_direct where it pays
+    otherwise; Winograd where its forward pays, pointwise for 1x1 stride-1 unpadded layers, blocked_direct where it pays
     (few channels per group), gemm otherwise."""
     if g.is_depthwise:
         if blocked.preferred(g):
             return "blocked"
         return "polyphase" if polyphase.preferred(g) else "direct"
-    if winograd.preferred(g):
+    if winograd.forward_preferred(g):
         return "winograd"
     if g.is_pointwise:
         return "pointwise"
@@ -125,8 +125,10 @@ BACKWARD_PASSES = {"gemm": ("gemm", "gemm"), "pointwise": ("pointwise", "gemm"),
 
 def _backward_default(g: ConvGeometry) -> str:
     """The default forward method where it has a backward (dw, and dx by its adjoint), gemm where it is forward
-    only (blocked_direct)."""
+    only (blocked_direct) or where Winograd pays forward only (small maps at a small batch)."""
     name = default_method(g)
+    if name == "winograd" and not winograd.preferred(g):
+        return "gemm"
     return name if name in BACKWARD_PASSES else "gemm"
 
 

@@ -25,10 +25,14 @@ WINOGRAD_BLOCK_BYTES = 1 << 20
 #: and read all the weights, so narrower blocks run BLAS at a fraction of its rate (one tile row of VGG-16's
 #: 512-channel 28x28 layer, 14 tiles, took 1.8x the time of blocks of 98)
 WINOGRAD_MIN_TILES = 96
-#: fewest output pixels over the batch at which this Winograd pays on maps smaller than winograd_pays' (13x13,
-#: 14x14 at batch 8: 0.5-0.8x the GEMM method's time on the AlexNet, ResNet-18 and VGG-16 layers; 7x7 at batch 8
-#: and 13x13, 14x14 at batch 1: 1.3-1.9x)
+#: fewest output pixels over the batch at which this Winograd pays, forward and backward, on maps smaller than
+#: winograd_pays' (13x13, 14x14 at batch 8: 0.5-0.8x the GEMM method's time on the AlexNet, ResNet-18 and VGG-16
+#: layers; at batch 1 its backward took 1.2-1.7x gemm's)
 BATCH_PIXELS = 1024
+#: fewest output pixels per image at which its forward pays at any batch: since its blocks span images and split
+#: channels, 13x13 and 14x14 maps at batch 1 took 0.65-0.95x the GEMM method's time (64 to 512 channels); 7x7
+#: maps 1.1-1.9x up to batch 4 and about 1.0x at batch 8 (each 7x7 image is computed as 8x8)
+FORWARD_MIN_PIXELS = 12 * 12
 
 
 def applies(g: ConvGeometry) -> bool:
@@ -36,9 +40,15 @@ def applies(g: ConvGeometry) -> bool:
 
 
 def preferred(g: ConvGeometry) -> bool:
-    """Where Winograd pays (_defaults.winograd_pays), or on smaller maps with enough channels and at least
-    BATCH_PIXELS output pixels over the batch."""
+    """Where Winograd pays forward and backward (_defaults.winograd_pays), or on smaller maps with enough channels
+    and at least BATCH_PIXELS output pixels over the batch."""
     return winograd_pays(g) or (winograd_channels_pay(g) and g.n * g.out_h * g.out_w >= BATCH_PIXELS)
+
+
+def forward_preferred(g: ConvGeometry) -> bool:
+    """Where Winograd's forward pays: where preferred, or with enough channels on maps of at least
+    FORWARD_MIN_PIXELS output pixels at any batch."""
+    return preferred(g) or (winograd_channels_pay(g) and g.out_h * g.out_w >= FORWARD_MIN_PIXELS)
 
 
 @per_budget
