@@ -5,10 +5,11 @@ clipped to the padded input and reads only its cells inside x. Average pooling d
 (out_h, out_w) from PoolGeometry.avg_divisor(). Built without -ffast-math: max pooling relies on IEEE
 comparisons for NaN propagation.
 
-Pooling of a plane of at most FLAT_OUTPUTS outputs whose windows all lie inside it runs each tap over all the
-plane's windows at once (max_plane_flat, avg_plane_flat; channels-last planes too, their cells C apart). Row by row, rows of a few outputs ran mostly in the vector loops'
-scalar remainders, where the NaN-aware select compiles to branches that random data mispredicts (VGG-16's
-2x2 pool of 8x512x14x14: 2.74 -> 0.58 ms; AlexNet's 3x3/2 of 8x256x13x13: 1.51 -> 0.43 ms).
+Pooling forward of a plane of at most FLAT_OUTPUTS outputs whose windows all lie inside it runs each tap over all
+the plane's windows at once (max_plane_flat, avg_plane_flat; channels-last planes too, their cells C apart). Row
+by row, rows of a few outputs ran mostly in the vector loops' scalar remainders, where the NaN-aware select
+compiles to branches that random data mispredicts (VGG-16's 2x2 max pool of 8x512x14x14: 2.74 -> 0.58 ms;
+AlexNet's 3x3/2 of 8x256x13x13: 1.51 -> 0.43 ms).
 """
 
 from cython cimport floating
@@ -176,8 +177,8 @@ cdef void avg_plane_flat(const floating *x, floating *y, const floating *divisor
 
 
 cdef bint flat_applies(const PoolShape *p) noexcept nogil:
-    """Whether max_plane_flat takes p's planes: at most FLAT_OUTPUTS outputs, every window inside the input,
-    offsets (of C-channel cells) within 32 bits."""
+    """Whether the flat loops (max_plane_flat, avg_plane_flat) take p's planes: at most FLAT_OUTPUTS outputs,
+    every window inside the input, offsets (of C-channel cells) within 32 bits."""
     return p.out_h * p.out_w <= FLAT_OUTPUTS and p.h * p.w * p.c < (<Py_ssize_t>1) << 31 and inside(p)
 
 
@@ -196,7 +197,7 @@ def max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, long l
 
 
 def planes_apply(PoolShape p) -> bool:
-    """Whether max_forward_planes takes p: see flat_applies."""
+    """Whether max_forward_planes and avg_forward_planes take p: see flat_applies."""
     return flat_applies(&p)
 
 
