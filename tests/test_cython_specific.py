@@ -115,7 +115,7 @@ def test_gemm_splits_of_the_work_agree_with_naive(cython_backend, rng, two_threa
 
 
 @pytest.mark.parametrize("plane, kernel, stride", [
-    ((15, 17), 1, 1),  # 255 outputs: the whole plane at once, the last block of 16 padded
+    ((15, 17), 1, 1),  # 255 outputs: the whole plane at once, the last block of 8 padded
     ((16, 32), 2, 2),  # 8 x 16 = 128 outputs, whole blocks
     ((33, 31), 3, 2),  # 16 x 15 = 240 outputs of overlapping windows
     ((34, 34), 3, 2),  # 16 x 16 = 256: the most the plane-at-once loop takes
