@@ -137,6 +137,19 @@ def test_pools_on_small_planes_agree_with_naive(cython_backend, rng, plane, kern
                  fc.avg_pool2d(x, kernel, stride=stride, backend="naive"), np.float64)
 
 
+@pytest.mark.parametrize("kernel, kwargs", [(3, dict(stride=2, padding=1)), ((3, 2), dict(stride=1)),
+                                            (3, dict(stride=2, padding=1, ceil_mode=True, count_include_pad=False))])
+def test_avg_pool_backward_of_overlapping_windows_agrees_with_naive(cython_backend, rng, two_threads, monkeypatch,
+                                                                     dtype, kernel, kwargs):
+    """Overlapping windows' average-pool gradient spreads each window row's shares along a row of its thread's
+    own, then adds that row to the window row's input rows: on two threads, as naive."""
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)  # two threads even on this small call
+    x = random_array(rng, (2, 5, 11, 9), dtype)
+    dy = random_array(rng, fc.avg_pool2d(x, kernel, backend="naive", **kwargs).shape, dtype)
+    assert_close(fc.avg_pool2d_backward(dy, x, kernel, backend="cython", **kwargs),
+                 fc.avg_pool2d_backward(dy, x, kernel, backend="naive", **kwargs), dtype)
+
+
 @pytest.mark.parametrize("shapes, kw, tiles, blocks, shared", [
     (((1, 3, 9, 8), (10, 3, 3, 3)), dict(padding=1), 1, 2, True),  # one tile: shared; 3 input channels
     (((3, 5, 4, 4), (7, 5, 3, 3)), dict(stride=2, padding=1), 1, 2, True),  # one tile of 3 images, 5 channels

@@ -304,30 +304,36 @@ def avg_forward_planes(const floating[:, :, :, ::1] x, const floating[:, ::1] di
         avg_plane_flat(&x[image, 0, 0, channel], &y[image, 0, 0, channel], &divisor[0, 0], &p, p.c)
 
 
-cdef void avg_backward_plane(const floating *dy, floating *dx, const floating *divisor,
+cdef void avg_backward_plane(const floating *dy, floating *dx, const floating *divisor, floating *row,
                              const PoolShape *p) noexcept nogil:
-    """dx (h, w) of one plane: zeros plus, for each window, dy / divisor on each of its input cells."""
-    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1, i
+    """dx (h, w) of one plane: zeros plus, for each window, dy / divisor on each of its input cells. A window's
+    cells are its rows times its columns, so each window row's shares are spread along one input row first
+    (row, w), which is then added to each input row of the window row: one vector loop per input row, not one
+    scalar add per window cell."""
+    cdef Py_ssize_t oh, ow, ih, iw, h0, h1, w0, w1
     cdef floating share
-    for i in range(p.h * p.w):
-        dx[i] = 0
+    fill(dx, p.h * p.w, 0)
     for oh in range(p.out_h):
         window(oh, p.stride_h, p.kh, p.pad_top, p.h, p.pad_bottom, &h0, &h1)
+        fill(row, p.w, 0)
         for ow in range(p.out_w):
             window(ow, p.stride_w, p.kw, p.pad_left, p.w, p.pad_right, &w0, &w1)
             share = dy[oh * p.out_w + ow] / divisor[oh * p.out_w + ow]
-            for ih in range(h0, h1):
-                for iw in range(w0, w1):
-                    dx[ih * p.w + iw] += share
+            for iw in range(w0, w1):
+                row[iw] += share
+        for ih in range(h0, h1):
+            for iw in range(p.w):
+                dx[ih * p.w + iw] += row[iw]
 
 
 def avg_backward(const floating[:, :, :, ::1] dy, const floating[:, ::1] divisor, floating[:, :, :, ::1] dx,
-                 PoolShape p, int num_threads):
-    """dx (n, c, h, w) from dy (n, c, out_h, out_w) for overlapping windows; divisor (out_h, out_w)."""
+                 floating[:, ::1] rows, PoolShape p, int num_threads):
+    """dx (n, c, h, w) from dy (n, c, out_h, out_w) for overlapping windows; divisor (out_h, out_w); rows
+    (threads, w): each thread's spread window row."""
     cdef Py_ssize_t plane
     for plane in prange(p.n * p.c, nogil=True, schedule="static", num_threads=num_threads):
         avg_backward_plane(&dy[0, 0, 0, 0] + plane * p.out_h * p.out_w, &dx[0, 0, 0, 0] + plane * p.h * p.w,
-                           &divisor[0, 0], &p)
+                           &divisor[0, 0], &rows[threadid(), 0], &p)
 
 
 def avg_backward_disjoint(const floating[:, :, :, ::1] dy, const floating[:, ::1] divisor,

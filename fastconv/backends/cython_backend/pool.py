@@ -77,13 +77,14 @@ def avg_pool2d_forward(x, g: PoolGeometry):
 
 @per_budget
 def avg_pool2d_backward_plan(g: PoolGeometry) -> Plan:
-    """The divisor table; for non-overlapping windows also the covering-window maps, and each thread's "shares"
-    (a zero, then one window row's dy / divisor) and the dx row they expand to ("rows")."""
+    """The divisor table and each thread's dx row that a window row's shares expand to ("rows"); for
+    non-overlapping windows also the covering-window maps and each thread's "shares" (a zero, then one window
+    row's dy / divisor)."""
     threads = threads_for(g.reads)
+    rows = {"rows": ((threads, g.w), g.dtype)}
     if g.overlapping:
-        return Plan(threads, _divisor(g))
-    return Plan(threads, {**_divisor(g), **_windows(g), "shares": ((threads, 1 + g.out_w), g.dtype),
-                          "rows": ((threads, g.w), g.dtype)})
+        return Plan(threads, {**_divisor(g), **rows})
+    return Plan(threads, {**_divisor(g), **_windows(g), "shares": ((threads, 1 + g.out_w), g.dtype), **rows})
 
 
 def avg_pool2d_backward(dy, g: PoolGeometry):
@@ -93,7 +94,7 @@ def avg_pool2d_backward(dy, g: PoolGeometry):
     dx = np.empty(g.x_shape, g.dtype)
     with parallel_region(plan.threads) as threads:
         if g.overlapping:
-            _pool.avg_backward(dy, scratch["divisor"], dx, vars(g), threads)
+            _pool.avg_backward(dy, scratch["divisor"], dx, scratch["rows"], vars(g), threads)
         else:
             _pool.avg_backward_disjoint(dy, scratch["divisor"], scratch["row_window"], scratch["col_window"], dx,
                                         scratch["shares"], scratch["rows"], threads)
