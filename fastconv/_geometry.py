@@ -534,7 +534,8 @@ def check_indices(op: str, indices: np.ndarray, g: PoolGeometry) -> None:
     if indices.dtype != np.int64:
         raise TypeError(f"{op}: indices must be int64 (as returned by max_pool2d), got {indices.dtype}")
     flat = indices.ravel(order="K")  # no copy for an array contiguous in any axis order (an NHWC one's view)
-    if flat.size and (flat.min() < 0 or flat.max() >= g.h * g.w):
+    # one reduction for both bounds: as unsigned, a negative index is larger than any plane
+    if flat.size and flat.view(np.uint64).max() >= g.h * g.w:
         raise ValueError(f"{op}: indices must lie in [0, {g.h * g.w}) for x of shape {g.x_shape}")
 
 

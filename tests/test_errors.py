@@ -56,6 +56,8 @@ DY = np.zeros((2, 6, 6, 6), np.float32)
      TypeError, r"indices must be int64"),
     (lambda: fc.max_pool2d_backward(np.zeros((2, 4, 4, 4)), X, 2, indices=np.full((2, 4, 4, 4), 64)),
      ValueError, r"indices must lie in \[0, 64\)"),
+    (lambda: fc.max_pool2d_backward(np.zeros((2, 4, 4, 4)), X, 2, indices=np.full((2, 4, 4, 4), -1)),
+     ValueError, r"indices must lie in \[0, 64\)"),
     (lambda: fc.conv2d(X, W, backend="cudnn"), ValueError, r"unknown backend 'cudnn'; valid names are naive, im2col"),
 ])
 def test_bad_input_raises_naming_the_argument(call, error, match):
