@@ -83,17 +83,23 @@ cdef void col2im_rows(const floating *col, floating *dxg, const ConvShape *p, Py
                     src += p.out_w
 
 
-cdef inline const floating *column_matrix(const floating *xg, floating *col, const ConvShape *p, Py_ssize_t cg,
-                                          Py_ssize_t oh0, Py_ssize_t oh1, int *ld, bint filled=False) noexcept nogil:
-    """The column matrix of a tile of output rows, and its row stride: im2col into col (unless it is `filled`
-    already), or x itself when col is NULL (a pointwise layer)."""
+cdef inline const floating *tile_matrix(const floating *xg, const floating *col, const ConvShape *p,
+                                        Py_ssize_t oh0, Py_ssize_t oh1, int *ld) noexcept nogil:
+    """The column matrix of a tile of output rows, and its row stride: col (its im2col), or x itself when col is
+    NULL (a pointwise layer)."""
     if col == NULL:
         ld[0] = <int>(p.h * p.w)
         return xg + oh0 * p.w
     ld[0] = <int>((oh1 - oh0) * p.out_w)
-    if not filled:
-        im2col_rows(xg, col, p, cg, oh0, oh1, ld[0])
     return col
+
+
+cdef inline const floating *column_matrix(const floating *xg, floating *col, const ConvShape *p, Py_ssize_t cg,
+                                          Py_ssize_t oh0, Py_ssize_t oh1, int *ld) noexcept nogil:
+    """tile_matrix, after the im2col of the tile into col (unless col is NULL)."""
+    if col != NULL:
+        im2col_rows(xg, col, p, cg, oh0, oh1, (oh1 - oh0) * p.out_w)
+    return tile_matrix(xg, col, p, oh0, oh1, ld)
 
 
 cdef inline void add_scalar(floating *a, Py_ssize_t count, floating value) noexcept nogil:
@@ -137,8 +143,7 @@ cdef void tile_product(const floating *x, const floating *w, const floating *b, 
     cdef const floating *src
     cdef floating add
     if images == 1:
-        cm = column_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, <floating *>col, p, cg, t.start, t.stop, &ld,
-                           True)
+        cm = tile_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, col, p, t.start, t.stop, &ld)
         gemm(False, False, <int>kb, <int>cols, <int>crs, 1, w + first * crs, <int>crs, cm, ld, 0, yt, <int>ohw)
         if b != NULL:
             for kk in range(kb):
