@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastconv._geometry import ConvGeometry
+from fastconv.backends import _polyphase
 
 #: channels per block: one AVX-512 vector of float32, two of AVX2 (four of float64); one constant for both dtypes,
 #: so that the kernels' lane loops have one fixed trip count
@@ -42,9 +43,9 @@ def applies(g: ConvGeometry) -> bool:
 
 def preferred(g: ConvGeometry) -> bool:
     """Depthwise layers (a single-channel image with many filters is faster as a GEMM) that are strided, have
-    more than nine taps, or small maps (see PREFERRED_MAX_OUT_W)."""
+    more than nine taps, or small maps (see PREFERRED_MAX_OUT_W), unless polyphase's shifted planes pay."""
     wide = g.out_w > PREFERRED_MAX_OUT_W and g.stride_h == g.stride_w == 1 and g.r * g.s <= 9
-    return applies(g) and g.groups > 1 and not wide
+    return applies(g) and g.groups > 1 and not wide and not _polyphase.shifted_pays(g)
 
 
 def blocks(g: ConvGeometry) -> int:

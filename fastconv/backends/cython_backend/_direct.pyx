@@ -155,7 +155,8 @@ def grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floa
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# polyphase: whole-plane loops over phase planes (fastconv.backends._polyphase); params (sh, sw, top, left, hq, wq)
+# polyphase: whole-plane loops over phase (or shifted) planes (fastconv.backends._polyphase); params (sh, sw, top,
+# left, hq, wq, shifts, dw)
 
 
 cdef void copy_phases(floating *plane, floating *phases, Py_ssize_t height, Py_ssize_t width,
@@ -191,6 +192,53 @@ cdef void copy_phases(floating *plane, floating *phases, Py_ssize_t height, Py_s
                 inputs += sh * width
 
 
+cdef inline void zero_columns(floating *cells, Py_ssize_t height, Py_ssize_t width, Py_ssize_t lo,
+                              Py_ssize_t hi) noexcept nogil:
+    """cells (height, width)[:, :lo] = cells[:, hi:] = 0, a column at a time (a few columns of many short rows)."""
+    cdef Py_ssize_t i, m
+    for m in range(lo):
+        for i in range(height):
+            cells[i * width + m] = 0
+    for m in range(hi, width):
+        for i in range(height):
+            cells[i * width + m] = 0
+
+
+cdef void copy_shifted(floating *plane, floating *planes, Py_ssize_t height, Py_ssize_t width,
+                       const long long *params, bint into_planes) noexcept nogil:
+    """plane (height, width) <-> the shifted planes (hq rows of pitch width; padding rows untouched): plane j holds
+    the padded plane shifted left by d = j*dw - left columns, one flat copy of the whole input plane, its cells
+    past the row ends (read from the side padding) zero. Into the planes when into_planes; else the sum of the
+    planes' cells inside the input is written to it (the adjoint: their padding cells are zeroed first)."""
+    cdef Py_ssize_t top = params[2], left = params[3], hq = params[4], shifts = params[6], dw = params[7]
+    cdef Py_ssize_t size = height * width, j, d, lo, hi, skip, i
+    cdef floating *cells
+    if not into_planes:
+        fill(plane, size, 0)
+    for j in range(shifts):
+        d = j * dw - left
+        if d >= width or -d >= width:
+            continue  # every cell of this plane is padding
+        cells = planes + (j * hq + top) * width
+        lo, hi = max(-d, 0), min(width - d, width)  # the columns of the plane inside the input
+        skip = max(d, 0)  # cell i of the plane (from cells + lo) is cell skip + i of the input plane
+        if into_planes:
+            memcpy(cells + lo, plane + skip, (size - lo - skip) * sizeof(floating))
+        zero_columns(cells, height, width, lo, hi)
+        if not into_planes:
+            for i in range(size - lo - skip):
+                plane[skip + i] += cells[lo + i]
+
+
+cdef inline void copy_planes(floating *plane, floating *planes, Py_ssize_t height, Py_ssize_t width,
+                             const long long *params, bint into_planes) noexcept nogil:
+    """copy_shifted or copy_phases, as the layout says."""
+    if params[6]:
+        copy_shifted(plane, planes, height, width, params, into_planes)
+    else:
+        copy_phases(plane, planes, height, width, params, into_planes)
+
+
 cdef inline void rows_on_pitch(floating *rows, const floating *plane, Py_ssize_t out_h, Py_ssize_t out_w,
                                Py_ssize_t wq) noexcept nogil:
     """rows[oh*wq + ow] = plane[oh*out_w + ow] (columns past out_w keep their zeros)."""
@@ -217,35 +265,98 @@ cdef inline double dot(const floating *a, const floating *b, Py_ssize_t count) n
     return result
 
 
+cdef enum:
+    DOT_LANES = 16  # partial sums per tap in nine_dots: a vector of float32 (two of float64)
+
+
+cdef inline void add_partials(floating *total, const floating *partial, double tail) noexcept nogil:
+    """total[0] += tail + the DOT_LANES partial sums, added in halves (vector adds), not one after another: on 7x7
+    maps, nine taps' chains of sixteen dependent adds cost more than the products."""
+    cdef floating half[8]  # DOT_LANES / 2
+    cdef Py_ssize_t i
+    for i in range(8):
+        half[i] = partial[i] + partial[i + 8]
+    for i in range(4):
+        half[i] += half[i + 4]
+    total[0] += <floating>(tail + ((half[0] + half[2]) + (half[1] + half[3])))
+
+
+cdef void nine_dots(floating *sums, const floating *rows, const floating *phases,
+                    const unsigned long long *offsets, Py_ssize_t cells) noexcept nogil:
+    """sums[j] += the dot product of rows and the cells of tap j (a 3x3 kernel, the common case), for j < 9, and
+    sums[9] += the sum of rows, in one pass over rows (dot takes one per tap): each sum gathers DOT_LANES partial
+    sums in a local array, which the compiler keeps in a register."""
+    cdef const floating *p[9]
+    cdef floating a0[DOT_LANES]
+    cdef floating a1[DOT_LANES]
+    cdef floating a2[DOT_LANES]
+    cdef floating a3[DOT_LANES]
+    cdef floating a4[DOT_LANES]
+    cdef floating a5[DOT_LANES]
+    cdef floating a6[DOT_LANES]
+    cdef floating a7[DOT_LANES]
+    cdef floating a8[DOT_LANES]
+    cdef floating a9[DOT_LANES]
+    cdef Py_ssize_t i, l, body = cells - cells % DOT_LANES, tail = cells % DOT_LANES
+    cdef floating r
+    for i in range(9):
+        p[i] = phases + offsets[i]
+    for l in range(DOT_LANES):
+        a0[l] = a1[l] = a2[l] = a3[l] = a4[l] = a5[l] = a6[l] = a7[l] = a8[l] = a9[l] = 0
+    for i in range(0, body, 16):  # DOT_LANES (a literal, for Cython's C loop)
+        for l in range(DOT_LANES):
+            r = rows[i + l]
+            a0[l] += r * p[0][i + l]
+            a1[l] += r * p[1][i + l]
+            a2[l] += r * p[2][i + l]
+            a3[l] += r * p[3][i + l]
+            a4[l] += r * p[4][i + l]
+            a5[l] += r * p[5][i + l]
+            a6[l] += r * p[6][i + l]
+            a7[l] += r * p[7][i + l]
+            a8[l] += r * p[8][i + l]
+            a9[l] += r
+    rows += body
+    add_partials(sums, a0, dot(rows, p[0] + body, tail))
+    add_partials(sums + 1, a1, dot(rows, p[1] + body, tail))
+    add_partials(sums + 2, a2, dot(rows, p[2] + body, tail))
+    add_partials(sums + 3, a3, dot(rows, p[3] + body, tail))
+    add_partials(sums + 4, a4, dot(rows, p[4] + body, tail))
+    add_partials(sums + 5, a5, dot(rows, p[5] + body, tail))
+    add_partials(sums + 6, a6, dot(rows, p[6] + body, tail))
+    add_partials(sums + 7, a7, dot(rows, p[7] + body, tail))
+    add_partials(sums + 8, a8, dot(rows, p[8] + body, tail))
+    add_partials(sums + 9, a9, total(rows, tail))
+
+
 cdef inline void nine_taps(floating *acc, const floating *phases, const unsigned long long *offsets,
                            const floating *w, floating bias, Py_ssize_t cells) noexcept nogil:
     """acc[i] = bias + the nine taps (a 3x3 kernel, the common case) in one vectorized pass: no read-modify-write
     of acc per tap."""
-    cdef const floating *p0 = phases + offsets[0]
-    cdef const floating *p1 = phases + offsets[1]
-    cdef const floating *p2 = phases + offsets[2]
-    cdef const floating *p3 = phases + offsets[3]
-    cdef const floating *p4 = phases + offsets[4]
-    cdef const floating *p5 = phases + offsets[5]
-    cdef const floating *p6 = phases + offsets[6]
-    cdef const floating *p7 = phases + offsets[7]
-    cdef const floating *p8 = phases + offsets[8]
-    cdef floating w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8]
+    cdef const floating *p[9]
     cdef Py_ssize_t i
+    for i in range(9):
+        p[i] = phases + offsets[i]
     for i in range(cells):
-        acc[i] = (bias + w0 * p0[i] + w1 * p1[i] + w2 * p2[i] + w3 * p3[i] + w4 * p4[i] + w5 * p5[i]
-                  + w6 * p6[i] + w7 * p7[i] + w8 * p8[i])
+        acc[i] = (bias + w[0] * p[0][i] + w[1] * p[1][i] + w[2] * p[2][i] + w[3] * p[3][i] + w[4] * p[4][i]
+                  + w[5] * p[5][i] + w[6] * p[6][i] + w[7] * p[7][i] + w[8] * p[8][i])
+
+
+cdef inline Py_ssize_t rows_size(const long long *params, Py_ssize_t out_h) noexcept nogil:
+    """Cells of a chunk's output (or dy) rows on pitch wq at the end of its scratch: none for shifted planes, whose
+    pitch is the output's (it is read and written in place)."""
+    return 0 if params[6] else out_h * params[5]
 
 
 def polyphase_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] bias,
                       floating[:, :, :, ::1] y, const long long[::1] params, const unsigned long long[::1] offsets,
                       floating[:, ::1] scratch, int num_threads):
     """y (n, k, out_h, out_w) from x (n, c, h, w), w (k, 1, r, s), bias (k,); planes (image, k) split into
-    contiguous chunks, one per row of scratch (phase planes, then output rows on pitch wq)."""
+    contiguous chunks, one per row of scratch (phase planes, then output rows on pitch wq; or shifted planes)."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], width = x.shape[3], k = w.shape[0]
     cdef Py_ssize_t taps = w.shape[2] * w.shape[3], out_h = y.shape[2], out_w = y.shape[3], wq = params[5]
     cdef Py_ssize_t cells = out_h * wq, chunks = scratch.shape[0], size = scratch.shape[1]
-    cdef Py_ssize_t t, plane, first, last, kk, j, i, oh, ow
+    cdef Py_ssize_t rows = rows_size(&params[0], out_h), t, plane, first, last, kk, j, i, oh, ow
     cdef floating *phases
     cdef floating *acc
     cdef floating *out
@@ -253,13 +364,14 @@ def polyphase_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::
     cdef floating tap
     for t in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
         phases = &scratch[t, 0]
-        acc = phases + size - cells
-        fill(phases, size - cells, 0)
+        fill(phases, size - rows, 0)
         first = n * k * t // chunks
         last = n * k * (t + 1) // chunks
         for plane in range(first, last):
             kk = plane % k
-            copy_phases(<floating *>&x[plane // k, kk // (k // c), 0, 0], phases, h, width, &params[0], True)
+            out = &y[plane // k, kk, 0, 0]
+            acc = phases + size - rows if rows else out
+            copy_planes(<floating *>&x[plane // k, kk // (k // c), 0, 0], phases, h, width, &params[0], True)
             if taps == 9:
                 nine_taps(acc, phases, &offsets[0], &w[kk, 0, 0, 0], bias[kk], cells)
             else:
@@ -269,63 +381,72 @@ def polyphase_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::
                     src = phases + offsets[j]
                     for i in range(cells):
                         acc[i] += tap * src[i]
-            out = &y[plane // k, kk, 0, 0]
-            for oh in range(out_h):
-                for ow in range(out_w):
-                    out[oh * out_w + ow] = acc[oh * wq + ow]
+            if rows:
+                for oh in range(out_h):
+                    for ow in range(out_w):
+                        out[oh * out_w + ow] = acc[oh * wq + ow]
 
 
 def polyphase_grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating[:, :, ::1] dw_parts,
                      const long long[::1] params, const unsigned long long[::1] offsets, floating[:, ::1] scratch,
                      int num_threads):
-    """dw_parts (chunks, k, r*s): each chunk's share of dW from dy (n, k, out_h, out_w) and x (n, c, h, w)."""
+    """dw_parts (chunks, k, r*s + 1): each chunk's share of dW from dy (n, k, out_h, out_w) and x (n, c, h, w),
+    then of db (read from dy as it passes)."""
     cdef Py_ssize_t n = x.shape[0], c = x.shape[1], h = x.shape[2], width = x.shape[3], k = dy.shape[1]
-    cdef Py_ssize_t taps = dw_parts.shape[2], out_h = dy.shape[2], out_w = dy.shape[3], wq = params[5]
+    cdef Py_ssize_t taps = dw_parts.shape[2] - 1, out_h = dy.shape[2], out_w = dy.shape[3], wq = params[5]
     cdef Py_ssize_t cells = out_h * wq, chunks = scratch.shape[0], size = scratch.shape[1]
-    cdef Py_ssize_t t, plane, first, last, kk, j
+    cdef Py_ssize_t rows_cells = rows_size(&params[0], out_h), t, plane, first, last, kk, j
     cdef floating *phases
-    cdef floating *rows
+    cdef const floating *rows
     for t in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
         phases = &scratch[t, 0]
-        rows = phases + size - cells
         fill(phases, size, 0)
-        fill(&dw_parts[t, 0, 0], k * taps, 0)
+        fill(&dw_parts[t, 0, 0], k * (taps + 1), 0)
         first = n * k * t // chunks
         last = n * k * (t + 1) // chunks
         for plane in range(first, last):
             kk = plane % k
-            copy_phases(<floating *>&x[plane // k, kk // (k // c), 0, 0], phases, h, width, &params[0], True)
-            rows_on_pitch(rows, &dy[plane // k, kk, 0, 0], out_h, out_w, wq)
+            copy_planes(<floating *>&x[plane // k, kk // (k // c), 0, 0], phases, h, width, &params[0], True)
+            rows = &dy[plane // k, kk, 0, 0]
+            if rows_cells:
+                rows_on_pitch(phases + size - rows_cells, rows, out_h, out_w, wq)
+                rows = phases + size - rows_cells
+            if taps == 9:
+                nine_dots(&dw_parts[t, kk, 0], rows, phases, &offsets[0], cells)
+                continue
             for j in range(taps):
                 dw_parts[t, kk, j] += <floating>dot(rows, phases + offsets[j], cells)
+            dw_parts[t, kk, taps] += <floating>total(rows, cells)
 
 
 def polyphase_grad_x(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w, floating[:, :, :, ::1] dx,
                      const long long[::1] params, const unsigned long long[::1] offsets, floating[:, ::1] scratch,
                      int num_threads):
     """dx (n, c, h, w) from dy (n, k, out_h, out_w) and w (k, 1, r, s): input planes (image, c) split into
-    chunks, each plane gathering its kg output channels in its phase planes."""
+    chunks, each plane gathering its kg output channels in its phase (or shifted) planes."""
     cdef Py_ssize_t n = dx.shape[0], c = dx.shape[1], h = dx.shape[2], width = dx.shape[3], k = w.shape[0]
     cdef Py_ssize_t kg = k // c, taps = w.shape[2] * w.shape[3], out_h = dy.shape[2], out_w = dy.shape[3]
     cdef Py_ssize_t wq = params[5], cells = out_h * wq, chunks = scratch.shape[0], size = scratch.shape[1]
-    cdef Py_ssize_t t, plane, first, last, kk, j, i
+    cdef Py_ssize_t rows_cells = rows_size(&params[0], out_h), t, plane, first, last, kk, j, i
     cdef floating *phases
-    cdef floating *rows
+    cdef const floating *rows
     cdef floating *dst
     cdef floating tap
     for t in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
         phases = &scratch[t, 0]
-        rows = phases + size - cells
-        fill(rows, cells, 0)
+        fill(phases + size - rows_cells, rows_cells, 0)
         first = n * c * t // chunks
         last = n * c * (t + 1) // chunks
         for plane in range(first, last):
-            fill(phases, size - cells, 0)
+            fill(phases, size - rows_cells, 0)
             for kk in range((plane % c) * kg, (plane % c + 1) * kg):
-                rows_on_pitch(rows, &dy[plane // c, kk, 0, 0], out_h, out_w, wq)
+                rows = &dy[plane // c, kk, 0, 0]
+                if rows_cells:
+                    rows_on_pitch(phases + size - rows_cells, rows, out_h, out_w, wq)
+                    rows = phases + size - rows_cells
                 for j in range(taps):
                     tap = w[kk, 0, j // w.shape[3], j % w.shape[3]]
                     dst = phases + offsets[j]
                     for i in range(cells):
                         dst[i] += tap * rows[i]
-            copy_phases(&dx[plane // c, plane % c, 0, 0], phases, h, width, &params[0], False)
+            copy_planes(&dx[plane // c, plane % c, 0, 0], phases, h, width, &params[0], False)

@@ -10,7 +10,6 @@ from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._polyphase import applies, params, preferred, scratch_buffer, tap_offsets
 from fastconv.backends._protocol import Plan
-from fastconv.backends.cython_backend import _common
 from fastconv.backends.cython_backend._levels import load
 
 _direct = load("_direct")  # the kernels built for this CPU's instruction set
@@ -36,20 +35,23 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
 
 @per_budget
 def grad_w_plan(g: ConvGeometry) -> Plan:
-    """As the forward's, and each thread's dW partial sums."""
+    """As the forward's, and each thread's partial sums of dW and db (K, R*S + 1)."""
     plan = forward_plan(g)
-    return Plan(plan.threads, {**plan.buffers, "dw_parts": ((plan.threads, g.k, g.r * g.s), g.dtype)})
+    return Plan(plan.threads, {**plan.buffers, "dw_parts": ((plan.threads, g.k, g.r * g.s + 1), g.dtype)})
 
 
 def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
-    """dw (K, 1, R, S) from dy (N, K, Ho, Wo) and x (N, C, H, W); db (K,) too unless None."""
+    """dw (K, 1, R, S) from dy (N, K, Ho, Wo) and x (N, C, H, W); db (K,) too unless None (summed with dW's
+    dot products, which read dy anyway)."""
     plan = grad_w_plan(g)
     scratch = plan.allocate()
+    parts = scratch["dw_parts"]
     with parallel_region(plan.threads) as threads:
-        _direct.polyphase_grad_w(dy, x, scratch["dw_parts"], params(g), tap_offsets(g), scratch["scratch"], threads)
-        if db is not None:
-            _common.bias_grad(dy, db, threads)
-    scratch["dw_parts"].sum(axis=0, out=dw.reshape(g.k, g.r * g.s))
+        _direct.polyphase_grad_w(dy, x, parts, params(g), tap_offsets(g), scratch["scratch"], threads)
+    taps = g.r * g.s
+    parts[:, :, :taps].sum(axis=0, out=dw.reshape(g.k, taps))
+    if db is not None:
+        parts[:, :, taps].sum(axis=0, out=db)
 
 
 @per_budget
