@@ -338,3 +338,17 @@ def test_blocked_direct_is_not_the_default_for_mostly_empty_channel_blocks(cytho
                               (kb + 1, "blocked_direct")):
         g = conv_geometry(x, np.empty((filters, 3, 5, 5), dtype))
         assert cython_backend.methods("conv2d_forward", g).default == expected, filters
+
+
+@pytest.mark.parametrize("pixels", [1, 7, 8, 49, 127, 128, 129, 135, 160, 161, 1000])
+def test_bias_grad_sums_planes_of_every_length(cython_backend, dtype, rng, pixels):
+    """db by the shared row sum: 8 partial sums on short rows, 32 then 8 from 128 cells on, with the 32-, 8- and
+    1-element remainders; against numpy's float64 sum."""
+    from fastconv._threads import parallel_region
+    from fastconv.backends.cython_backend import _common
+
+    dy = random_array(rng, (3, 4, 1, pixels), dtype)
+    db = np.empty(4, dtype)
+    with parallel_region(2) as threads:
+        _common.bias_grad(dy, db, threads)
+    assert_close(db, dy.astype(np.float64).sum(axis=(0, 2, 3)).astype(dtype), dtype, f"{pixels} pixels")
