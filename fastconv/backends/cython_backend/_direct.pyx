@@ -248,6 +248,16 @@ cdef inline void rows_on_pitch(floating *rows, const floating *plane, Py_ssize_t
             rows[oh * wq + ow] = plane[oh * out_w + ow]
 
 
+cdef inline const floating *rows_read(const floating *plane, floating *rows, Py_ssize_t rows_cells,
+                                      Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t wq) noexcept nogil:
+    """A dy plane (out_h, out_w) as the taps read it: the plane itself for shifted planes (rows_cells 0, the
+    same pitch), else copied into rows on pitch wq (rows_on_pitch)."""
+    if rows_cells == 0:
+        return plane
+    rows_on_pitch(rows, plane, out_h, out_w, wq)
+    return rows
+
+
 cdef inline double dot(const floating *a, const floating *b, Py_ssize_t count) noexcept nogil:
     """Sum of a[i] * b[i] for i < count, with eight partial sums (so that it vectorizes without -ffast-math)."""
     cdef floating acc[8]
@@ -407,10 +417,7 @@ def polyphase_grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
         for plane in range(first, last):
             kk = plane % k
             copy_planes(<floating *>&x[plane // k, kk // (k // c), 0, 0], phases, h, width, &params[0], True)
-            rows = &dy[plane // k, kk, 0, 0]
-            if rows_cells:
-                rows_on_pitch(phases + size - rows_cells, rows, out_h, out_w, wq)
-                rows = phases + size - rows_cells
+            rows = rows_read(&dy[plane // k, kk, 0, 0], phases + size - rows_cells, rows_cells, out_h, out_w, wq)
             if taps == 9:
                 nine_dots(&dw_parts[t, kk, 0], rows, phases, &offsets[0], cells)
                 continue
@@ -440,10 +447,8 @@ def polyphase_grad_x(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
         for plane in range(first, last):
             fill(phases, size - rows_cells, 0)
             for kk in range((plane % c) * kg, (plane % c + 1) * kg):
-                rows = &dy[plane // c, kk, 0, 0]
-                if rows_cells:
-                    rows_on_pitch(phases + size - rows_cells, rows, out_h, out_w, wq)
-                    rows = phases + size - rows_cells
+                rows = rows_read(&dy[plane // c, kk, 0, 0], phases + size - rows_cells, rows_cells, out_h, out_w,
+                                 wq)
                 for j in range(taps):
                     tap = w[kk, 0, j // w.shape[3], j % w.shape[3]]
                     dst = phases + offsets[j]

@@ -8,8 +8,8 @@ multiplies the block's weights by them in one BLAS call, written in place into y
 into its row of ``products``, then copied into y); where channel blocks share fewer tiles than threads (batch 1,
 one tile), the threads copy the tiles together and each tile's blocks share its columns. Grad of w: the same
 columns times dy, summed in the thread's own ``partial`` dw, or, where that costs more than repeating the im2col
-per block, each thread owning blocks of dw's rows over every image and tile. Grad of x: w^T times dy into ``columns``, scattered back into dx (col2im), per
-image, group and block of input channels.
+per block, each thread owning blocks of dw's rows over every image and tile. Grad of x: w^T times dy into
+``columns``, scattered back into dx (col2im), per image, group and block of input channels.
 
 The ``*_with`` functions run on a given plan: pointwise.py passes plans without ``columns``, and the kernels
 then read x in place as the column matrix.
