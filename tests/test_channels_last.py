@@ -226,40 +226,66 @@ def test_auto_decides_channels_last_apart():
     assert nhwc_g.nchw == nchw and nhwc_g.x_array_shape == (2, 6, 6, 8)
 
 
-@RANDOM
-@given(data=st.data())
-@pytest.mark.parametrize("name", COMPILED)
-def test_channels_last_depthwise_matches_naive(name, data):
-    """nhwc_direct on random depthwise layers (one input channel per group, groups > 1): strides, dilations,
-    asymmetric and "same" padding, channel multipliers, kernels as large as the input, channel counts below, at and
-    past a whole register block; the default is the native method on cython only."""
+def check_depthwise(name, data, x, w, **kwargs):
+    """nhwc_direct's forward and backward (random needs, with or without bias) on one depthwise layer (x NCHW)
+    against naive; the default is the native method on cython only."""
     module = _backend.load(require_backend(name))
-    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
-    rng = np.random.default_rng(draw(0, 2 ** 16))
-    c, r, s = data.draw(st.one_of(st.integers(2, 9), st.sampled_from([32, 64, 70]))), draw(1, 4), draw(1, 4)
-    x = random_array(rng, (draw(1, 3), c, draw(r, r + 8), draw(s, s + 8)), np.float64)
-    w = random_array(rng, (c * draw(1, 3), 1, r, s), np.float64)
-    padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s)))]))
-    kwargs = dict(stride=(draw(1, 3), draw(1, 3)), dilation=(draw(1, 2), draw(1, 2)), padding=padding, groups=c)
-    b = random_array(rng, w.shape[0], np.float64) if data.draw(st.booleans()) else None
+    rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
+    b = random_array(rng, w.shape[0], x.dtype) if data.draw(st.booleans()) else None
     try:
         g = conv_geometry(x, w, b, channels_last=True, **kwargs)
     except ValueError:  # no output, or "same" with a stride
         assume(False)
     need_dx, need_dw, need_db = (data.draw(st.booleans()) for _ in range(3))
-    dy = random_array(rng, g.y_shape, np.float64)
+    dy = random_array(rng, g.y_shape, x.dtype)
     expected = fc.conv2d_backward(dy, x, w, backend="naive", **kwargs)
     forward, backward = module.methods("conv2d_forward", g), module.methods("conv2d_backward", g)
     assert (forward.default == backward.default == "nhwc_direct") == (name == "cython" and not pointwise_applies(g))
     y = forward.options["nhwc_direct"].run(nhwc(x), w, b, g)
-    np.testing.assert_allclose(y, nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), rtol=1e-12, atol=1e-12)
+    tolerance = dict(rtol=1e-12, atol=1e-12) if x.dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(y, nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), **tolerance)
     grads = backward.options["nhwc_direct"].run(nhwc(dy), nhwc(x), w, g, need_dx, need_dw, need_db)
     for what, need, actual, wanted in zip("dx dw db".split(), (need_dx, need_dw, need_db), grads,
                                           (nhwc(expected[0]), *expected[1:])):
         assert (actual is None) != need, what
         if need:
             assert actual.flags.c_contiguous and actual.shape == wanted.shape, what
-            np.testing.assert_allclose(actual, wanted, rtol=1e-12, atol=1e-12, err_msg=f"{what} {g}")
+            np.testing.assert_allclose(actual, wanted, **tolerance, err_msg=f"{what} {g}")
+
+
+@RANDOM
+@given(data=st.data())
+@pytest.mark.parametrize("name", COMPILED)
+def test_channels_last_depthwise_matches_naive(name, data):
+    """nhwc_direct on random depthwise layers (one input channel per group, groups > 1): strides, dilations,
+    asymmetric and "same" padding, channel multipliers, kernels as large as the input, channel counts below, at and
+    past a whole register block."""
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    rng = np.random.default_rng(draw(0, 2 ** 16))
+    c, r, s = data.draw(st.one_of(st.integers(2, 9), st.sampled_from([16, 32, 48, 70]))), draw(1, 4), draw(1, 4)
+    x = random_array(rng, (draw(1, 3), c, draw(r, r + 8), draw(s, s + 8)), np.float64)
+    w = random_array(rng, (c * draw(1, 3), 1, r, s), np.float64)
+    padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s)))]))
+    check_depthwise(name, data, x, w, stride=(draw(1, 3), draw(1, 3)), dilation=(draw(1, 2), draw(1, 2)),
+                    padding=padding, groups=c)
+
+
+@RANDOM
+@given(data=st.data())
+@pytest.mark.parametrize("name", COMPILED)
+def test_channels_last_depthwise_pixel_runs_match_naive(name, data):
+    """One channel per group on rows wide enough for several runs of four pixels in registers, a tail and padded
+    edges: whole blocks of 16 channels with and without leftover channels, strides and dilations 1-2 (a strided
+    grad of x has no regular runs), float32 and float64."""
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    rng = np.random.default_rng(draw(0, 2 ** 16))
+    c, r, s = data.draw(st.sampled_from([16, 17, 35, 48])), draw(1, 5), draw(1, 5)
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    x = random_array(rng, (draw(1, 2), c, draw(r, r + 4), draw(s + 8, s + 24)), dtype)
+    w = random_array(rng, (c, 1, r, s), dtype)
+    padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, r), draw(0, r)), (draw(0, s), draw(0, s)))]))
+    check_depthwise(name, data, x, w, stride=(draw(1, 2), draw(1, 2)), dilation=(draw(1, 2), draw(1, 2)),
+                    padding=padding, groups=c)
 
 
 @pytest.mark.parametrize("name", COMPILED)

@@ -14,7 +14,9 @@ per channel) and, for the grad of x, which output row/column reads each input ro
     forward(x, filters, bias, y, rows, cols, images, height, width, channels, threads)
         (image, output row) pairs split into ``threads`` chunks;
     grad_x(dy, filters, dx, row_sources, col_sources, images, out_h, out_w, channels, threads)
-        a gather: (image, input row) pairs in chunks, each dx cell written once;
+        a gather: (image, input row) pairs in chunks, each dx cell written once; called with m > 1 only, since
+        with one output channel per input channel the gather is the forward kernel on dy with the sources'
+        tables in place of the taps' (and a zero bias);
     grad_w(dy, x, dw_parts, rows, cols, images, height, width, channels)
         one chunk of (image, output row) pairs per dw_parts[t] (R*S*K,), summed afterwards;
 
@@ -113,8 +115,12 @@ def channelwise_methods(forward_kernel: Callable, grad_x_kernel: Callable, grad_
         with parallel_region(plan.threads, numba=numba) as threads:
             if need_dx:
                 dx = np.empty(g.x_array_shape, g.dtype)
-                grad_x_kernel(dy.reshape(-1), scratch["filters"], dx.reshape(-1), scratch["row_sources"],
-                              scratch["col_sources"], g.n, g.out_h, g.out_w, g.c, threads)
+                sources = (scratch["row_sources"], scratch["col_sources"], g.n, g.out_h, g.out_w, g.c, threads)
+                if g.k == g.c:
+                    forward_kernel(dy.reshape(-1), scratch["filters"], np.zeros(g.c, g.dtype), dx.reshape(-1),
+                                   *sources)
+                else:
+                    grad_x_kernel(dy.reshape(-1), scratch["filters"], dx.reshape(-1), *sources)
             if need_dw:
                 parts = scratch["dw_parts"]
                 grad_w_kernel(dy.reshape(-1), x.reshape(-1), parts, scratch["rows"], scratch["cols"], g.n, g.h, g.w,

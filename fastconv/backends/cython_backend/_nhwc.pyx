@@ -8,7 +8,9 @@ each window's [start, stop) clipped to the input (PoolGeometry.window_bounds); r
 first maximum in row-major window order and a NaN wins, as in _pool.pyx; built without -ffast-math for that.
 
 Depthwise convolution (one input channel per group; fastconv.backends._channelwise_nhwc has the tables): output
-rows accumulate their taps along the channels; the grad of x gathers per input row, the grad of w sums per thread.
+rows accumulate their taps along the channels, blocks of channels over runs of pixels in registers; the grad of x
+is the forward on the tables of the taps' sources with one channel per group, else a gather per input row; the grad of
+w sums per thread.
 
 1x1 convolution (stride 1, unpadded, one group): x (p, c) and y (p, k) over all p = n*h*w pixels, w (k, c);
 each thread runs one GEMM on its chunk of rows (scipy's BLAS, single-threaded inside the parallel loop).
@@ -22,6 +24,20 @@ from cython.parallel cimport prange
 
 from ._blas cimport gemm
 from ._common cimport fill
+
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__)
+    #define fastconv_prefetch_write(address) __builtin_prefetch(address, 1)
+    #define fastconv_prefetch_read(address) __builtin_prefetch(address, 0)
+    #else
+    #define fastconv_prefetch_write(address)
+    #define fastconv_prefetch_read(address)
+    #endif
+    """
+    void prefetch_write "fastconv_prefetch_write"(const void *address) noexcept nogil
+    void prefetch_read "fastconv_prefetch_read"(const void *address) noexcept nogil
 
 
 cdef void max_row(const floating *x, floating *y, long long *index, const long long *row, const long long *cols,
@@ -247,20 +263,21 @@ cdef inline void add_products(floating *out, const floating *a, const floating *
 
 
 cdef enum:
-    CHANNEL_BLOCK = 32  # channels whose sums stay in registers: 4 AVX2 or 2 AVX-512 vectors of float32
+    CHANNEL_BLOCK = 16  # channels whose sums stay in registers: 2 AVX2 or 1 AVX-512 vectors of float32
+    PIXEL_BLOCK = 4  # neighbouring pixels summed at once: a tap's weights loaded once for four, four sums in flight
 
 
-cdef inline void pixel_block(floating *pixel, const floating *taps, const floating *x, const long long *row_taps,
-                             const long long *col_taps, Py_ssize_t r_size, Py_ssize_t s_size, Py_ssize_t width,
-                             Py_ssize_t c) noexcept nogil:
-    """pixel[j] += sum over the taps of taps[(r*s_size + s)*c + j] * x[(row*width + col)*c + j], j < CHANNEL_BLOCK
-    (one channel per group): the sums stay in registers over all taps, stored once."""
+cdef inline void pixel_block(floating *pixel, const floating *start, const floating *taps, const floating *x,
+                             const long long *row_taps, const long long *col_taps, Py_ssize_t r_size,
+                             Py_ssize_t s_size, Py_ssize_t width, Py_ssize_t c) noexcept nogil:
+    """pixel[j] = start[j] + sum over the valid taps of taps[(r*s_size + s)*c + j] * x[(row*width + col)*c + j],
+    j < CHANNEL_BLOCK (one channel per group): the sums stay in registers over all taps, stored once."""
     cdef floating acc[CHANNEL_BLOCK]
     cdef const floating *src
     cdef const floating *tap
     cdef Py_ssize_t r, s, j
     for j in range(CHANNEL_BLOCK):
-        acc[j] = pixel[j]
+        acc[j] = start[j]
     for r in range(r_size):
         if row_taps[r] >= 0:
             for s in range(s_size):
@@ -273,34 +290,147 @@ cdef inline void pixel_block(floating *pixel, const floating *taps, const floati
         pixel[j] = acc[j]
 
 
-cdef void channelwise_row(floating *pixels, floating *taps, const floating *x, const long long *row_taps,
-                          const long long *cols, Py_ssize_t r_size, Py_ssize_t s_size, Py_ssize_t out_w,
-                          Py_ssize_t width, Py_ssize_t c, Py_ssize_t m, bint into_taps) noexcept nogil:
-    """One output row of one image: pixels (out_w, k) and x the image (h, width, c); row_taps (r_size,) and cols
-    (out_w, s_size) the input row and column of each tap (-1 in the padding). Adds taps (r, s, k) * x into the
-    pixels (forward) or pixels * x into the taps (grad of w). Forward with one channel per group, whole blocks of
-    CHANNEL_BLOCK channels run pixel_block; the other channels the tap-by-tap loop."""
-    cdef Py_ssize_t ow, r, s, block, first, k = c * m, blocked = 0
+cdef inline void pixels_block(floating *pixels, const floating *start, const floating *taps, const floating *x,
+                              const long long *row_taps, Py_ssize_t r_size, Py_ssize_t s_size, Py_ssize_t width,
+                              Py_ssize_t c, Py_ssize_t pixel_step, Py_ssize_t tap_step) noexcept nogil:
+    """pixel_block on PIXEL_BLOCK neighbouring pixels (pixels (PIXEL_BLOCK, c)) whose column taps are all in the
+    image: x is the image at the first pixel's first column tap, pixel_step the step between the pixels' columns
+    and tap_step between a pixel's column taps (in elements)."""
+    cdef floating a0[CHANNEL_BLOCK]
+    cdef floating a1[CHANNEL_BLOCK]
+    cdef floating a2[CHANNEL_BLOCK]
+    cdef floating a3[CHANNEL_BLOCK]
     cdef const floating *src
-    if m == 1 and not into_taps:
-        blocked = c - c % CHANNEL_BLOCK
-    for ow in range(out_w):
-        for block in range(blocked // CHANNEL_BLOCK):
+    cdef const floating *tap
+    cdef Py_ssize_t r, s, j
+    for j in range(CHANNEL_BLOCK):
+        a0[j] = start[j]
+        a1[j] = start[j]
+        a2[j] = start[j]
+        a3[j] = start[j]
+    for r in range(r_size):
+        if row_taps[r] >= 0:
+            src = x + row_taps[r] * width * c
+            tap = taps + r * s_size * c
+            for s in range(s_size):
+                for j in range(CHANNEL_BLOCK):
+                    a0[j] += tap[j] * src[j]
+                    a1[j] += tap[j] * src[pixel_step + j]
+                    a2[j] += tap[j] * src[2 * pixel_step + j]
+                    a3[j] += tap[j] * src[3 * pixel_step + j]
+                src += tap_step
+                tap += c
+    for j in range(CHANNEL_BLOCK):
+        pixels[j] = a0[j]
+        pixels[c + j] = a1[j]
+        pixels[2 * c + j] = a2[j]
+        pixels[3 * c + j] = a3[j]
+
+
+cdef inline void pixels_grad_block(floating *taps, const floating *dy, const floating *x, const long long *row_taps,
+                                   Py_ssize_t r_size, Py_ssize_t s_size, Py_ssize_t width, Py_ssize_t c,
+                                   Py_ssize_t pixel_step, Py_ssize_t tap_step) noexcept nogil:
+    """The grad of w's counterpart of pixels_block: taps[(r*s_size + s)*c + j] += the sum over PIXEL_BLOCK
+    neighbouring pixels of dy (PIXEL_BLOCK, c) * x at their tap (r, s), j < CHANNEL_BLOCK; x and the steps as
+    there. dy stays in registers over all taps; each tap is loaded and stored once for the four pixels."""
+    cdef floating d0[CHANNEL_BLOCK]
+    cdef floating d1[CHANNEL_BLOCK]
+    cdef floating d2[CHANNEL_BLOCK]
+    cdef floating d3[CHANNEL_BLOCK]
+    cdef floating total[CHANNEL_BLOCK]
+    cdef const floating *src
+    cdef floating *tap
+    cdef Py_ssize_t r, s, j
+    for j in range(CHANNEL_BLOCK):
+        d0[j] = dy[j]
+        d1[j] = dy[c + j]
+        d2[j] = dy[2 * c + j]
+        d3[j] = dy[3 * c + j]
+    for r in range(r_size):
+        if row_taps[r] >= 0:
+            src = x + row_taps[r] * width * c
+            tap = taps + r * s_size * c
+            for s in range(s_size):
+                # through a local array: the compiler cannot tell tap from src, and checks overlap on every tap
+                for j in range(CHANNEL_BLOCK):
+                    total[j] = tap[j] + (d0[j] * src[j] + d1[j] * src[pixel_step + j]) + (
+                        d2[j] * src[2 * pixel_step + j] + d3[j] * src[3 * pixel_step + j])
+                for j in range(CHANNEL_BLOCK):
+                    tap[j] = total[j]
+                src += tap_step
+                tap += c
+
+
+cdef inline bint regular_run(const long long *cols, Py_ssize_t s_size, Py_ssize_t *steps) noexcept nogil:
+    """Whether the PIXEL_BLOCK pixels whose column taps cols (PIXEL_BLOCK, s_size) lists all read inside the image;
+    if so, they read at cols[0] + p*steps[0] + s*steps[1] for pixel p and tap s (steps set here): both tables are
+    affine where valid (a strided grad of x's sources never are valid for a whole run)."""
+    cdef Py_ssize_t p
+    for p in range(PIXEL_BLOCK * s_size):
+        if cols[p] < 0:
+            return False
+    steps[0] = cols[s_size] - cols[0]
+    steps[1] = cols[1] - cols[0] if s_size > 1 else 0
+    return True
+
+
+cdef void channelwise_row(floating *pixels, const floating *bias, floating *taps, const floating *x,
+                          const long long *row_taps, const long long *cols, Py_ssize_t r_size, Py_ssize_t s_size,
+                          Py_ssize_t out_w, Py_ssize_t width, Py_ssize_t c, Py_ssize_t m) noexcept nogil:
+    """One output row of one image: pixels (out_w, k) and x the image (h, width, c); row_taps (r_size,) and cols
+    (out_w, s_size) the input row and column of each tap (-1 in the padding). Forward (bias (k,) given): pixels =
+    bias + the sum over the valid taps of taps (r, s, k) * x; grad of w (bias NULL): taps += pixels * x over them.
+    With one channel per group, whole blocks of CHANNEL_BLOCK channels of regular runs of PIXEL_BLOCK pixels run
+    pixels_block or pixels_grad_block, of the other pixels pixel_block (forward); the rest adds one tap at a
+    time."""
+    cdef Py_ssize_t ow = 0, run, p, r, s, block, first, k = c * m, blocked = c - c % CHANNEL_BLOCK if m == 1 else 0
+    cdef Py_ssize_t unblocked, steps[2]
+    cdef Py_ssize_t prefetched = 0
+    cdef bint into_taps = bias == NULL
+    cdef const char *bottom = NULL
+    cdef Py_ssize_t bottom_bytes = width * c * <Py_ssize_t>sizeof(floating)
+    if row_taps[r_size - 1] >= 0:
+        bottom = <const char *>(x + row_taps[r_size - 1] * width * c)
+    while ow < out_w:
+        run = PIXEL_BLOCK if blocked and ow + PIXEL_BLOCK <= out_w and regular_run(cols + ow * s_size, s_size,
+                                                                                   steps) else 1
+        unblocked = 0 if into_taps and run == 1 else blocked
+        if not into_taps:
+            # on layers larger than the cache, y's stores and the newest input row's loads miss: ask for the lines
+            # of the next two runs early (the input row's at the same offsets)
+            while prefetched < min(out_w, ow + 2 * run) * k * <Py_ssize_t>sizeof(floating):
+                prefetch_write(<char *>pixels + prefetched)
+                if bottom != NULL and prefetched < bottom_bytes:
+                    prefetch_read(bottom + prefetched)
+                prefetched += 64
+        for block in range(unblocked // CHANNEL_BLOCK):
             first = block * CHANNEL_BLOCK
-            pixel_block(pixels + ow * k + first, taps + first, x + first, row_taps, cols + ow * s_size, r_size,
-                        s_size, width, c)
-        if blocked == k:
-            continue
-        for r in range(r_size):
-            if row_taps[r] >= 0:
-                for s in range(s_size):
-                    if cols[ow * s_size + s] >= 0:
-                        src = x + (row_taps[r] * width + cols[ow * s_size + s]) * c
-                        if into_taps:
-                            add_products(taps + (r * s_size + s) * k, pixels + ow * k, src, c, m)
-                        else:
-                            add_products(pixels + ow * k + blocked, taps + (r * s_size + s) * k + blocked,
-                                         src + blocked, c - blocked, m)
+            if into_taps:
+                pixels_grad_block(taps + first, pixels + ow * k + first, x + cols[ow * s_size] * c + first,
+                                  row_taps, r_size, s_size, width, c, steps[0] * c, steps[1] * c)
+            elif run == 1:
+                pixel_block(pixels + ow * k + first, bias + first, taps + first, x + first, row_taps,
+                            cols + ow * s_size, r_size, s_size, width, c)
+            else:
+                pixels_block(pixels + ow * k + first, bias + first, taps + first, x + cols[ow * s_size] * c + first,
+                             row_taps, r_size, s_size, width, c, steps[0] * c, steps[1] * c)
+        for p in range(ow, ow + run if unblocked < k else ow):
+            if not into_taps:
+                for s in range(unblocked, k):
+                    pixels[p * k + s] = bias[s]
+            for r in range(r_size):
+                if row_taps[r] >= 0:
+                    for s in range(s_size):
+                        if cols[p * s_size + s] >= 0:
+                            if into_taps:
+                                add_products(taps + (r * s_size + s) * k + unblocked, pixels + p * k + unblocked,
+                                             x + (row_taps[r] * width + cols[p * s_size + s]) * c + unblocked,
+                                             c - unblocked, m)
+                            else:
+                                add_products(pixels + p * k + unblocked, taps + (r * s_size + s) * k + unblocked,
+                                             x + (row_taps[r] * width + cols[p * s_size + s]) * c + unblocked,
+                                             c - unblocked, m)
+        ow += run
 
 
 def channelwise_forward(const floating[::1] x, const floating[::1] filters, const floating[::1] bias,
@@ -309,15 +439,12 @@ def channelwise_forward(const floating[::1] x, const floating[::1] filters, cons
     """y (n, out_h, out_w, k) from x (n, height, width, c) and filters (r, s, k); (image, output row) pairs in
     num_threads chunks."""
     cdef Py_ssize_t out_h = rows.shape[0], out_w = cols.shape[0], k = bias.shape[0], jobs = images * out_h
-    cdef Py_ssize_t t, job, i, j
+    cdef Py_ssize_t t, job
     for t in prange(num_threads, nogil=True, schedule="static", num_threads=num_threads):
         for job in range(jobs * t // num_threads, jobs * (t + 1) // num_threads):
-            for i in range(job * out_w, (job + 1) * out_w):
-                for j in range(k):
-                    y[i * k + j] = bias[j]
-            channelwise_row(&y[0] + job * out_w * k, <floating *>&filters[0], &x[0] + job // out_h * height * width * c,
-                            &rows[job % out_h, 0], &cols[0, 0], rows.shape[1], cols.shape[1], out_w, width, c,
-                            k // c, False)
+            channelwise_row(&y[0] + job * out_w * k, &bias[0], <floating *>&filters[0],
+                            &x[0] + job // out_h * height * width * c, &rows[job % out_h, 0], &cols[0, 0],
+                            rows.shape[1], cols.shape[1], out_w, width, c, k // c)
 
 
 def channelwise_grad_w(const floating[::1] dy, const floating[::1] x, floating[:, ::1] dw_parts,
@@ -330,9 +457,9 @@ def channelwise_grad_w(const floating[::1] dy, const floating[::1] x, floating[:
         for i in range(dw_parts.shape[1]):
             dw_parts[t, i] = 0
         for job in range(jobs * t // chunks, jobs * (t + 1) // chunks):
-            channelwise_row(<floating *>&dy[0] + job * out_w * k, &dw_parts[t, 0],
+            channelwise_row(<floating *>&dy[0] + job * out_w * k, NULL, &dw_parts[t, 0],
                             &x[0] + job // out_h * height * width * c, &rows[job % out_h, 0], &cols[0, 0],
-                            rows.shape[1], cols.shape[1], out_w, width, c, k // c, True)
+                            rows.shape[1], cols.shape[1], out_w, width, c, k // c)
 
 
 cdef void channelwise_gather_row(const floating *dy, const floating *filters, floating *dx,
@@ -355,23 +482,20 @@ cdef void channelwise_gather_row(const floating *dy, const floating *filters, fl
                     if col_sources[iw * s_size + s] >= 0:
                         src = dy + (row_sources[r] * out_w + col_sources[iw * s_size + s]) * k
                         tap = filters + (r * s_size + s) * k
-                        if m == 1:
-                            for ch in range(c):
-                                dx[ch] += tap[ch] * src[ch]
-                        else:
-                            for ch in range(c):
-                                acc = 0
-                                for j in range(ch * m, (ch + 1) * m):
-                                    acc = acc + tap[j] * src[j]
-                                dx[ch] += acc
+                        for ch in range(c):
+                            acc = 0
+                            for j in range(ch * m, (ch + 1) * m):
+                                acc = acc + tap[j] * src[j]
+                            dx[ch] += acc
         dx += c
 
 
 def channelwise_grad_x(const floating[::1] dy, const floating[::1] filters, floating[::1] dx,
                        const long long[:, ::1] row_sources, const long long[:, ::1] col_sources, Py_ssize_t images,
                        Py_ssize_t out_h, Py_ssize_t out_w, Py_ssize_t c, int num_threads):
-    """dx (n, h, w, c) from dy (n, out_h, out_w, k); (image, input row) pairs in num_threads chunks, every dx
-    cell written once."""
+    """dx (n, h, w, c) from dy (n, out_h, out_w, k) with several output channels per input channel (k = m*c, m > 1;
+    with one, the grad of x is channelwise_forward on the source tables); (image, input row) pairs in num_threads
+    chunks, every dx cell written once."""
     cdef Py_ssize_t h = row_sources.shape[0], width = col_sources.shape[0], k = filters.shape[0] // (
         row_sources.shape[1] * col_sources.shape[1])
     cdef Py_ssize_t jobs = images * h, t, job
