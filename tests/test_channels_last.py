@@ -288,6 +288,26 @@ def test_channels_last_depthwise_pixel_runs_match_naive(name, data):
                     padding=padding, groups=c)
 
 
+@pytest.mark.parametrize("pixels, channels", [(1, 1), (3, 16), (4, 17), (7, 30), (129, 16), (1001, 33), (50, 64)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", COMPILED)
+def test_channels_last_bias_grad_sums_rows_in_four_chains(name, dtype, rng, pixels, channels, threads):
+    """db of channels-last dy (pixels, k), the native methods' shared sum: chunks of rows per thread (some empty),
+    tiles of 64 rows, blocks of 16 channels and a narrower last one (cython), four partial sums per channel and a
+    tail of 0-3 rows; against numpy's float64 sum."""
+    import importlib
+
+    from fastconv._threads import parallel_region
+
+    reduce = importlib.import_module(f"fastconv.backends.{require_backend(name)}_backend._reduce")
+    dy = random_array(rng, (pixels, channels), dtype)
+    db = np.empty(channels, dtype)
+    with parallel_region(threads, numba=name == "numba") as region:
+        reduce.channels_last_bias_grad(dy, db, region)
+    assert_close(db, dy.astype(np.float64).sum(axis=0).astype(dtype), dtype, f"{pixels} rows of {channels}")
+
+
 @pytest.mark.parametrize("name", COMPILED)
 def test_channels_last_depthwise_public_calls(name, rng):
     """Through the public functions in float32, read-only NHWC views: the NCHW results, inputs untouched."""

@@ -352,17 +352,3 @@ def test_bias_grad_sums_planes_of_every_length(cython_backend, dtype, rng, pixel
     with parallel_region(2) as threads:
         _common.bias_grad(dy, db, threads)
     assert_close(db, dy.astype(np.float64).sum(axis=(0, 2, 3)).astype(dtype), dtype, f"{pixels} pixels")
-
-
-@pytest.mark.parametrize("pixels, channels", [(1, 1), (3, 16), (4, 17), (7, 30), (129, 16), (1001, 33), (50, 64)])
-def test_channels_last_bias_grad_sums_rows_in_four_chains(cython_backend, dtype, rng, pixels, channels):
-    """db of channels-last dy (pixels, k): blocks of 16 channels and a narrower last one, rows in four partial
-    sums and a tail of 0-3 rows; against numpy's float64 sum."""
-    from fastconv._threads import parallel_region
-    from fastconv.backends.cython_backend import _gemm_nhwc
-
-    dy = random_array(rng, (pixels, channels), dtype)
-    db = np.empty(channels, dtype)
-    with parallel_region(2) as threads:
-        _gemm_nhwc.bias_grad(dy, db, threads)
-    assert_close(db, dy.astype(np.float64).sum(axis=0).astype(dtype), dtype, f"{pixels} rows of {channels}")

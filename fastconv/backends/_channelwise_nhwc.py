@@ -92,9 +92,10 @@ def _filled(plan: Plan, g: ConvGeometry, w: np.ndarray) -> dict[str, np.ndarray]
     return scratch
 
 
-def channelwise_methods(forward_kernel: Callable, grad_x_kernel: Callable, grad_w_kernel: Callable, *,
-                        numba: bool) -> Callable[[str, object], list[Method]]:
-    """A backend's channels_last_methods(op, g) from its three kernels: "nhwc_direct" where applies(g)."""
+def channelwise_methods(forward_kernel: Callable, grad_x_kernel: Callable, grad_w_kernel: Callable,
+                        bias_kernel: Callable, *, numba: bool) -> Callable[[str, object], list[Method]]:
+    """A backend's channels_last_methods(op, g) from its three kernels and its db of channels-last dy
+    (bias_kernel(dy, db, threads)): "nhwc_direct" where applies(g)."""
 
     def forward(x, w, b, g: ConvGeometry):
         """x (N, H, W, C), w (K, 1, R, S), b (K,) or None -> y (N, Ho, Wo, K)."""
@@ -111,7 +112,7 @@ def channelwise_methods(forward_kernel: Callable, grad_x_kernel: Callable, grad_
         """dy (N, Ho, Wo, K) -> dx (N, H, W, C), dw (K, 1, R, S), db (K,); None where not needed."""
         plan = backward_plan(g, need_dx, need_dw)
         scratch = _filled(plan, g, w)
-        dx = dw = None
+        dx = dw = db = None
         with parallel_region(plan.threads, numba=numba) as threads:
             if need_dx:
                 dx = np.empty(g.x_array_shape, g.dtype)
@@ -128,7 +129,10 @@ def channelwise_methods(forward_kernel: Callable, grad_x_kernel: Callable, grad_
                 for part in parts[1:]:
                     parts[0] += part
                 dw = np.ascontiguousarray(parts[0].reshape(g.r * g.s, g.k).T).reshape(g.w_shape)
-        return dx, dw, dy.reshape(-1, g.k).sum(axis=0) if need_db else None
+            if need_db:
+                db = np.empty(g.k, g.dtype)
+                bias_kernel(dy, db, threads)
+        return dx, dw, db
 
     table = {"conv2d_forward": Method(NAME, forward, forward_plan),
              "conv2d_backward": Method(NAME, backward, backward_plan)}

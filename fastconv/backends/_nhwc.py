@@ -115,13 +115,14 @@ def pool_methods(max_forward: Callable, avg_forward: Callable, backward: Callabl
     return channels_last_methods
 
 
-def pointwise_methods(forward_kernel: Callable, backward_kernel: Callable, *, numba: bool
+def pointwise_methods(forward_kernel: Callable, backward_kernel: Callable, bias_kernel: Callable, *, numba: bool
                       ) -> Callable[[str, object], list[Method]]:
     """A pointwise module's channels_last_methods(op, g): "nhwc" for the conv2d ops where pointwise_applies, from
     its GEMM kernels on the arrays as rows of pixels, each running ``chunks`` chunks of rows in parallel:
 
         forward_kernel(x (P, C), w (K, C), bias (K,), y (P, K), chunks)
         backward_kernel(dy (P, K), x (P, C), w (K, C), dx (P, C), dw_parts (chunks, K, C), need_dx, need_dw, chunks)
+        bias_kernel(dy (N, H, W, K), db (K,), chunks)
     """
 
     def forward(x, w, b, g: ConvGeometry):
@@ -138,12 +139,13 @@ def pointwise_methods(forward_kernel: Callable, backward_kernel: Callable, *, nu
         scratch = plan.allocate()
         dx = np.empty(g.x_array_shape if need_dx else (1, 1, 1, 1), g.dtype)
         dw_parts = scratch["dw_parts"] if need_dw else np.empty((plan.threads, 1, 1), g.dtype)
-        rows = dy.reshape(-1, g.k)
+        db = np.empty(g.k, g.dtype) if need_db else None
         with parallel_region(plan.threads, blas_work=g.flops, numba=numba) as threads:
-            backward_kernel(rows, x.reshape(-1, g.c), w.reshape(g.k, g.c), dx.reshape(-1, dx.shape[-1]), dw_parts,
-                            need_dx, need_dw, threads)
-        return (dx if need_dx else None, dw_parts.sum(axis=0).reshape(g.w_shape) if need_dw else None,
-                rows.sum(axis=0) if need_db else None)
+            backward_kernel(dy.reshape(-1, g.k), x.reshape(-1, g.c), w.reshape(g.k, g.c), dx.reshape(-1, dx.shape[-1]),
+                            dw_parts, need_dx, need_dw, threads)
+            if need_db:
+                bias_kernel(dy, db, threads)
+        return dx if need_dx else None, dw_parts.sum(axis=0).reshape(g.w_shape) if need_dw else None, db
 
     table = {"conv2d_forward": Method("nhwc", forward, pointwise_forward_plan),
              "conv2d_backward": Method("nhwc", backward, pointwise_backward_plan)}

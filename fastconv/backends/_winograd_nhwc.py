@@ -99,10 +99,11 @@ def forward_plan(g: ConvGeometry) -> Plan:
     return Plan(chunks, {"v": ((alpha2, g.k, g.c), g.dtype), **buffers})
 
 
-def winograd_methods(kernel: Callable, conv, *, numba: bool) -> Callable[[str, object], list[Method]]:
+def winograd_methods(kernel: Callable, conv, bias_kernel: Callable, *, numba: bool
+                     ) -> Callable[[str, object], list[Method]]:
     """A backend's channels_last_methods(op, g): "nhwc_winograd" forward where applies(g) and backward where
-    backward_applies(g), from its kernel (see the module docstring) and its conv module (whose NCHW default
-    backward method gives dw)."""
+    backward_applies(g), from its kernel (see the module docstring), its conv module (whose NCHW default
+    backward method gives dw) and its db of channels-last dy (bias_kernel(dy, db, threads))."""
 
     def forward(x, w, b, g: ConvGeometry):
         """x (N, H, W, C), w (K, C, 3, 3), b (K,) or None -> y (N, Ho, Wo, K)."""
@@ -144,7 +145,11 @@ def winograd_methods(kernel: Callable, conv, *, numba: bool) -> Callable[[str, o
         """dy (N, Ho, Wo, K) -> dx (N, H, W, C), dw (K, C, 3, 3), db (K,); None where not needed."""
         dw = grad_w(dy, x, w, g) if need_dw else None
         dx = forward(dy, g.rotate_kernel(w), None, g.rotated()) if need_dx else None
-        return dx, dw, dy.reshape(-1, g.k).sum(axis=0) if need_db else None
+        db = np.empty(g.k, g.dtype) if need_db else None
+        if need_db:
+            with parallel_region(threads_for(dy.size, g.n * g.out_h), numba=numba) as threads:
+                bias_kernel(dy, db, threads)
+        return dx, dw, db
 
     forward_method, backward_method = Method(NAME, forward, forward_plan), Method(NAME, backward, backward_plan)
 

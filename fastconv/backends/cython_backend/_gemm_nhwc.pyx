@@ -12,11 +12,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from ._blas cimport gemm
-from ._common cimport ConvShape, ceil_div, fill, valid_span
-
-cdef enum:
-    BIAS_BLOCK = 16  # channels per work item of bias_grad, summed in as many double accumulators
-
+from ._common cimport ConvShape, fill, valid_span
 
 cdef void tile_taps(floating *dst, const floating *src, bint to_x, const ConvShape *p, Py_ssize_t group,
                     Py_ssize_t p0, Py_ssize_t pixels) noexcept nogil:
@@ -208,36 +204,3 @@ def grad_x(const floating[:, ::1] dy, const floating[:, :, :, ::1] filters, floa
             fill(&dx[0, 0, 0, 0] + n0 * image, (n1 - n0) * image, 0)
             grad_x_chunk(&dy[0, 0], &filters[0, 0, 0, 0], &dx[0, 0, 0, 0], &columns[t, 0], &p,
                          pixels * n0 // images, pixels * n1 // images, tile, by_tap)
-
-
-cdef void sum_rows(const floating *dy, floating *db, Py_ssize_t pixels, Py_ssize_t k,
-                   Py_ssize_t width) noexcept nogil:
-    """db[j] = the sum over rows p < pixels of dy[p*k + j], for j < width <= BIAS_BLOCK: four partial sums per
-    channel (rows p % 4: independent chains of adds, where one chain waited on each add), added in double (as
-    _common's total)."""
-    cdef floating a0[BIAS_BLOCK]
-    cdef floating a1[BIAS_BLOCK]
-    cdef floating a2[BIAS_BLOCK]
-    cdef floating a3[BIAS_BLOCK]
-    cdef Py_ssize_t p, j
-    for j in range(BIAS_BLOCK):
-        a0[j] = a1[j] = a2[j] = a3[j] = 0
-    for p in range(0, pixels - 3, 4):
-        for j in range(width):
-            a0[j] += dy[p * k + j]
-            a1[j] += dy[(p + 1) * k + j]
-            a2[j] += dy[(p + 2) * k + j]
-            a3[j] += dy[(p + 3) * k + j]
-    for p in range(pixels - pixels % 4, pixels):
-        for j in range(width):
-            a0[j] += dy[p * k + j]
-    for j in range(width):
-        db[j] = <floating>((<double>a0[j] + a1[j]) + (<double>a2[j] + a3[j]))
-
-
-def bias_grad(const floating[:, ::1] dy, floating[::1] db, int num_threads):
-    """db (k,) = dy (pixels, k) summed over its rows; BIAS_BLOCK channels per work item."""
-    cdef Py_ssize_t pixels = dy.shape[0], k = dy.shape[1], block
-    for block in prange(ceil_div(k, BIAS_BLOCK), nogil=True, schedule="static", num_threads=num_threads):
-        sum_rows(&dy[0, 0] + block * BIAS_BLOCK, &db[0] + block * BIAS_BLOCK, pixels, k,
-                 min(BIAS_BLOCK, k - block * BIAS_BLOCK))

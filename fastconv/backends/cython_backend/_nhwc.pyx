@@ -247,6 +247,53 @@ def pointwise_backward(const floating[:, ::1] dy, const floating[:, ::1] x, cons
 
 
 
+cdef enum:
+    SUM_ROWS = 64  # rows per tile of channel_sums: summed in float (sixteen to a chain), added in double per tile
+    SUM_CHANNELS = 16  # channels summed at once by sum_tile
+
+
+cdef void sum_tile(const floating *rows, double *sums, Py_ssize_t count, Py_ssize_t k) noexcept nogil:
+    """sums[j] += the sum over count <= SUM_ROWS rows (k each) of rows[p*k + j], for j < k: blocks of SUM_CHANNELS
+    channels, each in four partial sums (rows p % 4: independent chains of adds, where one chain waits on every
+    add)."""
+    cdef floating a0[SUM_CHANNELS]
+    cdef floating a1[SUM_CHANNELS]
+    cdef floating a2[SUM_CHANNELS]
+    cdef floating a3[SUM_CHANNELS]
+    cdef const floating *block
+    cdef Py_ssize_t b, width, p, j
+    for b in range((k + SUM_CHANNELS - 1) // SUM_CHANNELS):
+        block = rows + b * SUM_CHANNELS
+        width = min(<Py_ssize_t>SUM_CHANNELS, k - b * SUM_CHANNELS)
+        for j in range(SUM_CHANNELS):
+            a0[j] = a1[j] = a2[j] = a3[j] = 0
+        for p in range(0, count - 3, 4):
+            for j in range(width):
+                a0[j] += block[p * k + j]
+                a1[j] += block[(p + 1) * k + j]
+                a2[j] += block[(p + 2) * k + j]
+                a3[j] += block[(p + 3) * k + j]
+        for p in range(count - count % 4, count):
+            for j in range(width):
+                a0[j] += block[p * k + j]
+        for j in range(width):
+            sums[b * SUM_CHANNELS + j] += (<double>a0[j] + a1[j]) + (<double>a2[j] + a3[j])
+
+
+def channel_sums(const floating[:, ::1] rows, double[:, ::1] parts, int num_threads):
+    """parts[t] (k,) = the column sums of chunk t of rows (pixels, k), one chunk per thread, SUM_ROWS rows at a
+    time (each tile read from cache once per block of channels)."""
+    cdef Py_ssize_t pixels = rows.shape[0], k = rows.shape[1], chunks = parts.shape[0], t, p, stop, j
+    for t in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
+        for j in range(k):
+            parts[t, j] = 0
+        p = pixels * t // chunks
+        stop = pixels * (t + 1) // chunks
+        while p < stop:
+            sum_tile(&rows[p, 0], &parts[t, 0], min(<Py_ssize_t>SUM_ROWS, stop - p), k)
+            p = p + SUM_ROWS
+
+
 cdef inline void add_products(floating *out, const floating *a, const floating *x, Py_ssize_t c,
                               Py_ssize_t m) noexcept nogil:
     """out[j] += a[j] * x[j // m] for j < c * m."""
@@ -451,8 +498,8 @@ def channelwise_grad_w(const floating[::1] dy, const floating[::1] x, floating[:
                        const long long[:, ::1] rows, const long long[:, ::1] cols, Py_ssize_t images,
                        Py_ssize_t height, Py_ssize_t width, Py_ssize_t c):
     """dw_parts[t] (r, s, k): chunk t of the (image, output row) pairs' share of dy * x, one chunk per thread."""
-    cdef Py_ssize_t out_h = rows.shape[0], out_w = cols.shape[0], k = dw_parts.shape[1] // (rows.shape[1] * cols.shape[1])
-    cdef Py_ssize_t jobs = images * out_h, chunks = dw_parts.shape[0], t, job, i
+    cdef Py_ssize_t out_h = rows.shape[0], out_w = cols.shape[0], jobs = images * out_h, chunks = dw_parts.shape[0]
+    cdef Py_ssize_t k = dw_parts.shape[1] // (rows.shape[1] * cols.shape[1]), t, job, i
     for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
         for i in range(dw_parts.shape[1]):
             dw_parts[t, i] = 0

@@ -1,13 +1,19 @@
-"""The frame of a grad-of-w pass that sums per-thread partials: its scratch, its parallel region, and db."""
+"""Reductions the cython methods share: the frame of a grad-of-w pass that sums per-thread partials (its scratch,
+its parallel region, and db), and db of channels-last dy."""
 
 from __future__ import annotations
 
 import contextlib
 
+import numpy as np
+
 from fastconv._geometry import ConvGeometry
 from fastconv._threads import parallel_region
 from fastconv.backends._protocol import Plan
 from fastconv.backends.cython_backend import _common
+from fastconv.backends.cython_backend._levels import load
+
+_nhwc = load("_nhwc")  # the kernels built for this CPU's instruction set
 
 
 @contextlib.contextmanager
@@ -21,3 +27,10 @@ def grad_w_region(plan: Plan, dy, db, g: ConvGeometry):
         if db is not None:
             _common.bias_grad(dy, db, threads)
         yield scratch, threads
+
+
+def channels_last_bias_grad(dy: np.ndarray, db: np.ndarray, threads: int) -> None:
+    """db (K,) = dy (N, Ho, Wo, K) summed over its pixels: one chunk of pixel rows per thread, in double."""
+    parts = np.empty((threads, db.shape[0]))
+    _nhwc.channel_sums(dy.reshape(-1, db.shape[0]), parts, threads)
+    db[...] = parts.sum(axis=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastconv._geometry import ConvGeometry
 from fastconv.backends._gemm_nhwc import by_tap, gemm_methods, preferred
 from fastconv.backends.cython_backend._levels import load
+from fastconv.backends.cython_backend._reduce import channels_last_bias_grad
 
 _gemm_nhwc = load("_gemm_nhwc")  # the kernels built for this CPU's instruction set
 
@@ -25,8 +26,4 @@ def _grad_x(dy, filters, dx, scratch, g: ConvGeometry, threads: int) -> None:
 
 
 channels_last_default = preferred
-def _bias_grad(dy, db, threads: int) -> None:
-    _gemm_nhwc.bias_grad(dy.reshape(-1, db.shape[0]), db, threads)
-
-
-channels_last_methods = gemm_methods(_forward, _grad_w, _grad_x, _bias_grad, numba=False)
+channels_last_methods = gemm_methods(_forward, _grad_w, _grad_x, channels_last_bias_grad, numba=False)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from fastconv.backends._nhwc import pointwise_methods
 from fastconv.backends.cython_backend._levels import load
+from fastconv.backends.cython_backend._reduce import channels_last_bias_grad
 
 _nhwc = load("_nhwc")  # the kernels built for this CPU's instruction set
 
 
-channels_last_methods = pointwise_methods(_nhwc.pointwise_forward, _nhwc.pointwise_backward, numba=False)
+channels_last_methods = pointwise_methods(_nhwc.pointwise_forward, _nhwc.pointwise_backward, channels_last_bias_grad,
+                                          numba=False)

@@ -9,6 +9,7 @@ from numba import njit, prange, uint64
 from fastconv.backends._channelwise_nhwc import channelwise_methods
 from fastconv.backends.numba_backend._chunks import chunk_bounds
 from fastconv.backends.numba_backend._parallel import parallel_kernel
+from fastconv.backends.numba_backend._reduce import channels_last_bias_grad
 
 
 @njit(cache=True, inline="always")
@@ -109,4 +110,4 @@ def _grad_x(dy, filters, dx, row_sources, col_sources, images, out_h, out_w, cha
 #: not the default: single-threaded, 10-40% slower than nchw:polyphase on (8, 960, 7, 7) and (8, 144, 56, 56) 3x3
 #: layers, both passes (its channel loops do not vectorize yet; the cython kernel's do, 4-5x faster than the transposes)
 channels_last_default = False
-channels_last_methods = channelwise_methods(_forward, _grad_x, _grad_w, numba=True)
+channels_last_methods = channelwise_methods(_forward, _grad_x, _grad_w, channels_last_bias_grad, numba=True)

@@ -16,10 +16,7 @@ from fastconv.backends._gemm_nhwc import by_tap, gemm_methods, preferred
 from fastconv.backends.numba_backend._chunks import add_into, chunk_bounds
 from fastconv.backends.numba_backend._columns import ceil_div, next_row, params
 from fastconv.backends.numba_backend._parallel import parallel_kernel
-
-#: channels per work item of _bias_grad
-BIAS_BLOCK = 16
-
+from fastconv.backends.numba_backend._reduce import channels_last_bias_grad
 
 @njit(cache=True)
 def _tile_taps(dst, src, to_x, shape, params, group, p0, pixels):
@@ -213,23 +210,6 @@ def _grad_x(dy, filters, dx, dx_parts, columns, products, shape, params, by_tap)
                     _tile_taps(target.ravel(), columns[t], True, shape, params, group, p0, size)
 
 
-@parallel_kernel()
-def _bias_grad(dy, db):
-    """db (K,) = dy (N, Ho, Wo, K) summed over its pixels: BIAS_BLOCK channels per work item, summed in as many
-    double accumulators."""
-    k = db.shape[0]
-    rows = dy.reshape(-1, k)
-    for block in prange(ceil_div(k, BIAS_BLOCK)):
-        k0 = block * BIAS_BLOCK
-        width = min(BIAS_BLOCK, k - k0)
-        acc = np.zeros(BIAS_BLOCK)
-        for p in range(rows.shape[0]):
-            for j in range(width):
-                acc[j] += rows[p, k0 + j]
-        for j in range(width):
-            db[k0 + j] = acc[j]
-
-
 def _shape(g: ConvGeometry) -> tuple[int, ...]:
     """The shape tuple of _tile_taps."""
     return g.h, g.w, g.c, g.out_h, g.out_w, g.r, g.s, g.c_per_group
@@ -253,9 +233,5 @@ def _run_grad_x(dy, filters, dx, scratch, g: ConvGeometry, threads: int) -> None
             _shape(g), params(g), by_tap(g))
 
 
-def _run_bias_grad(dy, db, threads: int) -> None:
-    _bias_grad(dy, db)
-
-
 channels_last_default = preferred
-channels_last_methods = gemm_methods(_run_forward, _run_grad_w, _run_grad_x, _run_bias_grad, numba=True)
+channels_last_methods = gemm_methods(_run_forward, _run_grad_w, _run_grad_x, channels_last_bias_grad, numba=True)

@@ -14,6 +14,7 @@ from numba import prange
 from fastconv.backends._nhwc import pointwise_methods
 from fastconv.backends.numba_backend._chunks import chunk_bounds
 from fastconv.backends.numba_backend._parallel import parallel_kernel
+from fastconv.backends.numba_backend._reduce import channels_last_bias_grad
 
 
 @parallel_kernel()
@@ -38,4 +39,4 @@ def _backward(dy, x, w, dx, dw_parts, need_dx, need_dw, chunks):
             np.dot(dy[p0:p1].T, x[p0:p1], dw_parts[t])
 
 
-channels_last_methods = pointwise_methods(_forward, _backward, numba=True)
+channels_last_methods = pointwise_methods(_forward, _backward, channels_last_bias_grad, numba=True)

@@ -11,6 +11,7 @@ from fastconv.backends._defaults import winograd_pays
 from fastconv.backends._winograd_nhwc import ALPHA, M, serves_channels_first, winograd_methods
 from fastconv.backends.numba_backend import conv
 from fastconv.backends.numba_backend._parallel import parallel_kernel
+from fastconv.backends.numba_backend._reduce import channels_last_bias_grad
 from fastconv.backends.numba_backend.winograd import _rows
 
 
@@ -145,7 +146,7 @@ def _at(src, first, step, dst, d_first, d_step, count, bias):
                 dst[o + t] += bias[t]
 
 
-channels_last_methods = winograd_methods(_winograd, conv, numba=True)
+channels_last_methods = winograd_methods(_winograd, conv, channels_last_bias_grad, numba=True)
 #: listed before the transposed NCHW methods (the default) where Winograd pays, after them elsewhere
 channels_last_default = winograd_pays
 #: also offered to NCHW arrays ("nhwc:nhwc_winograd", between transposes) where it may pay for them
