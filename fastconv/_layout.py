@@ -66,6 +66,13 @@ class _ShapesExplained:
 _NCHW_SHAPES_EXPLAINED, _NOTHING_EXPLAINED = _ShapesExplained(), nullcontext()
 
 
+def moves(shape: tuple[int, ...]) -> bool:
+    """Whether an (N, C, H, W) array (or its channels-last twin) moves in memory between the layouts: not with
+    one channel or one pixel, where both layouts are the same memory."""
+    n, c, h, w = shape
+    return c > 1 and h * w > 1
+
+
 def contiguous(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """a as a C-contiguous array of dtype, without a copy when it already is one (read-only stays read-only).
 

@@ -13,6 +13,7 @@ import numpy as np
 from numba import prange
 
 from fastconv import _threads
+from fastconv._layout import moves
 from fastconv.backends.numba_backend._parallel import parallel_kernel
 
 #: tile edge: a 64 x 64 float64 tile (32 KiB) and its transpose fit in L1 + L2
@@ -49,12 +50,18 @@ def swap_last_axes(src: np.ndarray) -> np.ndarray:
 
 
 def to_channels_first(a: np.ndarray) -> np.ndarray:
-    """a (N, H, W, C), C-contiguous -> a new C-contiguous (N, C, H, W) array."""
+    """a (N, H, W, C), C-contiguous -> a C-contiguous (N, C, H, W) array: a new one, or a view of a where the
+    layouts share memory (not moves)."""
     n, h, w, c = a.shape
+    if not moves((n, c, h, w)):
+        return a.reshape(n, c, h, w)
     return swap_last_axes(a.reshape(n, h * w, c)).reshape(n, c, h, w)
 
 
 def to_channels_last(a: np.ndarray) -> np.ndarray:
-    """a (N, C, H, W), C-contiguous -> a new C-contiguous (N, H, W, C) array."""
+    """a (N, C, H, W), C-contiguous -> a C-contiguous (N, H, W, C) array: a new one, or a view of a where the
+    layouts share memory (not moves)."""
     n, c, h, w = a.shape
+    if not moves(a.shape):
+        return a.reshape(n, h, w, c)
     return swap_last_axes(a.reshape(n, c, h * w)).reshape(n, h, w, c)

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from fastconv._threads import per_budget
+from fastconv._layout import moves
 from fastconv.backends._protocol import GEOMETRY_ARG, Method, Methods, Plan
 
 #: op -> (positions of its activation arguments, positions of its activation results; None: the result is one)
@@ -111,7 +112,7 @@ def _transposed(op: str, method: Method, into_channels_last: bool = False) -> Me
 
 def _copies(op: str, g, inner_layout: str, need_dx: bool = True, need_dw: bool = True) -> tuple[dict, dict]:
     """The copies ("nchw" or "nhwc") of op's activation arguments (alive while the inner method runs) and of its
-    results (alive while they are transposed back), as plan buffers."""
+    results (alive while they are transposed back), as plan buffers: those that move between the layouts."""
     x, y, indices = (g.x_shape, g.dtype), (g.y_shape, g.dtype), (g.y_shape, np.dtype(np.int64))
     arguments, results = {
         "conv2d_forward": ({"x": x}, {"y": y}),
@@ -121,5 +122,5 @@ def _copies(op: str, g, inner_layout: str, need_dx: bool = True, need_dw: bool =
         "avg_pool2d_forward": ({"x": x}, {"y": y}),
         "avg_pool2d_backward": ({"dy": y}, {"dx": x}),
     }[op]
-    return ({f"{inner_layout}_{name}": buffer for name, buffer in arguments.items()},
-            {f"{inner_layout}_{name}": buffer for name, buffer in results.items()})
+    return ({f"{inner_layout}_{name}": buffer for name, buffer in arguments.items() if moves(buffer[0])},
+            {f"{inner_layout}_{name}": buffer for name, buffer in results.items() if moves(buffer[0])})

@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from fastconv._geometry import ConvGeometry
+from fastconv._layout import moves
 from fastconv._threads import parallel_region, per_budget, threads_for
 from fastconv.backends._protocol import Method, Plan
 from fastconv.backends._winograd import SKEW, weight_transform
@@ -122,7 +123,8 @@ def winograd_methods(kernel: Callable, conv, bias_kernel: Callable, *, numba: bo
     def grad_w_plan(g: ConvGeometry) -> Plan:
         """The NCHW copies of dy and x, alive while the NCHW default's grad of w runs."""
         inner = conv.backward_methods(g.nchw).chosen.plan(g.nchw, False, True)
-        return inner.holding({"nchw_dy": (g.y_shape, g.dtype), "nchw_x": (g.x_shape, g.dtype)})
+        copies = {"nchw_dy": (g.y_shape, g.dtype), "nchw_x": (g.x_shape, g.dtype)}
+        return inner.holding({name: buffer for name, buffer in copies.items() if moves(buffer[0])})
 
     def grad_w(dy, x, w, g: ConvGeometry) -> np.ndarray:
         """dy (N, Ho, Wo, K), x (N, H, W, C) -> dw (K, C, 3, 3) by the NCHW default's grad of w on transposed
