@@ -437,6 +437,27 @@ def test_the_tiled_transpose_swaps_the_last_axes(shape, dtype, threads, monkeypa
     np.testing.assert_array_equal(swapped, src.transpose(0, 2, 1))
 
 
+@pytest.mark.parametrize("shape, moves", [((2, 1, 5, 7), False), ((3, 4, 1, 1), False), ((2, 3, 5, 7), True),
+                                          ((1, 2, 1, 3), True)])
+def test_layout_transposes_are_views_where_the_layouts_share_memory(shape, moves):
+    """One channel or one pixel: NCHW and NHWC are the same memory, and both transposes return views; otherwise
+    new arrays. The "nchw:" methods' plans hold copies of the moving arrays only."""
+    from fastconv._layout import moves as layouts_differ
+    from fastconv.backends._channels_last import _copies
+
+    nchw = random_array(np.random.default_rng(1), shape, np.float32)
+    channels_last = _transpose.to_channels_last(nchw)
+    back = _transpose.to_channels_first(channels_last)
+    assert layouts_differ(shape) == moves
+    for made, source in ((channels_last, nchw), (back, channels_last)):
+        assert made.flags.c_contiguous and np.shares_memory(made, source) != moves
+    np.testing.assert_array_equal(channels_last, nchw.transpose(0, 2, 3, 1))
+    np.testing.assert_array_equal(back, nchw)
+    g = pool_geometry(nchw, 1, channels_last=True)
+    arguments, results = _copies("avg_pool2d_forward", g, "nchw")
+    assert (set(arguments), set(results)) == (({"nchw_x"}, {"nchw_y"}) if moves else (set(), set()))
+
+
 @pytest.mark.parametrize("shape, dtype, kernel, kwargs, planes", [
     ((1, 6, 28, 28), np.float32, 2, {}, True),  # LeNet's pool at batch 1: 196 outputs, 6 channels
     ((2, 3, 13, 13), np.float64, 3, dict(stride=2), True),  # overlapping windows, 3 float64 channels
