@@ -26,20 +26,6 @@ from ._blas cimport gemm
 from ._common cimport fill
 
 
-cdef extern from *:
-    """
-    #if defined(__GNUC__)
-    #define fastconv_prefetch_write(address) __builtin_prefetch(address, 1)
-    #define fastconv_prefetch_read(address) __builtin_prefetch(address, 0)
-    #else
-    #define fastconv_prefetch_write(address)
-    #define fastconv_prefetch_read(address)
-    #endif
-    """
-    void prefetch_write "fastconv_prefetch_write"(const void *address) noexcept nogil
-    void prefetch_read "fastconv_prefetch_read"(const void *address) noexcept nogil
-
-
 cdef void max_row(const floating *x, floating *y, long long *index, const long long *row, const long long *cols,
                   Py_ssize_t w, Py_ssize_t c, Py_ssize_t out_w) noexcept nogil:
     """One output row of one image: x (h, w, c) -> y, index (out_w, c); row = [h0, h1) of its windows."""
@@ -432,24 +418,11 @@ cdef void channelwise_row(floating *pixels, const floating *bias, floating *taps
     time."""
     cdef Py_ssize_t ow = 0, run, p, r, s, block, first, k = c * m, blocked = c - c % CHANNEL_BLOCK if m == 1 else 0
     cdef Py_ssize_t unblocked, steps[2]
-    cdef Py_ssize_t prefetched = 0
     cdef bint into_taps = bias == NULL
-    cdef const char *bottom = NULL
-    cdef Py_ssize_t bottom_bytes = width * c * <Py_ssize_t>sizeof(floating)
-    if row_taps[r_size - 1] >= 0:
-        bottom = <const char *>(x + row_taps[r_size - 1] * width * c)
     while ow < out_w:
         run = PIXEL_BLOCK if blocked and ow + PIXEL_BLOCK <= out_w and regular_run(cols + ow * s_size, s_size,
                                                                                    steps) else 1
         unblocked = 0 if into_taps and run == 1 else blocked
-        if not into_taps:
-            # on layers larger than the cache, y's stores and the newest input row's loads miss: ask for the lines
-            # of the next two runs early (the input row's at the same offsets)
-            while prefetched < min(out_w, ow + 2 * run) * k * <Py_ssize_t>sizeof(floating):
-                prefetch_write(<char *>pixels + prefetched)
-                if bottom != NULL and prefetched < bottom_bytes:
-                    prefetch_read(bottom + prefetched)
-                prefetched += 64
         for block in range(unblocked // CHANNEL_BLOCK):
             first = block * CHANNEL_BLOCK
             if into_taps:
