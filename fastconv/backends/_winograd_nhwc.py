@@ -147,8 +147,9 @@ def winograd_methods(kernel: Callable, conv, bias_kernel: Callable, *, numba: bo
         """dy (N, Ho, Wo, K) -> dx (N, H, W, C), dw (K, C, 3, 3), db (K,); None where not needed."""
         dw = grad_w(dy, x, w, g) if need_dw else None
         dx = forward(dy, g.rotate_kernel(w), None, g.rotated()) if need_dx else None
-        db = np.empty(g.k, g.dtype) if need_db else None
+        db = None
         if need_db:
+            db = np.empty(g.k, g.dtype)
             with parallel_region(threads_for(dy.size, g.n * g.out_h), numba=numba) as threads:
                 bias_kernel(dy, db, threads)
         return dx, dw, db

@@ -14,6 +14,7 @@ from cython.parallel cimport prange
 from ._blas cimport gemm
 from ._common cimport ConvShape, fill, valid_span
 
+
 cdef void tile_taps(floating *dst, const floating *src, bint to_x, const ConvShape *p, Py_ssize_t group,
                     Py_ssize_t p0, Py_ssize_t pixels) noexcept nogil:
     """Between x (n, h, w, c) and a tile's columns (pixels, r*s*cg) for output pixels p0.., one group: with

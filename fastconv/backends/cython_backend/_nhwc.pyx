@@ -232,7 +232,6 @@ def pointwise_backward(const floating[:, ::1] dy, const floating[:, ::1] x, cons
                     dw_parts[t, i, j] = 0
 
 
-
 cdef enum:
     SUM_ROWS = 64  # rows per tile of channel_sums: summed in float (sixteen to a chain), added in double per tile
     SUM_CHANNELS = 16  # channels summed at once by sum_tile
@@ -416,8 +415,9 @@ cdef void channelwise_row(floating *pixels, const floating *bias, floating *taps
     With one channel per group, whole blocks of CHANNEL_BLOCK channels of regular runs of PIXEL_BLOCK pixels run
     pixels_block or pixels_grad_block, of the other pixels pixel_block (forward); the rest adds one tap at a
     time."""
-    cdef Py_ssize_t ow = 0, run, p, r, s, block, first, k = c * m, blocked = c - c % CHANNEL_BLOCK if m == 1 else 0
-    cdef Py_ssize_t unblocked, steps[2]
+    cdef Py_ssize_t ow = 0, run, p, r, s, j, block, first, k = c * m
+    cdef Py_ssize_t blocked = c - c % CHANNEL_BLOCK if m == 1 else 0, unblocked, steps[2]
+    cdef const floating *src
     cdef bint into_taps = bias == NULL
     while ow < out_w:
         run = PIXEL_BLOCK if blocked and ow + PIXEL_BLOCK <= out_w and regular_run(cols + ow * s_size, s_size,
@@ -436,20 +436,19 @@ cdef void channelwise_row(floating *pixels, const floating *bias, floating *taps
                              row_taps, r_size, s_size, width, c, steps[0] * c, steps[1] * c)
         for p in range(ow, ow + run if unblocked < k else ow):
             if not into_taps:
-                for s in range(unblocked, k):
-                    pixels[p * k + s] = bias[s]
+                for j in range(unblocked, k):
+                    pixels[p * k + j] = bias[j]
             for r in range(r_size):
                 if row_taps[r] >= 0:
                     for s in range(s_size):
                         if cols[p * s_size + s] >= 0:
+                            src = x + (row_taps[r] * width + cols[p * s_size + s]) * c + unblocked
                             if into_taps:
                                 add_products(taps + (r * s_size + s) * k + unblocked, pixels + p * k + unblocked,
-                                             x + (row_taps[r] * width + cols[p * s_size + s]) * c + unblocked,
-                                             c - unblocked, m)
+                                             src, c - unblocked, m)
                             else:
                                 add_products(pixels + p * k + unblocked, taps + (r * s_size + s) * k + unblocked,
-                                             x + (row_taps[r] * width + cols[p * s_size + s]) * c + unblocked,
-                                             c - unblocked, m)
+                                             src, c - unblocked, m)
         ow += run
 
 
