@@ -416,7 +416,8 @@ cdef void channelwise_row(floating *pixels, const floating *bias, floating *taps
     pixels_block or pixels_grad_block, of the other pixels pixel_block (forward); the rest adds one tap at a
     time."""
     cdef Py_ssize_t ow = 0, run, p, r, s, j, block, first, k = c * m
-    cdef Py_ssize_t blocked = c - c % CHANNEL_BLOCK if m == 1 else 0, unblocked, steps[2]
+    cdef Py_ssize_t blocked = c - c % CHANNEL_BLOCK if m == 1 else 0, unblocked
+    cdef Py_ssize_t steps[2]
     cdef const floating *src
     cdef bint into_taps = bias == NULL
     while ow < out_w:
