@@ -255,6 +255,41 @@ def test_blocked_direct_crops_a_negative_padding(cython_backend, rng, dtype):
     assert_close(dx, fc.conv2d_backward(dy, x, w, padding=(1, 1), backend="naive")[0], dtype)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("x_shape, w_shape, kw", [
+    ((2, 3, 7, 7), (70, 3, 3, 3), dict(padding=1)),  # 49 pixels: runs across rows, a tail of one pixel
+    ((1, 5, 27, 27), (40, 5, 5, 5), dict(padding=2)),  # AlexNet's 27-wide rows
+    ((1, 4, 15, 9), (66, 2, 3, 2), dict(stride=(2, 3), dilation=(1, 2), padding=((1, 0), (2, 1)), groups=2)),
+    ((3, 2, 4, 4), (9, 2, 4, 4), {}),  # kernel as large as the input: one pixel per image
+])
+@pytest.mark.parametrize("band_bytes, items, min_runs", [(128 << 10, 8, 4), (1, 64, 0)])
+def test_blocked_direct_runs_cross_rows_and_items_split_channel_blocks(cython_backend, rng, two_threads,
+                                                                         monkeypatch, tiling, dtype, channels_last,
+                                                                         x_shape, w_shape, kw, band_bytes, items,
+                                                                         min_runs):
+    """Runs of PB pixels go on across output rows and end in runs of TAIL_RUN; work items are blocks of rows and
+    chunks of the blocks of KB output channels: the default split, and one row per block with as many channel
+    chunks as blocks (two threads, both layouts), against naive."""
+    from fastconv.backends.cython_backend import blocked_direct
+
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)
+    tiling(blocked_direct, BAND_BYTES=band_bytes, ITEMS_PER_THREAD=items, MIN_RUNS_PER_BLOCK=min_runs)
+    x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
+    b = random_array(rng, w_shape[:1], dtype)
+    g = conv_geometry(x, w, b, **kw)
+    rows, chunks = blocked_direct.work_items(g)
+    if band_bytes == 1:
+        kb = blocked_direct.channel_block(np.dtype(dtype))
+        assert rows == 1 and chunks == -(-g.k_per_group // kb)
+    expected = fc.conv2d(x, w, b, backend="naive", **kw)
+    if channels_last:
+        g = conv_geometry(x, w, b, channels_last=True, **kw)
+        x, expected = x.transpose(0, 2, 3, 1).copy(), expected.transpose(0, 2, 3, 1)
+    y = np.empty(expected.shape, dtype)
+    blocked_direct.forward(x, w, b, y, g)
+    assert_close(y, expected, dtype, f"{g}")
+
+
 @pytest.mark.parametrize("groups, padding", [(1, 1), (2, ((0, 2), (1, 0)))])
 @pytest.mark.parametrize("batch, min_tiles", [(3, None), (3, 1), (1, 20), (3, 36), (1, 1000)])
 def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rng, dtype, groups, padding,

@@ -7,12 +7,16 @@ group as [c][i][j][lane], zero past kg; y (n, k, out_h, out_w). Channels-last: x
 out_w, k); the band is then (band_rows, cols, cg), copied from x's rows as they are, and the micro-kernel steps
 through it by cg elements per pixel.
 
-Work items are (image, group, block of output rows). A thread copies the rows of x the block's windows read, for
-its group's cg channels, into its zero-padded ``band`` (cg, band_rows, cols), wide enough for whole runs of PB
-pixels, so that the micro-kernel never tests a border. Then, per block of KB output channels, per run of PB
-pixels along each output row, it keeps the PB x KB sums in registers over (c, i, j):
+Work items are (image, group, block of output rows, chunk of the group's blocks of KB output channels). A thread
+copies the rows of x the block's windows read, for its group's cg channels, into its zero-padded ``band`` (cg,
+band_rows, cols), so that the micro-kernel never tests a border. Then, per block of KB output channels, per run of
+PB consecutive output pixels of the block (runs go on across output rows: each pixel's window has its own offset
+in the band), it keeps the PB x KB sums in registers over (c, i, j):
 
-    y[n, k0 + l, oh, ow0 + q] = b[k0 + l] + sum_{c,i,j} packed[c, i, j, l] * band[c, oh*sh + i*dh, (ow0+q)*sw + j*dw]
+    y[n, k0 + l, oh_q, ow_q] = b[k0 + l] + sum_{c,i,j} packed[c, i, j, l] * band[c, oh_q*sh + i*dh, ow_q*sw + j*dw]
+
+A block's last pixels take runs of TAIL_RUN pixels, so that at most TAIL_RUN - 1 computed pixels are thrown away
+per block of rows and channels, whatever the width of the rows (a 7 x 7 map is 4 runs of 12 and one of 4).
 
 The micro-kernel is C with GCC/Clang vector types (plain loops left the sums on the stack): KB is two SIMD
 registers of the instruction set the module is compiled for, PB as many pixels as leave registers for the two
@@ -23,7 +27,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
 
-from ._common cimport Block, ConvShape, block_of, ceil_div, fill, pad_rows, valid_span
+from ._common cimport Block, ConvShape, Span, block_of, ceil_div, fill, pad_rows, span_of, valid_span
 
 cdef extern from *:
     """
@@ -31,12 +35,15 @@ cdef extern from *:
     #if defined(__AVX512F__)
     #define FASTCONV_VECTOR_BYTES 64
     #define FASTCONV_PIXEL_RUN 12
+    #define FASTCONV_TAIL_RUN 4
     #elif defined(__AVX__)
     #define FASTCONV_VECTOR_BYTES 32
     #define FASTCONV_PIXEL_RUN 6
+    #define FASTCONV_TAIL_RUN 3
     #else
     #define FASTCONV_VECTOR_BYTES 16
     #define FASTCONV_PIXEL_RUN 6
+    #define FASTCONV_TAIL_RUN 3
     #endif
     #if defined(__GNUC__)  /* GCC and Clang: vector types, read from any address of their elements */
     typedef float fastconv_f32v __attribute__((vector_size(FASTCONV_VECTOR_BYTES), aligned(4), may_alias));
@@ -50,24 +57,27 @@ cdef extern from *:
     #define FASTCONV_MAX_SUMS (FASTCONV_PIXEL_RUN * 2 * FASTCONV_VECTOR_BYTES / 4)
 
     /* sums (PB, 2 vectors) = sum over (c, i, j) of wk's two vectors times src[c*channel_step + i*row_step +
-       j*dw + q*sw], broadcast, for each of the PB pixels q; wk advances two vectors per (c, i, j). The PB x 2
-       accumulators stay in registers: the loop over q has a fixed trip count and is unrolled. */
-    #define FASTCONV_RUN_SUMS(NAME, T, V)                                                                   \
-    static inline void NAME(const T *src, const T *wk, T *sums, Py_ssize_t channels, Py_ssize_t r,          \
-                            Py_ssize_t s, Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t row_step,                \
-                            Py_ssize_t channel_step) {                                                      \
+       j*dw + offsets[q]], broadcast, for each of the PB pixels q; wk advances two vectors per (c, i, j). The
+       PB x 2 accumulators stay in registers: the loop over q has a fixed trip count and is unrolled. */
+    #define FASTCONV_RUN_SUMS(NAME, T, V, PB)                                                               \
+    static inline void NAME(const T *src, const Py_ssize_t *offsets, const T *wk, T *sums,                  \
+                            Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s, Py_ssize_t dw,                 \
+                            Py_ssize_t row_step, Py_ssize_t channel_step) {                                 \
         const Py_ssize_t lanes = sizeof(V) / sizeof(T);                                                     \
-        V zero = {0}, acc[FASTCONV_PIXEL_RUN][2];                                                           \
-        for (int q = 0; q < FASTCONV_PIXEL_RUN; q++)                                                        \
+        Py_ssize_t at[PB];                                                                                  \
+        V zero = {0}, acc[PB][2];                                                                           \
+        for (int q = 0; q < PB; q++) {                                                                      \
+            at[q] = offsets[q];                                                                             \
             acc[q][0] = acc[q][1] = zero;                                                                   \
+        }                                                                                                   \
         for (Py_ssize_t c = 0; c < channels; c++) {                                                         \
             const T *row = src + c * channel_step;                                                          \
             for (Py_ssize_t i = 0; i < r; i++, row += row_step) {                                           \
                 for (Py_ssize_t j = 0; j < s; j++, wk += 2 * lanes) {                                       \
                     const T *tap = row + j * dw;                                                            \
                     V w0 = *(const V *)wk, w1 = *(const V *)(wk + lanes);                                   \
-                    for (int q = 0; q < FASTCONV_PIXEL_RUN; q++) {                                          \
-                        T v = tap[q * sw];                                                                  \
+                    for (int q = 0; q < PB; q++) {                                                          \
+                        T v = tap[at[q]];                                                                   \
                         acc[q][0] += v * w0;                                                                \
                         acc[q][1] += v * w1;                                                                \
                     }                                                                                       \
@@ -76,20 +86,29 @@ cdef extern from *:
         }                                                                                                   \
         memcpy(sums, acc, sizeof acc);                                                                      \
     }
-    FASTCONV_RUN_SUMS(fastconv_run_sums_f32, float, fastconv_f32v)
-    FASTCONV_RUN_SUMS(fastconv_run_sums_f64, double, fastconv_f64v)
+    FASTCONV_RUN_SUMS(fastconv_run_sums_f32, float, fastconv_f32v, FASTCONV_PIXEL_RUN)
+    FASTCONV_RUN_SUMS(fastconv_run_sums_f64, double, fastconv_f64v, FASTCONV_PIXEL_RUN)
+    FASTCONV_RUN_SUMS(fastconv_tail_sums_f32, float, fastconv_f32v, FASTCONV_TAIL_RUN)
+    FASTCONV_RUN_SUMS(fastconv_tail_sums_f64, double, fastconv_f64v, FASTCONV_TAIL_RUN)
     """
     const Py_ssize_t PIXEL_RUN "FASTCONV_PIXEL_RUN"  # PB
+    const Py_ssize_t TAIL_RUN "FASTCONV_TAIL_RUN"  # pixels of the runs that end a block
+    enum: MAX_RUN "FASTCONV_PIXEL_RUN"
     const Py_ssize_t LANES_F32 "FASTCONV_LANES_F32"  # lanes of one SIMD register
     const Py_ssize_t LANES_F64 "FASTCONV_LANES_F64"
     enum: MAX_SUMS "FASTCONV_MAX_SUMS"  # PB * KB for float32, the most sums a run keeps
-    void run_sums_f32 "fastconv_run_sums_f32"(const float *src, const float *wk, float *sums, Py_ssize_t channels,
-                                              Py_ssize_t r, Py_ssize_t s, Py_ssize_t sw, Py_ssize_t dw,
-                                              Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
-    void run_sums_f64 "fastconv_run_sums_f64"(const double *src, const double *wk, double *sums,
-                                              Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s, Py_ssize_t sw,
+    void run_sums_f32 "fastconv_run_sums_f32"(const float *src, const Py_ssize_t *offsets, const float *wk,
+                                              float *sums, Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s,
                                               Py_ssize_t dw, Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
-
+    void run_sums_f64 "fastconv_run_sums_f64"(const double *src, const Py_ssize_t *offsets, const double *wk,
+                                              double *sums, Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s,
+                                              Py_ssize_t dw, Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
+    void tail_sums_f32 "fastconv_tail_sums_f32"(const float *src, const Py_ssize_t *offsets, const float *wk,
+                                                float *sums, Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s,
+                                                Py_ssize_t dw, Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
+    void tail_sums_f64 "fastconv_tail_sums_f64"(const double *src, const Py_ssize_t *offsets, const double *wk,
+                                                double *sums, Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s,
+                                                Py_ssize_t dw, Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
 
 def k_block(Py_ssize_t itemsize):
     """KB, the output channels of one block: two SIMD registers of this itemsize (4 or 8)."""
@@ -109,38 +128,53 @@ cdef inline Py_ssize_t block_lanes(const floating *any) noexcept nogil:
         return 2 * LANES_F64
 
 
-cdef void pack(const floating *w, floating *packed, const ConvShape *p) noexcept nogil:
-    """packed (groups, ceil(kg/KB), cg*r*s*KB) from w (k, cg, r, s): see the module docstring."""
+#: taps re-laid together per output channel: the rows of w they read and the lines of packed they write stay in L1
+cdef enum:
+    PACK_TAPS = 16
+
+
+cdef void pack_block(const floating *w, floating *packed, Py_ssize_t item, const ConvShape *p) noexcept nogil:
+    """packed[group, block] (cg*r*s*KB) from w (k, cg, r, s), item = group * ceil(kg/KB) + block: see the module
+    docstring. Tiles of PACK_TAPS taps x KB channels, each row of w read in runs of PACK_TAPS."""
     cdef Py_ssize_t kb = block_lanes(w), kg = p.k // p.groups, taps = p.c // p.groups * p.r * p.s
-    cdef Py_ssize_t blocks = ceil_div(kg, kb), group, block, t, l, k
-    for group in range(p.groups):
-        for block in range(blocks):
-            for t in range(taps):
-                for l in range(kb):
-                    k = block * kb + l
-                    packed[0] = w[(group * kg + k) * taps + t] if k < kg else 0
-                    packed += 1
+    cdef Py_ssize_t blocks = ceil_div(kg, kb), group = item // blocks, block = item % blocks
+    cdef Py_ssize_t lanes = min(kb, kg - block * kb), tile, t0, t, l
+    cdef const floating *wl
+    packed += item * taps * kb
+    w += (group * kg + block * kb) * taps
+    for tile in range(ceil_div(taps, PACK_TAPS)):
+        t0 = tile * PACK_TAPS
+        for l in range(kb):
+            wl = w + l * taps
+            for t in range(t0, min(t0 + PACK_TAPS, taps)):
+                packed[t * kb + l] = wl[t] if l < lanes else 0
 
 
-cdef inline void store_run(const floating *src, const floating *wk, floating *yk, const floating *bias,
-                           Py_ssize_t lanes, Py_ssize_t pixels, Py_ssize_t lane_step, Py_ssize_t pixel_step,
-                           Py_ssize_t cols, Py_ssize_t cell, Py_ssize_t channel_step,
-                           const ConvShape *p) noexcept nogil:
+cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_ssize_t run, const floating *wk,
+                           floating *yk, const floating *bias, Py_ssize_t lanes, Py_ssize_t pixels,
+                           Py_ssize_t lane_step, Py_ssize_t pixel_step, Py_ssize_t cols, Py_ssize_t cell,
+                           Py_ssize_t channel_step, const ConvShape *p) noexcept nogil:
     """yk[l * lane_step + q * pixel_step] = bias[l] (0 if bias is NULL) + the run's sums, for l < lanes,
     q < pixels.
 
-    src: the band at the run's first window, rows of cols pixels of cell elements each (1: cg planes
-    channel_step apart; cg: channels-last); wk: its block of packed weights.
+    band: rows of cols pixels of cell elements each (1: cg planes channel_step apart; cg: channels-last), the
+    window of the run's pixel q at band + offsets[q]; run: PIXEL_RUN or TAIL_RUN (offsets past pixels repeat a
+    pixel's, their sums are not stored); wk: the block of packed weights.
     """
-    cdef Py_ssize_t kb = block_lanes(src), q, l
+    cdef Py_ssize_t kb = block_lanes(band), q, l
     cdef floating sums[MAX_SUMS]
     cdef floating v
+    cdef Py_ssize_t cg = p.c // p.groups, dw = p.dilation_w * cell, row_step = p.dilation_h * cols * cell
     if floating is float:
-        run_sums_f32(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w * cell, p.dilation_w * cell,
-                     p.dilation_h * cols * cell, channel_step)
+        if run == PIXEL_RUN:
+            run_sums_f32(band, offsets, wk, sums, cg, p.r, p.s, dw, row_step, channel_step)
+        else:
+            tail_sums_f32(band, offsets, wk, sums, cg, p.r, p.s, dw, row_step, channel_step)
     else:
-        run_sums_f64(src, wk, sums, p.c // p.groups, p.r, p.s, p.stride_w * cell, p.dilation_w * cell,
-                     p.dilation_h * cols * cell, channel_step)
+        if run == PIXEL_RUN:
+            run_sums_f64(band, offsets, wk, sums, cg, p.r, p.s, dw, row_step, channel_step)
+        else:
+            tail_sums_f64(band, offsets, wk, sums, cg, p.r, p.s, dw, row_step, channel_step)
     if lane_step == 1:  # channels-last: each pixel's lanes contiguous in y, as in sums (2.5x faster than by lane)
         for q in range(pixels):
             for l in range(lanes):
@@ -177,13 +211,15 @@ cdef void pad_pixel_rows(const floating *xg, floating *dst, Py_ssize_t first, Py
 
 
 cdef void forward_block(const floating *x, const floating *packed, const floating *b, floating *y, floating *band,
-                        Block blk, bint channels_last, const ConvShape *p) noexcept nogil:
-    """The rows blk.start:blk.stop of image blk.n's outputs of group blk.group (all its blocks of KB channels)."""
-    cdef Py_ssize_t kb = block_lanes(x), cg = p.c // p.groups, kg = p.k // p.groups
-    cdef Py_ssize_t runs = ceil_div(p.out_w, PIXEL_RUN), plane = p.out_h * p.out_w
-    cdef Py_ssize_t cols = (runs * PIXEL_RUN - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
+                        Block blk, Span blocks, bint channels_last, const ConvShape *p) noexcept nogil:
+    """The rows blk.start:blk.stop of image blk.n's outputs of group blk.group, its blocks blocks.lo:blocks.hi of
+    KB channels."""
+    cdef Py_ssize_t kb = block_lanes(x), cg = p.c // p.groups, kg = p.k // p.groups, plane = p.out_h * p.out_w
+    cdef Py_ssize_t cols = (p.out_w - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
     cdef Py_ssize_t rows = (blk.stop - blk.start - 1) * p.stride_h + (p.r - 1) * p.dilation_h + 1
-    cdef Py_ssize_t c, block, k0, oh, run, ow0, lane_step, pixel_step, cell, channel_step
+    cdef Py_ssize_t last = blk.stop * p.out_w, c, block, k0, pixel, run, count, q, oh, ow
+    cdef Py_ssize_t lane_step, pixel_step, cell, channel_step
+    cdef Py_ssize_t offsets[MAX_RUN]
     cdef const floating *wk
     if channels_last:
         pad_pixel_rows(x + blk.n * p.h * p.w * p.c + blk.group * cg, band, blk.start * p.stride_h, rows, cols, p)
@@ -193,31 +229,44 @@ cdef void forward_block(const floating *x, const floating *packed, const floatin
             pad_rows(x + (blk.n * p.c + blk.group * cg + c) * p.h * p.w, band + c * rows * cols,
                      blk.start * p.stride_h, rows, cols, p)
         lane_step, pixel_step, cell, channel_step = plane, 1, 1, rows * cols
-    for block in range(ceil_div(kg, kb)):
+    for block in range(blocks.lo, blocks.hi):
         k0 = blk.group * kg + block * kb
         wk = packed + (blk.group * ceil_div(kg, kb) + block) * cg * p.r * p.s * kb
-        for oh in range(blk.start, blk.stop):
-            for run in range(runs):
-                ow0 = run * PIXEL_RUN
-                store_run(band + ((oh - blk.start) * p.stride_h * cols + ow0 * p.stride_w) * cell, wk,
-                          y + blk.n * p.k * plane + k0 * lane_step + (oh * p.out_w + ow0) * pixel_step,
-                          b + k0 if b != NULL else NULL, min(kb, kg - block * kb), min(PIXEL_RUN, p.out_w - ow0),
-                          lane_step, pixel_step, cols, cell, channel_step, p)
+        pixel, oh, ow = blk.start * p.out_w, 0, 0  # (oh, ow): the next pixel, its row counted from blk.start
+        while pixel < last:
+            run = PIXEL_RUN if last - pixel >= PIXEL_RUN else TAIL_RUN
+            count = min(run, last - pixel)
+            for q in range(run):
+                if q < count:
+                    offsets[q] = (oh * p.stride_h * cols + ow * p.stride_w) * cell
+                    ow += 1
+                    if ow == p.out_w:
+                        oh, ow = oh + 1, 0
+                else:
+                    offsets[q] = offsets[count - 1]
+            store_run(band, offsets, run, wk, y + blk.n * p.k * plane + k0 * lane_step + pixel * pixel_step,
+                      b + k0 if b != NULL else NULL, min(kb, kg - block * kb), count, lane_step, pixel_step, cols,
+                      cell, channel_step, p)
+            pixel += count
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
             floating[:, :, :, ::1] y, floating[:, :, ::1] packed, floating[:, ::1] bands, Py_ssize_t block_rows,
-            ConvShape p, bint channels_last, int num_threads):
-    """y = conv(x, w) + b (b may be None), one (image, group, block_rows output rows) per work item; x (n, c, h, w)
-    and y (n, k, out_h, out_w), or with channels_last x (n, h, w, c) and y (n, out_h, out_w, k).
+            Py_ssize_t channel_chunks, ConvShape p, bint channels_last, int num_threads):
+    """y = conv(x, w) + b (b may be None), one (image, group, block_rows output rows, chunk of the group's blocks
+    of KB output channels, channel_chunks chunks) per work item, chunks slowest (a thread's consecutive items
+    share their weights); x (n, c, h, w) and y (n, k, out_h, out_w), or with
+    channels_last x (n, h, w, c) and y (n, out_h, out_w, k).
 
     packed (groups, ceil(kg/KB), cg*r*s*KB): filled here; bands (threads, cg * band rows * cols): each thread's
     input band for a block of block_rows rows.
     """
     cdef const floating *bias = &b[0] if b is not None else NULL
-    cdef Py_ssize_t item
-    pack(&w[0, 0, 0, 0], &packed[0, 0, 0], &p)
-    for item in prange(p.n * p.groups * ceil_div(p.out_h, block_rows), nogil=True, schedule="static",
-                       num_threads=num_threads):
+    cdef Py_ssize_t item, k_blocks = ceil_div(p.k // p.groups, block_lanes(&x[0, 0, 0, 0]))
+    cdef Py_ssize_t row_items = p.n * p.groups * ceil_div(p.out_h, block_rows)
+    for item in prange(p.groups * k_blocks, nogil=True, schedule="static", num_threads=num_threads):
+        pack_block(&w[0, 0, 0, 0], &packed[0, 0, 0], item, &p)
+    for item in prange(row_items * channel_chunks, nogil=True, schedule="static", num_threads=num_threads):
         forward_block(&x[0, 0, 0, 0], &packed[0, 0, 0], bias, &y[0, 0, 0, 0], &bands[threadid(), 0],
-                      block_of(item, p.groups, p.out_h, block_rows), channels_last, &p)
+                      block_of(item % row_items, p.groups, p.out_h, block_rows),
+                      span_of(item // row_items, channel_chunks, k_blocks), channels_last, &p)

@@ -2,9 +2,9 @@
 padding, groups of more than one input channel (or one group).
 
 The weights are re-laid once per call into blocks of KB output channels (``weights``, the order the micro-kernel
-reads them); each work item, a block of output rows of one image and one group, copies the rows of x its windows
-read into its thread's zero-padded ``bands`` row and computes the PB x KB outputs of each run of pixels in
-registers. No im2col matrix: it wins where the GEMM's inner dimension C/groups*R*S is short, or its column matrix
+reads them); each work item, a block of output rows of one image and one group and a chunk of its blocks of KB
+output channels, copies the rows of x its windows read into its thread's zero-padded ``bands`` row and computes the
+PB x KB outputs of each run of pixels in registers, the runs going on across the block's rows. No im2col matrix: it wins where the GEMM's inner dimension C/groups*R*S is short, or its column matrix
 is many times the input (few input channels, large or strided kernels). The same forward serves channels-last
 arrays (blocked_direct_nhwc).
 """
@@ -21,12 +21,16 @@ _blocked_direct = load("_blocked_direct")  # the kernels built for this CPU's in
 #: bytes of one thread's band (its group's input channels x the rows one block of output rows reads): with a
 #: block's weights it stays in the per-core L2 cache (512 KiB to 2 MiB on current x86-64 cores)
 BAND_BYTES = 128 << 10
-#: work items per thread, where the rows allow: a static schedule then balances to within a few percent
+#: work items per thread, where the rows and channel blocks allow: a static schedule then balances to within a few
+#: percent
 ITEMS_PER_THREAD = 8
+#: fewest runs of PB pixels in a block of rows, where the image has them: each block ends in runs of fewer pixels,
+#: which waste up to a few of them; a small image's items are then chunks of its output channels
+MIN_RUNS_PER_BLOCK = 4
 
 
 def pixel_run() -> int:
-    """PB, the output pixels along a row the micro-kernel computes at once (for this instruction set)."""
+    """PB, the output pixels the micro-kernel computes at once (for this instruction set)."""
     return _blocked_direct.pixel_run()
 
 
@@ -45,29 +49,34 @@ def applies(g: ConvGeometry) -> bool:
 
 
 def _band_shape(g: ConvGeometry, block_rows: int) -> tuple[int, int]:
-    """(rows, cols) of the band of x that block_rows output rows read, columns for whole runs of PB pixels."""
-    run = pixel_run()
+    """(rows, cols) of the band of x that block_rows output rows read."""
     rows = (block_rows - 1) * g.stride_h + (g.r - 1) * g.dilation_h + 1
-    cols = (_ceil_div(g.out_w, run) * run - 1) * g.stride_w + (g.s - 1) * g.dilation_w + 1
+    cols = (g.out_w - 1) * g.stride_w + (g.s - 1) * g.dilation_w + 1
     return rows, cols
 
 
 @per_budget
-def block_rows(g: ConvGeometry) -> int:
-    """Output rows per work item: a band within BAND_BYTES, and ITEMS_PER_THREAD items per thread where the
-    output has the rows."""
+def work_items(g: ConvGeometry) -> tuple[int, int]:
+    """(block_rows, channel_chunks): output rows and chunks of each group's blocks of KB output channels per work
+    item. A band within BAND_BYTES, blocks of at least MIN_RUNS_PER_BLOCK runs, and ITEMS_PER_THREAD items per
+    thread where the rows and then the channel blocks allow."""
     first_rows, cols = _band_shape(g, 1)  # each further output row reads stride_h more
     band_rows = BAND_BYTES // (g.c_per_group * cols * g.dtype.itemsize)
     fitting = 1 + max(0, band_rows - first_rows) // g.stride_h
-    blocks = _ceil_div(ITEMS_PER_THREAD * get_num_threads(), g.n * g.groups)
-    return max(1, min(fitting, _ceil_div(g.out_h, blocks)))
+    wanted = ITEMS_PER_THREAD * get_num_threads()
+    rows = max(_ceil_div(g.out_h, _ceil_div(wanted, g.n * g.groups)),
+               _ceil_div(MIN_RUNS_PER_BLOCK * pixel_run(), g.out_w))
+    rows = max(1, min(fitting, rows, g.out_h))
+    rows = _ceil_div(g.out_h, _ceil_div(g.out_h, rows))  # the same blocks with their rows evened out
+    blocks = g.n * g.groups * _ceil_div(g.out_h, rows)
+    return rows, min(_ceil_div(wanted, blocks), _ceil_div(g.k_per_group, channel_block(g.dtype)))
 
 
 @per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
     """The re-laid weights (groups, K blocks, C/groups*R*S*KB), and each thread's band."""
-    rows = block_rows(g)
-    threads = threads_for(g.flops, g.n * g.groups * _ceil_div(g.out_h, rows))
+    rows, chunks = work_items(g)
+    threads = threads_for(g.flops, g.n * g.groups * _ceil_div(g.out_h, rows) * chunks)
     kb = channel_block(g.dtype)
     band_rows, cols = _band_shape(g, rows)
     return Plan(threads, {"weights": ((g.groups, _ceil_div(g.k_per_group, kb), g.c_per_group * g.r * g.s * kb),
@@ -81,5 +90,5 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
     plan = forward_plan(g)
     scratch = plan.allocate()
     with parallel_region(plan.threads) as threads:
-        _blocked_direct.forward(x, w, b, y, scratch["weights"], scratch["bands"], block_rows(g), vars(g),
+        _blocked_direct.forward(x, w, b, y, scratch["weights"], scratch["bands"], *work_items(g), vars(g),
                                 g.channels_last, threads)
