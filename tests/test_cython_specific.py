@@ -262,25 +262,27 @@ def test_blocked_direct_crops_a_negative_padding(cython_backend, rng, dtype):
     ((1, 4, 15, 9), (66, 2, 3, 2), dict(stride=(2, 3), dilation=(1, 2), padding=((1, 0), (2, 1)), groups=2)),
     ((3, 2, 4, 4), (9, 2, 4, 4), {}),  # kernel as large as the input: one pixel per image
 ])
-@pytest.mark.parametrize("band_bytes, items, min_runs", [(128 << 10, 8, 4), (1, 64, 0)])
+@pytest.mark.parametrize("band_bytes, items, min_runs, chunk_taps", [(128 << 10, 8, 4, 512), (1, 64, 0, 1)])
 def test_blocked_direct_runs_cross_rows_and_items_split_channel_blocks(cython_backend, rng, two_threads,
                                                                          monkeypatch, tiling, dtype, channels_last,
                                                                          x_shape, w_shape, kw, band_bytes, items,
-                                                                         min_runs):
+                                                                         min_runs, chunk_taps):
     """Runs of PB pixels go on across output rows and end in runs of TAIL_RUN; work items are blocks of rows and
-    chunks of the blocks of KB output channels: the default split, and one row per block with as many channel
-    chunks as blocks (two threads, both layouts), against naive."""
+    chunks of the blocks of KB output channels, summed over chunks of input channels: the default split, and one
+    row per block with as many chunks as blocks, one input channel per chunk (two threads, both layouts), against
+    naive."""
     from fastconv.backends.cython_backend import blocked_direct
 
     monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)
-    tiling(blocked_direct, BAND_BYTES=band_bytes, ITEMS_PER_THREAD=items, MIN_RUNS_PER_BLOCK=min_runs)
+    tiling(blocked_direct, BAND_BYTES=band_bytes, ITEMS_PER_THREAD=items, MIN_RUNS_PER_BLOCK=min_runs,
+           CHUNK_TAPS=chunk_taps)
     x, w = random_array(rng, x_shape, dtype), random_array(rng, w_shape, dtype)
     b = random_array(rng, w_shape[:1], dtype)
     g = conv_geometry(x, w, b, **kw)
     rows, chunks = blocked_direct.work_items(g)
     if band_bytes == 1:
         kb = blocked_direct.channel_block(np.dtype(dtype))
-        assert rows == 1 and chunks == -(-g.k_per_group // kb)
+        assert rows == 1 and chunks == -(-g.k_per_group // kb) and blocked_direct.channel_chunk(g) == 1
     expected = fc.conv2d(x, w, b, backend="naive", **kw)
     if channels_last:
         g = conv_geometry(x, w, b, channels_last=True, **kw)

@@ -27,17 +27,18 @@ def winograd_pays(g: ConvGeometry) -> bool:
 
 #: most input channels per group at which the register-blocked direct convolution is the default: measured against
 #: im2col + GEMM (float32, one thread, batch 1 and 8) it took 0.5-0.9x the time from 1 to 64 channels per group
-#: (stems, LeNet, AlexNet's 5x5, strided and grouped 3x3, 5x5 at 32), 1.03-1.7x from 128 to 512 (small maps,
-#: where the GEMM's long inner dimension runs at its best and the direct runs of pixels overhang short rows)
+#: (stems, LeNet, AlexNet's 5x5, strided and grouped 3x3, 5x5 at 32); from 128 to 512 on the networks' strided and
+#: small-map 3x3 layers (two threads) 0.95-1.7x, where the GEMM's long inner dimension runs at its best
 BLOCKED_DIRECT_MAX_CHANNELS = 64
 
 
 def blocked_direct_pays(g: ConvGeometry, pixel_run: int, channel_block: int) -> bool:
-    """At most BLOCKED_DIRECT_MAX_CHANNELS input channels per group (more than one, or one group), output rows
-    of at least one run of pixel_run pixels (on narrower rows a run computes mostly padding, and re-laying the
-    weights costs as much as the convolution: LeNet's 16 -> 120 5x5 on a 5x5 map was 1.5x gemm's time), and
-    blocks of channel_block output channels at least half filled (the micro-kernel computes every lane of a block:
-    with AVX-512's 32-channel blocks, LeNet's 1 -> 6 5x5 at batch 8 took 2.8x gemm's time)."""
+    """At most BLOCKED_DIRECT_MAX_CHANNELS input channels per group (more than one, or one group), output maps
+    of at least one run of pixel_run pixels (runs go on across rows; on fewer pixels a run computes mostly
+    padding, and re-laying the weights costs as much as the convolution: LeNet's 16 -> 120 5x5 on a 5x5 map, one
+    output pixel, took 1.1-2.6x gemm's time), and blocks of channel_block output channels at least half filled
+    (the micro-kernel computes every lane of a block: with AVX-512's 32-channel blocks, LeNet's 1 -> 6 5x5 at batch
+    8 took 2.2-2.8x gemm's time)."""
     blocks = -(-g.k_per_group // channel_block)
     return (g.c_per_group <= BLOCKED_DIRECT_MAX_CHANNELS and (g.groups == 1 or g.c_per_group > 1)
-            and g.out_w >= pixel_run and 2 * g.k_per_group >= blocks * channel_block)
+            and g.out_h * g.out_w >= pixel_run and 2 * g.k_per_group >= blocks * channel_block)

@@ -4,14 +4,16 @@ NCHW or channels-last arrays, GIL released.
 Shapes (one ConvShape p; cg = c/groups, kg = k/groups, KB = k_block(itemsize) output channels, PB = PIXEL_RUN
 output pixels): x (n, c, h, w); packed (groups, ceil(kg/KB), cg*r*s*KB), each block of KB output channels of a
 group as [c][i][j][lane], zero past kg; y (n, k, out_h, out_w). Channels-last: x (n, h, w, c) and y (n, out_h,
-out_w, k); the band is then (band_rows, cols, cg), copied from x's rows as they are, and the micro-kernel steps
-through it by cg elements per pixel.
+out_w, k); the band is then (band_rows, cols, CC), copied from x's rows (as they are when CC = c), and the
+micro-kernel steps through it by CC elements per pixel.
 
-Work items are (image, group, block of output rows, chunk of the group's blocks of KB output channels). A thread
-copies the rows of x the block's windows read, for its group's cg channels, into its zero-padded ``band`` (cg,
-band_rows, cols), so that the micro-kernel never tests a border. Then, per block of KB output channels, per run of
-PB consecutive output pixels of the block (runs go on across output rows: each pixel's window has its own offset
-in the band), it keeps the PB x KB sums in registers over (c, i, j):
+Work items are (image, group, block of output rows, chunk of the group's blocks of KB output channels). Per chunk
+of CC of the group's input channels, a thread copies the rows of x the block's windows read into its zero-padded
+``band`` (CC, band_rows, cols), so that the micro-kernel never tests a border. Then, per block of KB output
+channels, per run of PB consecutive output pixels of the block (runs go on across output rows: each pixel's window
+has its own offset in the band), it keeps the PB x KB sums in registers over (c, i, j) of the chunk, and writes
+them to y (the first chunk) or adds them (the others): a block's weights of one chunk stay in cache for all the
+runs of the item, however many input channels the layer has.
 
     y[n, k0 + l, oh_q, ow_q] = b[k0 + l] + sum_{c,i,j} packed[c, i, j, l] * band[c, oh_q*sh + i*dh, ow_q*sw + j*dw]
 
@@ -151,115 +153,127 @@ cdef void pack_block(const floating *w, floating *packed, Py_ssize_t item, const
 
 
 cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_ssize_t run, const floating *wk,
-                           floating *yk, const floating *bias, Py_ssize_t lanes, Py_ssize_t pixels,
-                           Py_ssize_t lane_step, Py_ssize_t pixel_step, Py_ssize_t cols, Py_ssize_t cell,
-                           Py_ssize_t channel_step, const ConvShape *p) noexcept nogil:
-    """yk[l * lane_step + q * pixel_step] = bias[l] (0 if bias is NULL) + the run's sums, for l < lanes,
-    q < pixels.
+                           floating *yk, const floating *bias, bint accumulate, Py_ssize_t channels,
+                           Py_ssize_t lanes, Py_ssize_t pixels, Py_ssize_t lane_step, Py_ssize_t pixel_step,
+                           Py_ssize_t cols, Py_ssize_t cell, Py_ssize_t channel_step,
+                           const ConvShape *p) noexcept nogil:
+    """yk[l * lane_step + q * pixel_step] = bias[l] (0 if bias is NULL) + the run's sums over `channels` input
+    channels, or += the sums with accumulate, for l < lanes, q < pixels.
 
-    band: rows of cols pixels of cell elements each (1: cg planes channel_step apart; cg: channels-last), the
-    window of the run's pixel q at band + offsets[q]; run: PIXEL_RUN or TAIL_RUN (offsets past pixels repeat a
-    pixel's, their sums are not stored); wk: the block of packed weights.
+    band: rows of cols pixels of cell elements each (1: planes channel_step apart; the channels: channels-last),
+    the window of the run's pixel q at band + offsets[q]; run: PIXEL_RUN or TAIL_RUN (offsets past pixels repeat
+    a pixel's, their sums are not stored); wk: the block of packed weights at the first of the channels.
     """
     cdef Py_ssize_t kb = block_lanes(band), q, l
+    cdef Py_ssize_t dw = p.dilation_w * cell, row_step = p.dilation_h * cols * cell
     cdef floating sums[MAX_SUMS]
     cdef floating v
-    cdef Py_ssize_t cg = p.c // p.groups, dw = p.dilation_w * cell, row_step = p.dilation_h * cols * cell
     if floating is float:
         if run == PIXEL_RUN:
-            run_sums_f32(band, offsets, wk, sums, cg, p.r, p.s, dw, row_step, channel_step)
+            run_sums_f32(band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
         else:
-            tail_sums_f32(band, offsets, wk, sums, cg, p.r, p.s, dw, row_step, channel_step)
+            tail_sums_f32(band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
     else:
         if run == PIXEL_RUN:
-            run_sums_f64(band, offsets, wk, sums, cg, p.r, p.s, dw, row_step, channel_step)
+            run_sums_f64(band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
         else:
-            tail_sums_f64(band, offsets, wk, sums, cg, p.r, p.s, dw, row_step, channel_step)
+            tail_sums_f64(band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
     if lane_step == 1:  # channels-last: each pixel's lanes contiguous in y, as in sums (2.5x faster than by lane)
         for q in range(pixels):
             for l in range(lanes):
-                yk[q * pixel_step + l] = sums[q * kb + l] + (bias[l] if bias != NULL else 0)
+                if accumulate:
+                    yk[q * pixel_step + l] += sums[q * kb + l]
+                else:
+                    yk[q * pixel_step + l] = sums[q * kb + l] + (bias[l] if bias != NULL else 0)
     else:
         for l in range(lanes):
-            v = bias[l] if bias != NULL else 0
+            v = bias[l] if bias != NULL and not accumulate else 0
             for q in range(pixels):
-                yk[l * lane_step + q * pixel_step] = sums[q * kb + l] + v
+                if accumulate:
+                    yk[l * lane_step + q * pixel_step] += sums[q * kb + l]
+                else:
+                    yk[l * lane_step + q * pixel_step] = sums[q * kb + l] + v
 
 
-cdef void pad_pixel_rows(const floating *xg, floating *dst, Py_ssize_t first, Py_ssize_t rows, Py_ssize_t cols,
-                         const ConvShape *p) noexcept nogil:
-    """dst (rows, cols, cg)[a, b, c] = xg (h, w, c)[first + a - pad_top, b - pad_left, c], zero outside xg: the
-    zero-padded rows of a group's cg channels (xg at its first) of a channels-last image, in its own order (one
-    copy per row for one group)."""
-    cdef Py_ssize_t cg = p.c // p.groups, a, col, lo, hi, ih
+cdef void pad_pixel_rows(const floating *xc, floating *dst, Py_ssize_t first, Py_ssize_t rows, Py_ssize_t cols,
+                         Py_ssize_t channels, const ConvShape *p) noexcept nogil:
+    """dst (rows, cols, channels)[a, b, c] = xc (h, w, c)[first + a - pad_top, b - pad_left, c], zero outside
+    xc: the zero-padded rows of `channels` channels (xc at the first) of a channels-last image, in its own order
+    (one copy per row when they are all its channels)."""
+    cdef Py_ssize_t a, col, lo, hi, ih
     cdef const floating *src
     valid_span(-p.pad_left, 1, p.w, cols, &lo, &hi)
     for a in range(rows):
         ih = first + a - p.pad_top
         if ih < 0 or ih >= p.h:
-            fill(dst, cols * cg, 0)
+            fill(dst, cols * channels, 0)
         else:
-            src = xg + (ih * p.w - p.pad_left) * p.c
-            fill(dst, lo * cg, 0)
-            if cg == p.c:
-                memcpy(dst + lo * cg, src + lo * cg, (hi - lo) * cg * sizeof(floating))
+            src = xc + (ih * p.w - p.pad_left) * p.c
+            fill(dst, lo * channels, 0)
+            if channels == p.c:
+                memcpy(dst + lo * channels, src + lo * channels, (hi - lo) * channels * sizeof(floating))
             else:
                 for col in range(lo, hi):
-                    memcpy(dst + col * cg, src + col * p.c, cg * sizeof(floating))
-            fill(dst + hi * cg, (cols - hi) * cg, 0)
-        dst += cols * cg
+                    memcpy(dst + col * channels, src + col * p.c, channels * sizeof(floating))
+            fill(dst + hi * channels, (cols - hi) * channels, 0)
+        dst += cols * channels
 
 
 cdef void forward_block(const floating *x, const floating *packed, const floating *b, floating *y, floating *band,
-                        Block blk, Span blocks, bint channels_last, const ConvShape *p) noexcept nogil:
+                        Block blk, Span blocks, Py_ssize_t channel_chunk, bint channels_last,
+                        const ConvShape *p) noexcept nogil:
     """The rows blk.start:blk.stop of image blk.n's outputs of group blk.group, its blocks blocks.lo:blocks.hi of
-    KB channels."""
+    KB channels, summed over chunks of channel_chunk input channels (the first chunk writes y, the others add)."""
     cdef Py_ssize_t kb = block_lanes(x), cg = p.c // p.groups, kg = p.k // p.groups, plane = p.out_h * p.out_w
     cdef Py_ssize_t cols = (p.out_w - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
     cdef Py_ssize_t rows = (blk.stop - blk.start - 1) * p.stride_h + (p.r - 1) * p.dilation_h + 1
-    cdef Py_ssize_t last = blk.stop * p.out_w, c, block, k0, pixel, run, count, q, oh, ow
+    cdef Py_ssize_t last = blk.stop * p.out_w, part, c0, chunk, c, block, k0, pixel, run, count, q, oh, ow
     cdef Py_ssize_t lane_step, pixel_step, cell, channel_step
     cdef Py_ssize_t offsets[MAX_RUN]
     cdef const floating *wk
-    if channels_last:
-        pad_pixel_rows(x + blk.n * p.h * p.w * p.c + blk.group * cg, band, blk.start * p.stride_h, rows, cols, p)
-        lane_step, pixel_step, cell, channel_step = 1, p.k, cg, 1
-    else:
-        for c in range(cg):
-            pad_rows(x + (blk.n * p.c + blk.group * cg + c) * p.h * p.w, band + c * rows * cols,
-                     blk.start * p.stride_h, rows, cols, p)
-        lane_step, pixel_step, cell, channel_step = plane, 1, 1, rows * cols
-    for block in range(blocks.lo, blocks.hi):
-        k0 = blk.group * kg + block * kb
-        wk = packed + (blk.group * ceil_div(kg, kb) + block) * cg * p.r * p.s * kb
-        pixel, oh, ow = blk.start * p.out_w, 0, 0  # (oh, ow): the next pixel, its row counted from blk.start
-        while pixel < last:
-            run = PIXEL_RUN if last - pixel >= PIXEL_RUN else TAIL_RUN
-            count = min(run, last - pixel)
-            for q in range(run):
-                if q < count:
-                    offsets[q] = (oh * p.stride_h * cols + ow * p.stride_w) * cell
-                    ow += 1
-                    if ow == p.out_w:
-                        oh, ow = oh + 1, 0
-                else:
-                    offsets[q] = offsets[count - 1]
-            store_run(band, offsets, run, wk, y + blk.n * p.k * plane + k0 * lane_step + pixel * pixel_step,
-                      b + k0 if b != NULL else NULL, min(kb, kg - block * kb), count, lane_step, pixel_step, cols,
-                      cell, channel_step, p)
-            pixel += count
+    for part in range(ceil_div(cg, channel_chunk)):
+        c0 = part * channel_chunk
+        chunk = min(channel_chunk, cg - c0)
+        if channels_last:
+            pad_pixel_rows(x + blk.n * p.h * p.w * p.c + blk.group * cg + c0, band, blk.start * p.stride_h, rows,
+                           cols, chunk, p)
+            lane_step, pixel_step, cell, channel_step = 1, p.k, chunk, 1
+        else:
+            for c in range(chunk):
+                pad_rows(x + (blk.n * p.c + blk.group * cg + c0 + c) * p.h * p.w, band + c * rows * cols,
+                         blk.start * p.stride_h, rows, cols, p)
+            lane_step, pixel_step, cell, channel_step = plane, 1, 1, rows * cols
+        for block in range(blocks.lo, blocks.hi):
+            k0 = blk.group * kg + block * kb
+            wk = packed + ((blk.group * ceil_div(kg, kb) + block) * cg + c0) * p.r * p.s * kb
+            pixel, oh, ow = blk.start * p.out_w, 0, 0  # (oh, ow): the next pixel, its row counted from blk.start
+            while pixel < last:
+                run = PIXEL_RUN if last - pixel >= PIXEL_RUN else TAIL_RUN
+                count = min(run, last - pixel)
+                for q in range(run):
+                    if q < count:
+                        offsets[q] = (oh * p.stride_h * cols + ow * p.stride_w) * cell
+                        ow += 1
+                        if ow == p.out_w:
+                            oh, ow = oh + 1, 0
+                    else:
+                        offsets[q] = offsets[count - 1]
+                store_run(band, offsets, run, wk, y + blk.n * p.k * plane + k0 * lane_step + pixel * pixel_step,
+                          b + k0 if b != NULL else NULL, c0 > 0, chunk, min(kb, kg - block * kb), count,
+                          lane_step, pixel_step, cols, cell, channel_step, p)
+                pixel += count
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
             floating[:, :, :, ::1] y, floating[:, :, ::1] packed, floating[:, ::1] bands, Py_ssize_t block_rows,
-            Py_ssize_t channel_chunks, ConvShape p, bint channels_last, int num_threads):
+            Py_ssize_t channel_chunks, Py_ssize_t channel_chunk, ConvShape p, bint channels_last, int num_threads):
     """y = conv(x, w) + b (b may be None), one (image, group, block_rows output rows, chunk of the group's blocks
     of KB output channels, channel_chunks chunks) per work item, chunks slowest (a thread's consecutive items
-    share their weights); x (n, c, h, w) and y (n, k, out_h, out_w), or with
-    channels_last x (n, h, w, c) and y (n, out_h, out_w, k).
+    share their weights), summed over chunks of channel_chunk input channels; x (n, c, h, w) and y (n, k, out_h,
+    out_w), or with channels_last x (n, h, w, c) and y (n, out_h, out_w, k).
 
-    packed (groups, ceil(kg/KB), cg*r*s*KB): filled here; bands (threads, cg * band rows * cols): each thread's
-    input band for a block of block_rows rows.
+    packed (groups, ceil(kg/KB), cg*r*s*KB): filled here; bands (threads, channel_chunk * band rows * cols): each
+    thread's input band for a block of block_rows rows and a chunk of input channels.
     """
     cdef const floating *bias = &b[0] if b is not None else NULL
     cdef Py_ssize_t item, k_blocks = ceil_div(p.k // p.groups, block_lanes(&x[0, 0, 0, 0]))
@@ -269,4 +283,4 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, cons
     for item in prange(row_items * channel_chunks, nogil=True, schedule="static", num_threads=num_threads):
         forward_block(&x[0, 0, 0, 0], &packed[0, 0, 0], bias, &y[0, 0, 0, 0], &bands[threadid(), 0],
                       block_of(item % row_items, p.groups, p.out_h, block_rows),
-                      span_of(item // row_items, channel_chunks, k_blocks), channels_last, &p)
+                      span_of(item // row_items, channel_chunks, k_blocks), channel_chunk, channels_last, &p)

@@ -3,10 +3,11 @@ padding, groups of more than one input channel (or one group).
 
 The weights are re-laid once per call into blocks of KB output channels (``weights``, the order the micro-kernel
 reads them); each work item, a block of output rows of one image and one group and a chunk of its blocks of KB
-output channels, copies the rows of x its windows read into its thread's zero-padded ``bands`` row and computes the
-PB x KB outputs of each run of pixels in registers, the runs going on across the block's rows. No im2col matrix: it wins where the GEMM's inner dimension C/groups*R*S is short, or its column matrix
-is many times the input (few input channels, large or strided kernels). The same forward serves channels-last
-arrays (blocked_direct_nhwc).
+output channels, copies the rows of x its windows read, one chunk of input channels at a time, into its thread's
+zero-padded ``bands`` row, and computes the PB x KB outputs of each run of pixels in registers, the runs going on
+across the block's rows. No im2col matrix: it wins where the GEMM's inner dimension C/groups*R*S is short, or its
+column matrix is many times the input (few input channels, large or strided kernels). The same forward serves
+channels-last arrays (blocked_direct_nhwc).
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from fastconv.backends.cython_backend._levels import load
 
 _blocked_direct = load("_blocked_direct")  # the kernels built for this CPU's instruction set
 
-#: bytes of one thread's band (its group's input channels x the rows one block of output rows reads): with a
-#: block's weights it stays in the per-core L2 cache (512 KiB to 2 MiB on current x86-64 cores)
+#: bytes of one thread's band (a chunk of its group's input channels x the rows one block of output rows reads):
+#: with a block's weights of that chunk it stays in the per-core L2 cache (512 KiB to 2 MiB on current x86-64 cores)
 BAND_BYTES = 128 << 10
+#: (input channel, kernel row, kernel column) taps of one chunk of input channels: a block's weights of one chunk
+#: (CHUNK_TAPS x KB) are read by every run of a work item, 64 KiB for float32 with AVX-512, so that they stay in L2
+CHUNK_TAPS = 512
 #: work items per thread, where the rows and channel blocks allow: a static schedule then balances to within a few
 #: percent
 ITEMS_PER_THREAD = 8
@@ -56,12 +60,18 @@ def _band_shape(g: ConvGeometry, block_rows: int) -> tuple[int, int]:
 
 
 @per_budget
+def channel_chunk(g: ConvGeometry) -> int:
+    """CC, the input channels of one chunk: CHUNK_TAPS taps, at least one channel, at most the group's."""
+    return max(1, min(g.c_per_group, CHUNK_TAPS // (g.r * g.s)))
+
+
+@per_budget
 def work_items(g: ConvGeometry) -> tuple[int, int]:
     """(block_rows, channel_chunks): output rows and chunks of each group's blocks of KB output channels per work
-    item. A band within BAND_BYTES, blocks of at least MIN_RUNS_PER_BLOCK runs, and ITEMS_PER_THREAD items per
-    thread where the rows and then the channel blocks allow."""
+    item. A band of one chunk of input channels within BAND_BYTES, blocks of at least MIN_RUNS_PER_BLOCK runs, and
+    ITEMS_PER_THREAD items per thread where the rows and then the channel blocks allow."""
     first_rows, cols = _band_shape(g, 1)  # each further output row reads stride_h more
-    band_rows = BAND_BYTES // (g.c_per_group * cols * g.dtype.itemsize)
+    band_rows = BAND_BYTES // (channel_chunk(g) * cols * g.dtype.itemsize)
     fitting = 1 + max(0, band_rows - first_rows) // g.stride_h
     wanted = ITEMS_PER_THREAD * get_num_threads()
     rows = max(_ceil_div(g.out_h, _ceil_div(wanted, g.n * g.groups)),
@@ -74,14 +84,14 @@ def work_items(g: ConvGeometry) -> tuple[int, int]:
 
 @per_budget
 def forward_plan(g: ConvGeometry) -> Plan:
-    """The re-laid weights (groups, K blocks, C/groups*R*S*KB), and each thread's band."""
+    """The re-laid weights (groups, K blocks, C/groups*R*S*KB), and each thread's band of a chunk of channels."""
     rows, chunks = work_items(g)
     threads = threads_for(g.flops, g.n * g.groups * _ceil_div(g.out_h, rows) * chunks)
     kb = channel_block(g.dtype)
     band_rows, cols = _band_shape(g, rows)
     return Plan(threads, {"weights": ((g.groups, _ceil_div(g.k_per_group, kb), g.c_per_group * g.r * g.s * kb),
                                       g.dtype),
-                          "bands": ((threads, g.c_per_group * band_rows * cols), g.dtype)})
+                          "bands": ((threads, channel_chunk(g) * band_rows * cols), g.dtype)})
 
 
 def forward(x, w, b, y, g: ConvGeometry) -> None:
@@ -90,5 +100,5 @@ def forward(x, w, b, y, g: ConvGeometry) -> None:
     plan = forward_plan(g)
     scratch = plan.allocate()
     with parallel_region(plan.threads) as threads:
-        _blocked_direct.forward(x, w, b, y, scratch["weights"], scratch["bands"], *work_items(g), vars(g),
-                                g.channels_last, threads)
+        _blocked_direct.forward(x, w, b, y, scratch["weights"], scratch["bands"], *work_items(g), channel_chunk(g),
+                                vars(g), g.channels_last, threads)
