@@ -158,7 +158,7 @@ cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_s
                            Py_ssize_t cols, Py_ssize_t cell, Py_ssize_t channel_step,
                            const ConvShape *p) noexcept nogil:
     """yk[l * lane_step + q * pixel_step] = bias[l] (0 if bias is NULL) + the run's sums over `channels` input
-    channels, or += the sums with accumulate, for l < lanes, q < pixels.
+    channels, or += the sums with accumulate, for l < lanes, q < pixels (pixel_step 1 unless lane_step is).
 
     band: rows of cols pixels of cell elements each (1: planes channel_step apart; the channels: channels-last),
     the window of the run's pixel q at band + offsets[q]; run: PIXEL_RUN or TAIL_RUN (offsets past pixels repeat
@@ -185,14 +185,20 @@ cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_s
                     yk[q * pixel_step + l] += sums[q * kb + l]
                 else:
                     yk[q * pixel_step + l] = sums[q * kb + l] + (bias[l] if bias != NULL else 0)
+    elif accumulate:
+        for l in range(lanes):
+            for q in range(pixels):
+                yk[l * lane_step + q] += sums[q * kb + l]
+    elif pixels == MAX_RUN:  # a whole run: a fixed count of pixels, unrolled without a test per pixel
+        for l in range(lanes):
+            v = bias[l] if bias != NULL else 0
+            for q in range(MAX_RUN):
+                yk[l * lane_step + q] = sums[q * kb + l] + v
     else:
         for l in range(lanes):
-            v = bias[l] if bias != NULL and not accumulate else 0
+            v = bias[l] if bias != NULL else 0
             for q in range(pixels):
-                if accumulate:
-                    yk[l * lane_step + q * pixel_step] += sums[q * kb + l]
-                else:
-                    yk[l * lane_step + q * pixel_step] = sums[q * kb + l] + v
+                yk[l * lane_step + q] = sums[q * kb + l] + v
 
 
 cdef void pad_pixel_rows(const floating *xc, floating *dst, Py_ssize_t first, Py_ssize_t rows, Py_ssize_t cols,
