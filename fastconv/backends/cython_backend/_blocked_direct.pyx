@@ -88,10 +88,21 @@ cdef extern from *:
         }                                                                                                   \
         memcpy(sums, acc, sizeof acc);                                                                      \
     }
-    FASTCONV_RUN_SUMS(fastconv_run_sums_f32, float, fastconv_f32v, FASTCONV_PIXEL_RUN)
-    FASTCONV_RUN_SUMS(fastconv_run_sums_f64, double, fastconv_f64v, FASTCONV_PIXEL_RUN)
+    FASTCONV_RUN_SUMS(fastconv_whole_sums_f32, float, fastconv_f32v, FASTCONV_PIXEL_RUN)
+    FASTCONV_RUN_SUMS(fastconv_whole_sums_f64, double, fastconv_f64v, FASTCONV_PIXEL_RUN)
     FASTCONV_RUN_SUMS(fastconv_tail_sums_f32, float, fastconv_f32v, FASTCONV_TAIL_RUN)
     FASTCONV_RUN_SUMS(fastconv_tail_sums_f64, double, fastconv_f64v, FASTCONV_TAIL_RUN)
+
+    /* the sums of a run of `run` pixels: FASTCONV_PIXEL_RUN, or FASTCONV_TAIL_RUN at the end of a block */
+    #define FASTCONV_ANY_RUN_SUMS(NAME, T, WHOLE, TAIL)                                                     \
+    static inline void NAME(Py_ssize_t run, const T *src, const Py_ssize_t *offsets, const T *wk, T *sums,  \
+                            Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s, Py_ssize_t dw,                 \
+                            Py_ssize_t row_step, Py_ssize_t channel_step) {                                 \
+        (run == FASTCONV_PIXEL_RUN ? WHOLE : TAIL)(src, offsets, wk, sums, channels, r, s, dw, row_step,    \
+                                                   channel_step);                                           \
+    }
+    FASTCONV_ANY_RUN_SUMS(fastconv_run_sums_f32, float, fastconv_whole_sums_f32, fastconv_tail_sums_f32)
+    FASTCONV_ANY_RUN_SUMS(fastconv_run_sums_f64, double, fastconv_whole_sums_f64, fastconv_tail_sums_f64)
     """
     const Py_ssize_t PIXEL_RUN "FASTCONV_PIXEL_RUN"  # PB
     const Py_ssize_t TAIL_RUN "FASTCONV_TAIL_RUN"  # pixels of the runs that end a block
@@ -99,18 +110,14 @@ cdef extern from *:
     const Py_ssize_t LANES_F32 "FASTCONV_LANES_F32"  # lanes of one SIMD register
     const Py_ssize_t LANES_F64 "FASTCONV_LANES_F64"
     enum: MAX_SUMS "FASTCONV_MAX_SUMS"  # PB * KB for float32, the most sums a run keeps
-    void run_sums_f32 "fastconv_run_sums_f32"(const float *src, const Py_ssize_t *offsets, const float *wk,
-                                              float *sums, Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s,
-                                              Py_ssize_t dw, Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
-    void run_sums_f64 "fastconv_run_sums_f64"(const double *src, const Py_ssize_t *offsets, const double *wk,
-                                              double *sums, Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s,
-                                              Py_ssize_t dw, Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
-    void tail_sums_f32 "fastconv_tail_sums_f32"(const float *src, const Py_ssize_t *offsets, const float *wk,
-                                                float *sums, Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s,
-                                                Py_ssize_t dw, Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
-    void tail_sums_f64 "fastconv_tail_sums_f64"(const double *src, const Py_ssize_t *offsets, const double *wk,
-                                                double *sums, Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s,
-                                                Py_ssize_t dw, Py_ssize_t row_step, Py_ssize_t channel_step) noexcept nogil
+    void run_sums_f32 "fastconv_run_sums_f32"(Py_ssize_t run, const float *src, const Py_ssize_t *offsets,
+                                              const float *wk, float *sums, Py_ssize_t channels, Py_ssize_t r,
+                                              Py_ssize_t s, Py_ssize_t dw, Py_ssize_t row_step,
+                                              Py_ssize_t channel_step) noexcept nogil
+    void run_sums_f64 "fastconv_run_sums_f64"(Py_ssize_t run, const double *src, const Py_ssize_t *offsets,
+                                              const double *wk, double *sums, Py_ssize_t channels, Py_ssize_t r,
+                                              Py_ssize_t s, Py_ssize_t dw, Py_ssize_t row_step,
+                                              Py_ssize_t channel_step) noexcept nogil
 
 def k_block(Py_ssize_t itemsize):
     """KB, the output channels of one block: two SIMD registers of this itemsize (4 or 8)."""
@@ -169,15 +176,9 @@ cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_s
     cdef floating sums[MAX_SUMS]
     cdef floating v
     if floating is float:
-        if run == PIXEL_RUN:
-            run_sums_f32(band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
-        else:
-            tail_sums_f32(band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
+        run_sums_f32(run, band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
     else:
-        if run == PIXEL_RUN:
-            run_sums_f64(band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
-        else:
-            tail_sums_f64(band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
+        run_sums_f64(run, band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
     if lane_step == 1:  # channels-last: each pixel's lanes contiguous in y, as in sums (2.5x faster than by lane)
         for q in range(pixels):
             for l in range(lanes):
