@@ -377,6 +377,20 @@ def test_blocked_direct_is_not_the_default_for_mostly_empty_channel_blocks(cytho
         assert cython_backend.methods("conv2d_forward", g).default == expected, filters
 
 
+@pytest.mark.parametrize("x_shape, w_shape, kw, expected", [
+    ((2, 6, 14, 14), (32, 6, 5, 5), {}, "blocked_direct"),  # 10-wide rows: runs go on across them
+    ((2, 16, 5, 5), (120, 16, 5, 5), {}, "gemm"),  # one output pixel, less than a run
+    ((2, 64, 56, 56), (128, 64, 1, 1), dict(stride=2), "gemm"),  # 1x1: im2col is a strided copy
+    ((2, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1), "blocked_direct"),
+])
+def test_blocked_direct_default_needs_a_run_of_pixels_and_a_kernel_wider_than_1x1(cython_backend, x_shape, w_shape,
+                                                                                   kw, expected):
+    """The forward default is blocked_direct on maps of at least one run of pixels (whatever their row width) and
+    kernels of more than one tap; gemm on maps smaller than a run and on 1x1 kernels."""
+    g = conv_geometry(np.empty(x_shape, np.float32), np.empty(w_shape, np.float32), **kw)
+    assert cython_backend.methods("conv2d_forward", g).default == expected
+
+
 @pytest.mark.parametrize("pixels", [1, 7, 8, 49, 127, 128, 129, 135, 160, 161, 1000])
 def test_bias_grad_sums_planes_of_every_length(cython_backend, dtype, rng, pixels):
     """db by the shared row sum: 8 partial sums on short rows, 32 then 8 from 128 cells on, with the 32-, 8- and

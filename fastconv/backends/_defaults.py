@@ -38,7 +38,8 @@ def blocked_direct_pays(g: ConvGeometry, pixel_run: int, channel_block: int) -> 
     padding, and re-laying the weights costs as much as the convolution: LeNet's 16 -> 120 5x5 on a 5x5 map, one
     output pixel, took 1.1-2.6x gemm's time), and blocks of channel_block output channels at least half filled
     (the micro-kernel computes every lane of a block: with AVX-512's 32-channel blocks, LeNet's 1 -> 6 5x5 at batch
-    8 took 2.2-2.8x gemm's time)."""
+    8 took 2.2-2.8x gemm's time); not for 1x1 kernels, whose im2col is at most a strided copy of x (ResNet-18's
+    64 -> 128 1x1 stride-2 downsampling took 1.25-1.6x gemm's time at batch 1 and 8)."""
     blocks = -(-g.k_per_group // channel_block)
-    return (g.c_per_group <= BLOCKED_DIRECT_MAX_CHANNELS and (g.groups == 1 or g.c_per_group > 1)
+    return (g.c_per_group <= BLOCKED_DIRECT_MAX_CHANNELS and (g.groups == 1 or g.c_per_group > 1) and g.r * g.s > 1
             and g.out_h * g.out_w >= pixel_run and 2 * g.k_per_group >= blocks * channel_block)
