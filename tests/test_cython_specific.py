@@ -262,7 +262,7 @@ def test_blocked_direct_crops_a_negative_padding(cython_backend, rng, dtype):
     ((1, 4, 15, 9), (66, 2, 3, 2), dict(stride=(2, 3), dilation=(1, 2), padding=((1, 0), (2, 1)), groups=2)),
     ((3, 2, 4, 4), (9, 2, 4, 4), {}),  # kernel as large as the input: one pixel per image
 ])
-@pytest.mark.parametrize("band_bytes, items, min_runs, chunk_taps", [(128 << 10, 8, 4, 1024), (1, 64, 0, 1)])
+@pytest.mark.parametrize("band_bytes, items, min_runs, chunk_taps", [(128 << 10, 8, 4, 1024), (1, 1 << 20, 0, 1)])
 def test_blocked_direct_runs_cross_rows_and_items_split_channel_blocks(cython_backend, rng, two_threads,
                                                                          monkeypatch, tiling, dtype, channels_last,
                                                                          x_shape, w_shape, kw, band_bytes, items,
