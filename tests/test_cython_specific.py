@@ -368,7 +368,7 @@ def test_max_pool_backward_with_foreign_indices(cython_backend, rng, width):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_blocked_direct_is_not_the_default_for_mostly_empty_channel_blocks(cython_backend, dtype):
     """blocked_direct computes whole blocks of KB output channels: with fewer than KB / 2 filters per group gemm
-    is the default, with KB / 2 or more (and few input channels, wide output rows) blocked_direct."""
+    is the default, with KB / 2 or more (and few input channels, maps of at least one run) blocked_direct."""
     kb = cython_backend.conv.blocked_direct.channel_block(np.dtype(dtype))
     x = np.empty((2, 3, 40, 40), dtype)
     for filters, expected in ((1, "gemm"), (kb // 2 - 1, "gemm"), (kb // 2, "blocked_direct"),

@@ -104,9 +104,8 @@ cdef extern from *:
     FASTCONV_ANY_RUN_SUMS(fastconv_run_sums_f32, float, fastconv_whole_sums_f32, fastconv_tail_sums_f32)
     FASTCONV_ANY_RUN_SUMS(fastconv_run_sums_f64, double, fastconv_whole_sums_f64, fastconv_tail_sums_f64)
     """
-    const Py_ssize_t PIXEL_RUN "FASTCONV_PIXEL_RUN"  # PB
+    enum: PIXEL_RUN "FASTCONV_PIXEL_RUN"  # PB (an enum: it sizes arrays)
     const Py_ssize_t TAIL_RUN "FASTCONV_TAIL_RUN"  # pixels of the runs that end a block
-    enum: MAX_RUN "FASTCONV_PIXEL_RUN"
     const Py_ssize_t LANES_F32 "FASTCONV_LANES_F32"  # lanes of one SIMD register
     const Py_ssize_t LANES_F64 "FASTCONV_LANES_F64"
     enum: MAX_SUMS "FASTCONV_MAX_SUMS"  # PB * KB for float32, the most sums a run keeps
@@ -147,16 +146,20 @@ cdef void pack_block(const floating *w, floating *packed, Py_ssize_t item, const
     docstring. Tiles of PACK_TAPS taps x KB channels, each row of w read in runs of PACK_TAPS."""
     cdef Py_ssize_t kb = block_lanes(w), kg = p.k // p.groups, taps = p.c // p.groups * p.r * p.s
     cdef Py_ssize_t blocks = ceil_div(kg, kb), group = item // blocks, block = item % blocks
-    cdef Py_ssize_t lanes = min(kb, kg - block * kb), tile, t0, t, l
+    cdef Py_ssize_t lanes = min(kb, kg - block * kb), tile, t0, t1, t, l
     cdef const floating *wl
     packed += item * taps * kb
     w += (group * kg + block * kb) * taps
     for tile in range(ceil_div(taps, PACK_TAPS)):
         t0 = tile * PACK_TAPS
-        for l in range(kb):
+        t1 = min(t0 + PACK_TAPS, taps)
+        for l in range(lanes):
             wl = w + l * taps
-            for t in range(t0, min(t0 + PACK_TAPS, taps)):
-                packed[t * kb + l] = wl[t] if l < lanes else 0
+            for t in range(t0, t1):
+                packed[t * kb + l] = wl[t]
+        for l in range(lanes, kb):  # the lanes past the group's last filter
+            for t in range(t0, t1):
+                packed[t * kb + l] = 0
 
 
 cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_ssize_t run, const floating *wk,
@@ -190,10 +193,10 @@ cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_s
         for l in range(lanes):
             for q in range(pixels):
                 yk[l * lane_step + q] += sums[q * kb + l]
-    elif pixels == MAX_RUN:  # a whole run: a fixed count of pixels, unrolled without a test per pixel
+    elif pixels == PIXEL_RUN:  # a whole run: a fixed count of pixels, unrolled without a test per pixel
         for l in range(lanes):
             v = bias[l] if bias != NULL else 0
-            for q in range(MAX_RUN):
+            for q in range(PIXEL_RUN):
                 yk[l * lane_step + q] = sums[q * kb + l] + v
     else:
         for l in range(lanes):
@@ -236,7 +239,7 @@ cdef void forward_block(const floating *x, const floating *packed, const floatin
     cdef Py_ssize_t rows = (blk.stop - blk.start - 1) * p.stride_h + (p.r - 1) * p.dilation_h + 1
     cdef Py_ssize_t last = blk.stop * p.out_w, part, c0, chunk, c, block, k0, pixel, run, count, q, oh, ow
     cdef Py_ssize_t lane_step, pixel_step, cell, channel_step
-    cdef Py_ssize_t offsets[MAX_RUN]
+    cdef Py_ssize_t offsets[PIXEL_RUN]
     cdef const floating *wk
     for part in range(ceil_div(cg, channel_chunk)):
         c0 = part * channel_chunk
