@@ -261,16 +261,17 @@ def test_blocked_direct_crops_a_negative_padding(cython_backend, rng, dtype):
     ((1, 5, 27, 27), (40, 5, 5, 5), dict(padding=2)),  # AlexNet's 27-wide rows
     ((1, 4, 15, 9), (66, 2, 3, 2), dict(stride=(2, 3), dilation=(1, 2), padding=((1, 0), (2, 1)), groups=2)),
     ((3, 2, 4, 4), (9, 2, 4, 4), {}),  # kernel as large as the input: one pixel per image
+    ((1, 3, 5, 14), (34, 3, 3, 3), dict(padding=1)),  # 70 pixels (rows of 14): tails of 4, 3, 2 and 1 pixels
 ])
 @pytest.mark.parametrize("band_bytes, items, min_runs, chunk_taps", [(128 << 10, 8, 4, 1024), (1, 1 << 20, 0, 1)])
 def test_blocked_direct_runs_cross_rows_and_items_split_channel_blocks(cython_backend, rng, two_threads,
                                                                          monkeypatch, tiling, dtype, channels_last,
                                                                          x_shape, w_shape, kw, band_bytes, items,
                                                                          min_runs, chunk_taps):
-    """Runs of PB pixels go on across output rows and end in runs of TAIL_RUN; work items are blocks of rows and
-    chunks of the blocks of KB output channels, summed over chunks of input channels: the default split, and one
-    row per block with as many chunks as blocks, one input channel per chunk (two threads, both layouts), against
-    naive."""
+    """Runs of PB pixels go on across output rows and end in runs of 1 to TAIL_RUN pixels; work items are blocks
+    of rows and chunks of the blocks of KB output channels, summed over chunks of input channels: the default split,
+    and one row per block with as many chunks as blocks, one input channel per chunk (two threads, both layouts),
+    against naive."""
     from fastconv.backends.cython_backend import blocked_direct
 
     monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)

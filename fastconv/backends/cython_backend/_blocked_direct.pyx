@@ -17,8 +17,8 @@ runs of the item, however many input channels the layer has.
 
     y[n, k0 + l, oh_q, ow_q] = b[k0 + l] + sum_{c,i,j} packed[c, i, j, l] * band[c, oh_q*sh + i*dh, ow_q*sw + j*dw]
 
-A block's last pixels take runs of TAIL_RUN pixels, so that at most TAIL_RUN - 1 computed pixels are thrown away
-per block of rows and channels, whatever the width of the rows (a 7 x 7 map is 4 runs of 12 and one of 4).
+A block's last pixels take runs of at most TAIL_RUN pixels, the last one as long as the pixels left, so that no
+computed pixel is thrown away, whatever the width of the rows (a 7 x 7 map is 4 runs of 12 and one of 1).
 
 The micro-kernel is C with GCC/Clang vector types (plain loops left the sums on the stack): KB is two SIMD
 registers of the instruction set the module is compiled for, PB as many pixels as leave registers for the two
@@ -90,22 +90,34 @@ cdef extern from *:
     }
     FASTCONV_RUN_SUMS(fastconv_whole_sums_f32, float, fastconv_f32v, FASTCONV_PIXEL_RUN)
     FASTCONV_RUN_SUMS(fastconv_whole_sums_f64, double, fastconv_f64v, FASTCONV_PIXEL_RUN)
-    FASTCONV_RUN_SUMS(fastconv_tail_sums_f32, float, fastconv_f32v, FASTCONV_TAIL_RUN)
-    FASTCONV_RUN_SUMS(fastconv_tail_sums_f64, double, fastconv_f64v, FASTCONV_TAIL_RUN)
+    FASTCONV_RUN_SUMS(fastconv_sums4_f32, float, fastconv_f32v, 4)
+    FASTCONV_RUN_SUMS(fastconv_sums4_f64, double, fastconv_f64v, 4)
+    FASTCONV_RUN_SUMS(fastconv_sums3_f32, float, fastconv_f32v, 3)
+    FASTCONV_RUN_SUMS(fastconv_sums3_f64, double, fastconv_f64v, 3)
+    FASTCONV_RUN_SUMS(fastconv_sums2_f32, float, fastconv_f32v, 2)
+    FASTCONV_RUN_SUMS(fastconv_sums2_f64, double, fastconv_f64v, 2)
+    FASTCONV_RUN_SUMS(fastconv_sums1_f32, float, fastconv_f32v, 1)
+    FASTCONV_RUN_SUMS(fastconv_sums1_f64, double, fastconv_f64v, 1)
 
-    /* the sums of a run of `run` pixels: FASTCONV_PIXEL_RUN, or FASTCONV_TAIL_RUN at the end of a block */
-    #define FASTCONV_ANY_RUN_SUMS(NAME, T, WHOLE, TAIL)                                                     \
-    static inline void NAME(Py_ssize_t run, const T *src, const Py_ssize_t *offsets, const T *wk, T *sums,  \
-                            Py_ssize_t channels, Py_ssize_t r, Py_ssize_t s, Py_ssize_t dw,                 \
-                            Py_ssize_t row_step, Py_ssize_t channel_step) {                                 \
-        (run == FASTCONV_PIXEL_RUN ? WHOLE : TAIL)(src, offsets, wk, sums, channels, r, s, dw, row_step,    \
-                                                   channel_step);                                           \
+    /* the sums of a run of `run` pixels: FASTCONV_PIXEL_RUN, or 1 to FASTCONV_TAIL_RUN at the end of a block
+       (a run of one pixel takes about a tenth of a whole run's time, one of four a third) */
+    #define FASTCONV_ANY_RUN_SUMS(T, SUFFIX)                                                                \
+    static inline void fastconv_run_sums_##SUFFIX(Py_ssize_t run, const T *src, const Py_ssize_t *offsets,  \
+                                                   const T *wk, T *sums, Py_ssize_t channels, Py_ssize_t r, \
+                                                   Py_ssize_t s, Py_ssize_t dw, Py_ssize_t row_step,        \
+                                                   Py_ssize_t channel_step) {                               \
+        void (*sums_of)(const T *, const Py_ssize_t *, const T *, T *, Py_ssize_t, Py_ssize_t, Py_ssize_t,  \
+                        Py_ssize_t, Py_ssize_t, Py_ssize_t) =                                               \
+            run == FASTCONV_PIXEL_RUN ? fastconv_whole_sums_##SUFFIX : run == 4 ? fastconv_sums4_##SUFFIX   \
+            : run == 3 ? fastconv_sums3_##SUFFIX : run == 2 ? fastconv_sums2_##SUFFIX                       \
+            : fastconv_sums1_##SUFFIX;                                                                      \
+        sums_of(src, offsets, wk, sums, channels, r, s, dw, row_step, channel_step);                        \
     }
-    FASTCONV_ANY_RUN_SUMS(fastconv_run_sums_f32, float, fastconv_whole_sums_f32, fastconv_tail_sums_f32)
-    FASTCONV_ANY_RUN_SUMS(fastconv_run_sums_f64, double, fastconv_whole_sums_f64, fastconv_tail_sums_f64)
+    FASTCONV_ANY_RUN_SUMS(float, f32)
+    FASTCONV_ANY_RUN_SUMS(double, f64)
     """
     enum: PIXEL_RUN "FASTCONV_PIXEL_RUN"  # PB (an enum: it sizes arrays)
-    const Py_ssize_t TAIL_RUN "FASTCONV_TAIL_RUN"  # pixels of the runs that end a block
+    const Py_ssize_t TAIL_RUN "FASTCONV_TAIL_RUN"  # most pixels of the runs that end a block
     const Py_ssize_t LANES_F32 "FASTCONV_LANES_F32"  # lanes of one SIMD register
     const Py_ssize_t LANES_F64 "FASTCONV_LANES_F64"
     enum: MAX_SUMS "FASTCONV_MAX_SUMS"  # PB * KB for float32, the most sums a run keeps
@@ -164,15 +176,15 @@ cdef void pack_block(const floating *w, floating *packed, Py_ssize_t item, const
 
 cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_ssize_t run, const floating *wk,
                            floating *yk, const floating *bias, bint accumulate, Py_ssize_t channels,
-                           Py_ssize_t lanes, Py_ssize_t pixels, Py_ssize_t lane_step, Py_ssize_t pixel_step,
+                           Py_ssize_t lanes, Py_ssize_t lane_step, Py_ssize_t pixel_step,
                            Py_ssize_t cols, Py_ssize_t cell, Py_ssize_t channel_step,
                            const ConvShape *p) noexcept nogil:
     """yk[l * lane_step + q * pixel_step] = bias[l] (0 if bias is NULL) + the run's sums over `channels` input
-    channels, or += the sums with accumulate, for l < lanes, q < pixels (pixel_step 1 unless lane_step is).
+    channels, or += the sums with accumulate, for l < lanes, q < run (pixel_step 1 unless lane_step is).
 
     band: rows of cols pixels of cell elements each (1: planes channel_step apart; the channels: channels-last),
-    the window of the run's pixel q at band + offsets[q]; run: PIXEL_RUN or TAIL_RUN (offsets past pixels repeat
-    a pixel's, their sums are not stored); wk: the block of packed weights at the first of the channels.
+    the window of the run's pixel q at band + offsets[q]; run: PIXEL_RUN, or 1 to TAIL_RUN pixels; wk: the block
+    of packed weights at the first of the channels.
     """
     cdef Py_ssize_t kb = block_lanes(band), q, l
     cdef Py_ssize_t dw = p.dilation_w * cell, row_step = p.dilation_h * cols * cell
@@ -183,7 +195,7 @@ cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_s
     else:
         run_sums_f64(run, band, offsets, wk, sums, channels, p.r, p.s, dw, row_step, channel_step)
     if lane_step == 1:  # channels-last: each pixel's lanes contiguous in y, as in sums (2.5x faster than by lane)
-        for q in range(pixels):
+        for q in range(run):
             for l in range(lanes):
                 if accumulate:
                     yk[q * pixel_step + l] += sums[q * kb + l]
@@ -191,9 +203,9 @@ cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_s
                     yk[q * pixel_step + l] = sums[q * kb + l] + (bias[l] if bias != NULL else 0)
     elif accumulate:
         for l in range(lanes):
-            for q in range(pixels):
+            for q in range(run):
                 yk[l * lane_step + q] += sums[q * kb + l]
-    elif pixels == PIXEL_RUN:  # a whole run: a fixed count of pixels, unrolled without a test per pixel
+    elif run == PIXEL_RUN:  # a whole run: a fixed count of pixels, unrolled without a test per pixel
         for l in range(lanes):
             v = bias[l] if bias != NULL else 0
             for q in range(PIXEL_RUN):
@@ -201,7 +213,7 @@ cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_s
     else:
         for l in range(lanes):
             v = bias[l] if bias != NULL else 0
-            for q in range(pixels):
+            for q in range(run):
                 yk[l * lane_step + q] = sums[q * kb + l] + v
 
 
@@ -237,7 +249,7 @@ cdef void forward_block(const floating *x, const floating *packed, const floatin
     cdef Py_ssize_t kb = block_lanes(x), cg = p.c // p.groups, kg = p.k // p.groups, plane = p.out_h * p.out_w
     cdef Py_ssize_t cols = (p.out_w - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
     cdef Py_ssize_t rows = (blk.stop - blk.start - 1) * p.stride_h + (p.r - 1) * p.dilation_h + 1
-    cdef Py_ssize_t last = blk.stop * p.out_w, part, c0, chunk, c, block, k0, pixel, run, count, q, oh, ow
+    cdef Py_ssize_t last = blk.stop * p.out_w, part, c0, chunk, c, block, k0, pixel, run, q, oh, ow
     cdef Py_ssize_t lane_step, pixel_step, cell, channel_step
     cdef Py_ssize_t offsets[PIXEL_RUN]
     cdef const floating *wk
@@ -258,20 +270,16 @@ cdef void forward_block(const floating *x, const floating *packed, const floatin
             wk = packed + ((blk.group * ceil_div(kg, kb) + block) * cg + c0) * p.r * p.s * kb
             pixel, oh, ow = blk.start * p.out_w, 0, 0  # (oh, ow): the next pixel, its row counted from blk.start
             while pixel < last:
-                run = PIXEL_RUN if last - pixel >= PIXEL_RUN else TAIL_RUN
-                count = min(run, last - pixel)
+                run = PIXEL_RUN if last - pixel >= PIXEL_RUN else min(TAIL_RUN, last - pixel)
                 for q in range(run):
-                    if q < count:
-                        offsets[q] = (oh * p.stride_h * cols + ow * p.stride_w) * cell
-                        ow += 1
-                        if ow == p.out_w:
-                            oh, ow = oh + 1, 0
-                    else:
-                        offsets[q] = offsets[count - 1]
+                    offsets[q] = (oh * p.stride_h * cols + ow * p.stride_w) * cell
+                    ow += 1
+                    if ow == p.out_w:
+                        oh, ow = oh + 1, 0
                 store_run(band, offsets, run, wk, y + blk.n * p.k * plane + k0 * lane_step + pixel * pixel_step,
-                          b + k0 if b != NULL else NULL, c0 > 0, chunk, min(kb, kg - block * kb), count,
-                          lane_step, pixel_step, cols, cell, channel_step, p)
-                pixel += count
+                          b + k0 if b != NULL else NULL, c0 > 0, chunk, min(kb, kg - block * kb), lane_step,
+                          pixel_step, cols, cell, channel_step, p)
+                pixel += run
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
