@@ -115,6 +115,49 @@ cdef extern from *:
     }
     FASTCONV_ANY_RUN_SUMS(float, f32)
     FASTCONV_ANY_RUN_SUMS(double, f64)
+
+    /* dst[t * dst_step + l] = src[l * src_step + t] for l, t < L, the lanes of V: a square of L rows transposed
+       in registers. Each of the log2(L) steps swaps, in each pair of rows i and i + h (h a power of two, i & h
+       zero), the elements whose column has bit h set in row i with those whose column has it clear in row i + h:
+       two-register shuffles (GCC's __builtin_shuffle; elsewhere plain copies). */
+    #if defined(__GNUC__) && !defined(__clang__)
+    #define FASTCONV_TRANSPOSE(NAME, T, V, IV)                                                              \
+    static inline void NAME(const T *src, Py_ssize_t src_step, T *dst, Py_ssize_t dst_step) {               \
+        enum { L = sizeof(V) / sizeof(T) };                                                                 \
+        V rows[L];                                                                                          \
+        _Pragma("GCC unroll 16") for (int l = 0; l < L; l++) {                                              \
+            rows[l] = *(const V *)(src + l * src_step);                                                     \
+        }                                                                                                   \
+        _Pragma("GCC unroll 4") for (int h = L / 2; h >= 1; h /= 2) {                                       \
+            IV low, high;                                                                                   \
+            _Pragma("GCC unroll 16") for (int j = 0; j < L; j++) {                                          \
+                low[j] = j & h ? L + j - h : j;                                                             \
+                high[j] = j & h ? L + j : j + h;                                                            \
+            }                                                                                               \
+            _Pragma("GCC unroll 16") for (int pair = 0; pair < L / 2; pair++) {                             \
+                int i = pair / h * 2 * h + pair % h;  /* the pair's first row: bit h clear */               \
+                V a = rows[i], b = rows[i + h];                                                             \
+                rows[i] = __builtin_shuffle(a, b, low);                                                     \
+                rows[i + h] = __builtin_shuffle(a, b, high);                                                \
+            }                                                                                               \
+        }                                                                                                   \
+        _Pragma("GCC unroll 16") for (int t = 0; t < L; t++)                                                \
+            *(V *)(dst + t * dst_step) = rows[t];                                                           \
+    }
+    typedef int fastconv_i32v __attribute__((vector_size(sizeof(fastconv_f32v))));
+    typedef long long fastconv_i64v __attribute__((vector_size(sizeof(fastconv_f64v))));
+    FASTCONV_TRANSPOSE(fastconv_transpose_f32, float, fastconv_f32v, fastconv_i32v)
+    FASTCONV_TRANSPOSE(fastconv_transpose_f64, double, fastconv_f64v, fastconv_i64v)
+    #else
+    #define FASTCONV_TRANSPOSE(NAME, T, L)                                                                  \
+    static inline void NAME(const T *src, Py_ssize_t src_step, T *dst, Py_ssize_t dst_step) {               \
+        for (Py_ssize_t l = 0; l < L; l++)                                                                  \
+            for (Py_ssize_t t = 0; t < L; t++)                                                              \
+                dst[t * dst_step + l] = src[l * src_step + t];                                              \
+    }
+    FASTCONV_TRANSPOSE(fastconv_transpose_f32, float, FASTCONV_LANES_F32)
+    FASTCONV_TRANSPOSE(fastconv_transpose_f64, double, FASTCONV_LANES_F64)
+    #endif
     """
     enum: PIXEL_RUN "FASTCONV_PIXEL_RUN"  # PB (an enum: it sizes arrays)
     const Py_ssize_t TAIL_RUN "FASTCONV_TAIL_RUN"  # most pixels of the runs that end a block
@@ -129,6 +172,10 @@ cdef extern from *:
                                               const double *wk, double *sums, Py_ssize_t channels, Py_ssize_t r,
                                               Py_ssize_t s, Py_ssize_t dw, Py_ssize_t row_step,
                                               Py_ssize_t channel_step) noexcept nogil
+    void transpose_f32 "fastconv_transpose_f32"(const float *src, Py_ssize_t src_step, float *dst,
+                                                Py_ssize_t dst_step) noexcept nogil
+    void transpose_f64 "fastconv_transpose_f64"(const double *src, Py_ssize_t src_step, double *dst,
+                                                Py_ssize_t dst_step) noexcept nogil
 
 def k_block(Py_ssize_t itemsize):
     """KB, the output channels of one block: two SIMD registers of this itemsize (4 or 8)."""
@@ -148,22 +195,41 @@ cdef inline Py_ssize_t block_lanes(const floating *any) noexcept nogil:
         return 2 * LANES_F64
 
 
-#: taps re-laid together per output channel: the rows of w they read and the lines of packed they write stay in L1
+#: taps re-laid together per output channel where squares do not: the rows of w they read and the lines of packed
+#: they write stay in L1
 cdef enum:
     PACK_TAPS = 16
 
 
+cdef inline void transpose(const floating *src, Py_ssize_t src_step, floating *dst,
+                           Py_ssize_t dst_step) noexcept nogil:
+    """dst[t * dst_step + l] = src[l * src_step + t] for l, t < KB / 2 (a square of one SIMD register's lanes)."""
+    if floating is float:
+        transpose_f32(src, src_step, dst, dst_step)
+    else:
+        transpose_f64(src, src_step, dst, dst_step)
+
+
 cdef void pack_block(const floating *w, floating *packed, Py_ssize_t item, const ConvShape *p) noexcept nogil:
     """packed[group, block] (cg*r*s*KB) from w (k, cg, r, s), item = group * ceil(kg/KB) + block: see the module
-    docstring. Tiles of PACK_TAPS taps x KB channels, each row of w read in runs of PACK_TAPS."""
+    docstring. A full block by squares of KB/2 taps x KB/2 channels transposed in registers (4-5x faster than
+    element by element: at batch 1 re-laying 512 x 512 x 3 x 3 weights took as long as a third of the convolution
+    on a 7x7 map); the taps left and the group's last, partial block by tiles of PACK_TAPS taps, each row of w
+    read in runs of PACK_TAPS."""
     cdef Py_ssize_t kb = block_lanes(w), kg = p.k // p.groups, taps = p.c // p.groups * p.r * p.s
-    cdef Py_ssize_t blocks = ceil_div(kg, kb), group = item // blocks, block = item % blocks
-    cdef Py_ssize_t lanes = min(kb, kg - block * kb), tile, t0, t1, t, l
+    cdef Py_ssize_t blocks = ceil_div(kg, kb), group = item // blocks, block = item % blocks, half = kb // 2
+    cdef Py_ssize_t lanes = min(kb, kg - block * kb), squares = 0, tile, t0, t1, t, l
     cdef const floating *wl
     packed += item * taps * kb
     w += (group * kg + block * kb) * taps
-    for tile in range(ceil_div(taps, PACK_TAPS)):
-        t0 = tile * PACK_TAPS
+    if lanes == kb:
+        squares = taps // half
+        for l in range(2):  # each half of the block's rows, read along its rows
+            for tile in range(squares):
+                t0 = tile * half
+                transpose(w + l * half * taps + t0, taps, packed + t0 * kb + l * half, kb)
+    for tile in range(ceil_div(taps - squares * half, PACK_TAPS)):
+        t0 = squares * half + tile * PACK_TAPS
         t1 = min(t0 + PACK_TAPS, taps)
         for l in range(lanes):
             wl = w + l * taps
