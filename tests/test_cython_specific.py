@@ -323,7 +323,7 @@ def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rn
     ((1, 80, 13, 13), "winograd", "gemm"),  # a 13x13 map at batch 1: Winograd's forward pays, its backward not
     ((1, 80, 12, 12), "winograd", "gemm"),  # FORWARD_MIN_PIXELS
     ((1, 80, 11, 11), "gemm", "gemm"),
-    ((4, 80, 7, 7), "gemm", "rotated"),  # from batch 2 dx is the rotated forward (below)
+    ((4, 80, 7, 7), "blocked_direct", "rotated"),  # from batch 2 dx is the rotated forward (below)
     ((1, 80, 16, 16), "winograd", "winograd"),  # where winograd_pays
     ((8, 8, 13, 13), "gemm", "rotated"),  # too few channels for Winograd
 ])
@@ -383,11 +383,15 @@ def test_blocked_direct_is_not_the_default_for_mostly_empty_channel_blocks(cytho
     ((2, 16, 5, 5), (120, 16, 5, 5), {}, "gemm"),  # one output pixel, less than a run
     ((2, 64, 56, 56), (128, 64, 1, 1), dict(stride=2), "gemm"),  # 1x1: im2col is a strided copy
     ((2, 64, 56, 56), (128, 64, 3, 3), dict(stride=2, padding=1), "blocked_direct"),
+    ((1, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "gemm"),  # many channels, 49 pixels: re-laying costs
+    ((3, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), "blocked_direct"),  # 147 pixels over the batch
+    ((1, 128, 28, 28), (256, 128, 3, 3), dict(stride=2, padding=1), "blocked_direct"),
 ])
 def test_blocked_direct_default_needs_a_run_of_pixels_and_a_kernel_wider_than_1x1(cython_backend, x_shape, w_shape,
                                                                                    kw, expected):
     """The forward default is blocked_direct on maps of at least one run of pixels (whatever their row width) and
-    kernels of more than one tap; gemm on maps smaller than a run and on 1x1 kernels."""
+    kernels of more than one tap, with many input channels only from BLOCKED_DIRECT_MIN_PIXELS output pixels over
+    the batch; gemm on maps smaller than a run, on 1x1 kernels, and on few pixels of many channels."""
     g = conv_geometry(np.empty(x_shape, np.float32), np.empty(w_shape, np.float32), **kw)
     assert cython_backend.methods("conv2d_forward", g).default == expected
 

@@ -31,7 +31,7 @@ MODULES = {"gemm": gemm, "pointwise": pointwise, "direct": direct, "polyphase": 
 def default_method(g: ConvGeometry) -> str:
     """The forward method: for depthwise layers blocked where preferred, else polyphase on small maps and direct
     otherwise; Winograd where its forward pays, pointwise for 1x1 stride-1 unpadded layers, blocked_direct where it pays
-    (few channels per group), gemm otherwise."""
+    (few channels per group, or enough output pixels to re-lay the weights for), gemm otherwise."""
     if g.is_depthwise:
         if blocked.preferred(g):
             return "blocked"
