@@ -293,6 +293,27 @@ def test_blocked_direct_runs_cross_rows_and_items_split_channel_blocks(cython_ba
     assert_close(y, expected, dtype, f"{g}")
 
 
+@pytest.mark.parametrize("x_shape, relays", [((1, 70, 7, 7), True), ((2, 70, 7, 7), False)])
+@pytest.mark.parametrize("chunk_taps", [1024, 72])
+def test_blocked_direct_items_relay_the_weights_where_each_block_serves_one_item(cython_backend, rng, two_threads,
+                                                                                 monkeypatch, tiling, dtype, x_shape,
+                                                                                 relays, chunk_taps):
+    """At batch 1 with one block of rows, each item re-lays its blocks' weights chunk by chunk (one chunk, or eight
+    input channels per chunk), the group's last block partly filled; with two images the weights are re-laid once
+    for both. Against naive."""
+    from fastconv.backends.cython_backend import blocked_direct
+
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)
+    tiling(blocked_direct, CHUNK_TAPS=chunk_taps)
+    x, w = random_array(rng, x_shape, dtype), random_array(rng, (40, 70, 3, 3), dtype)
+    b = random_array(rng, (40,), dtype)
+    g = conv_geometry(x, w, b, padding=1)
+    assert blocked_direct.relays_per_item(g) is relays
+    y = np.empty(g.y_shape, dtype)
+    blocked_direct.forward(x, w, b, y, g)
+    assert_close(y, fc.conv2d(x, w, b, padding=1, backend="naive"), dtype)
+
+
 @pytest.mark.parametrize("groups, padding", [(1, 1), (2, ((0, 2), (1, 0)))])
 @pytest.mark.parametrize("batch, min_tiles", [(3, None), (3, 1), (1, 20), (3, 36), (1, 1000)])
 def test_winograd_layer_forward_and_backward_agree_with_naive(cython_backend, rng, dtype, groups, padding,

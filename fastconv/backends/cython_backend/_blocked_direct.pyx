@@ -1,11 +1,11 @@
 """Register-blocked direct convolution: any kernel size, stride, dilation, padding and groups, float32/float64
 NCHW or channels-last arrays, GIL released.
 
-Shapes (one ConvShape p; cg = c/groups, kg = k/groups, KB = k_block(itemsize) output channels, PB = PIXEL_RUN
-output pixels): x (n, c, h, w); packed (groups, ceil(kg/KB), cg*r*s*KB), each block of KB output channels of a
-group as [c][i][j][lane], zero past kg; y (n, k, out_h, out_w). Channels-last: x (n, h, w, c) and y (n, out_h,
-out_w, k); the band is then (band_rows, cols, CC), copied from x's rows (as they are when CC = c), and the
-micro-kernel steps through it by CC elements per pixel.
+Shapes (one ConvShape p; cg = c/groups, kg = k/groups, KB = k_block(itemsize) output channels, PB = PIXEL_RUN output
+pixels): x (n, c, h, w); packed (groups, ceil(kg/KB), cg*r*s*KB), each block of KB output channels of a group as
+[c][i][j][lane], zero past kg (or each thread's one block of one chunk, re-laid by the item that reads it); y (n, k,
+out_h, out_w). Channels-last: x (n, h, w, c) and y (n, out_h, out_w, k); the band is then (band_rows, cols, CC),
+copied from x's rows (as they are when CC = c), and the micro-kernel steps through it by CC elements per pixel.
 
 Work items are (image, group, block of output rows, chunk of the group's blocks of KB output channels). Per chunk
 of CC of the group's input channels, a thread copies the rows of x the block's windows read into its zero-padded
@@ -210,34 +210,51 @@ cdef inline void transpose(const floating *src, Py_ssize_t src_step, floating *d
         transpose_f64(src, src_step, dst, dst_step)
 
 
-cdef void pack_block(const floating *w, floating *packed, Py_ssize_t item, const ConvShape *p) noexcept nogil:
-    """packed[group, block] (cg*r*s*KB) from w (k, cg, r, s), item = group * ceil(kg/KB) + block: see the module
-    docstring. A full block by squares of KB/2 taps x KB/2 channels transposed in registers (4-5x faster than
-    element by element: at batch 1 re-laying 512 x 512 x 3 x 3 weights took as long as a third of the convolution
-    on a 7x7 map); the taps left and the group's last, partial block by tiles of PACK_TAPS taps, each row of w
-    read in runs of PACK_TAPS."""
-    cdef Py_ssize_t kb = block_lanes(w), kg = p.k // p.groups, taps = p.c // p.groups * p.r * p.s
-    cdef Py_ssize_t blocks = ceil_div(kg, kb), group = item // blocks, block = item % blocks, half = kb // 2
-    cdef Py_ssize_t lanes = min(kb, kg - block * kb), squares = 0, tile, t0, t1, t, l
+cdef void pack_taps(const floating *w, floating *dst, Py_ssize_t lanes, Py_ssize_t taps, Py_ssize_t first,
+                    Py_ssize_t count) noexcept nogil:
+    """dst (count, KB)[t, l] = w (lanes, taps)[l, first + t], zero for l >= lanes: taps first:first+count of a
+    block of output channels re-laid (see the module docstring). A full block by squares of KB/2 taps x KB/2
+    channels transposed in registers (4-5x faster than element by element: at batch 1 re-laying 512 x 512 x 3 x 3
+    weights took as long as a third of the convolution on a 7x7 map); the taps left and the group's last, partial
+    block by tiles of PACK_TAPS taps, each row of w read in runs of PACK_TAPS."""
+    cdef Py_ssize_t kb = block_lanes(w), half = kb // 2, squares = 0, tile, t0, t1, t, l
     cdef const floating *wl
-    packed += item * taps * kb
-    w += (group * kg + block * kb) * taps
+    w += first
     if lanes == kb:
-        squares = taps // half
+        squares = count // half
         for l in range(2):  # each half of the block's rows, read along its rows
             for tile in range(squares):
                 t0 = tile * half
-                transpose(w + l * half * taps + t0, taps, packed + t0 * kb + l * half, kb)
-    for tile in range(ceil_div(taps - squares * half, PACK_TAPS)):
+                transpose(w + l * half * taps + t0, taps, dst + t0 * kb + l * half, kb)
+    for tile in range(ceil_div(count - squares * half, PACK_TAPS)):
         t0 = squares * half + tile * PACK_TAPS
-        t1 = min(t0 + PACK_TAPS, taps)
+        t1 = min(t0 + PACK_TAPS, count)
         for l in range(lanes):
             wl = w + l * taps
             for t in range(t0, t1):
-                packed[t * kb + l] = wl[t]
+                dst[t * kb + l] = wl[t]
         for l in range(lanes, kb):  # the lanes past the group's last filter
             for t in range(t0, t1):
-                packed[t * kb + l] = 0
+                dst[t * kb + l] = 0
+
+
+cdef inline const floating *block_weights(const floating *w, Py_ssize_t group, Py_ssize_t block,
+                                          const ConvShape *p) noexcept nogil:
+    """The rows of w (k, cg, r, s) of a group's block of KB output channels."""
+    cdef Py_ssize_t kg = p.k // p.groups
+    return w + (group * kg + block * block_lanes(w)) * (p.c // p.groups * p.r * p.s)
+
+
+cdef inline Py_ssize_t block_filters(Py_ssize_t block, Py_ssize_t kb, const ConvShape *p) noexcept nogil:
+    """The output channels of a group's block of KB (fewer in the group's last)."""
+    return min(kb, p.k // p.groups - block * kb)
+
+
+cdef void pack_block(const floating *w, floating *packed, Py_ssize_t item, const ConvShape *p) noexcept nogil:
+    """packed[group, block] (cg*r*s*KB) from w (k, cg, r, s), item = group * ceil(kg/KB) + block."""
+    cdef Py_ssize_t kb = block_lanes(w), taps = p.c // p.groups * p.r * p.s, blocks = ceil_div(p.k // p.groups, kb)
+    pack_taps(block_weights(w, item // blocks, item % blocks, p), packed + item * taps * kb,
+              block_filters(item % blocks, kb, p), taps, 0, taps)
 
 
 cdef inline void store_run(const floating *band, const Py_ssize_t *offsets, Py_ssize_t run, const floating *wk,
@@ -307,16 +324,18 @@ cdef void pad_pixel_rows(const floating *xc, floating *dst, Py_ssize_t first, Py
         dst += cols * channels
 
 
-cdef void forward_block(const floating *x, const floating *packed, const floating *b, floating *y, floating *band,
-                        Block blk, Span blocks, Py_ssize_t channel_chunk, bint channels_last,
-                        const ConvShape *p) noexcept nogil:
+cdef void forward_block(const floating *x, const floating *w, const floating *packed, floating *chunk_weights,
+                        const floating *b, floating *y, floating *band, Block blk, Span blocks,
+                        Py_ssize_t channel_chunk, bint channels_last, const ConvShape *p) noexcept nogil:
     """The rows blk.start:blk.stop of image blk.n's outputs of group blk.group, its blocks blocks.lo:blocks.hi of
-    KB channels, summed over chunks of channel_chunk input channels (the first chunk writes y, the others add)."""
+    KB channels, summed over chunks of channel_chunk input channels (the first chunk writes y, the others add).
+    The blocks' weights from packed, or, when chunk_weights is not NULL, each block's of one chunk re-laid there
+    from w just before its runs."""
     cdef Py_ssize_t kb = block_lanes(x), cg = p.c // p.groups, kg = p.k // p.groups, plane = p.out_h * p.out_w
     cdef Py_ssize_t cols = (p.out_w - 1) * p.stride_w + (p.s - 1) * p.dilation_w + 1
     cdef Py_ssize_t rows = (blk.stop - blk.start - 1) * p.stride_h + (p.r - 1) * p.dilation_h + 1
     cdef Py_ssize_t last = blk.stop * p.out_w, part, c0, chunk, c, block, k0, pixel, run, q, oh, ow
-    cdef Py_ssize_t lane_step, pixel_step, cell, channel_step
+    cdef Py_ssize_t lane_step, pixel_step, cell, channel_step, taps = cg * p.r * p.s
     cdef Py_ssize_t offsets[PIXEL_RUN]
     cdef const floating *wk
     for part in range(ceil_div(cg, channel_chunk)):
@@ -333,7 +352,12 @@ cdef void forward_block(const floating *x, const floating *packed, const floatin
             lane_step, pixel_step, cell, channel_step = plane, 1, 1, rows * cols
         for block in range(blocks.lo, blocks.hi):
             k0 = blk.group * kg + block * kb
-            wk = packed + ((blk.group * ceil_div(kg, kb) + block) * cg + c0) * p.r * p.s * kb
+            if chunk_weights != NULL:
+                pack_taps(block_weights(w, blk.group, block, p), chunk_weights, block_filters(block, kb, p), taps,
+                          c0 * p.r * p.s, chunk * p.r * p.s)
+                wk = chunk_weights
+            else:
+                wk = packed + ((blk.group * ceil_div(kg, kb) + block) * cg + c0) * p.r * p.s * kb
             pixel, oh, ow = blk.start * p.out_w, 0, 0  # (oh, ow): the next pixel, its row counted from blk.start
             while pixel < last:
                 run = PIXEL_RUN if last - pixel >= PIXEL_RUN else min(TAIL_RUN, last - pixel)
@@ -350,21 +374,26 @@ cdef void forward_block(const floating *x, const floating *packed, const floatin
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, const floating[::1] b,
             floating[:, :, :, ::1] y, floating[:, :, ::1] packed, floating[:, ::1] bands, Py_ssize_t block_rows,
-            Py_ssize_t channel_chunks, Py_ssize_t channel_chunk, ConvShape p, bint channels_last, int num_threads):
+            Py_ssize_t channel_chunks, Py_ssize_t channel_chunk, bint relay_per_item, ConvShape p,
+            bint channels_last, int num_threads):
     """y = conv(x, w) + b (b may be None), one (image, group, block_rows output rows, chunk of the group's blocks
     of KB output channels, channel_chunks chunks) per work item, chunks slowest (a thread's consecutive items
     share their weights), summed over chunks of channel_chunk input channels; x (n, c, h, w) and y (n, k, out_h,
     out_w), or with channels_last x (n, h, w, c) and y (n, out_h, out_w, k).
 
-    packed (groups, ceil(kg/KB), cg*r*s*KB): filled here; bands (threads, channel_chunk * band rows * cols): each
-    thread's input band for a block of block_rows rows and a chunk of input channels.
+    packed (groups, ceil(kg/KB), cg*r*s*KB): filled here; or with relay_per_item (each block of weights is used by
+    one item: one image and one block of rows) (threads, 1, channel_chunk*r*s*KB), each thread's re-laid weights
+    of one block and one chunk. bands (threads, channel_chunk * band rows * cols): each thread's input band for a
+    block of block_rows rows and a chunk of input channels.
     """
     cdef const floating *bias = &b[0] if b is not None else NULL
     cdef Py_ssize_t item, k_blocks = ceil_div(p.k // p.groups, block_lanes(&x[0, 0, 0, 0]))
     cdef Py_ssize_t row_items = p.n * p.groups * ceil_div(p.out_h, block_rows)
-    for item in prange(p.groups * k_blocks, nogil=True, schedule="static", num_threads=num_threads):
-        pack_block(&w[0, 0, 0, 0], &packed[0, 0, 0], item, &p)
+    if not relay_per_item:
+        for item in prange(p.groups * k_blocks, nogil=True, schedule="static", num_threads=num_threads):
+            pack_block(&w[0, 0, 0, 0], &packed[0, 0, 0], item, &p)
     for item in prange(row_items * channel_chunks, nogil=True, schedule="static", num_threads=num_threads):
-        forward_block(&x[0, 0, 0, 0], &packed[0, 0, 0], bias, &y[0, 0, 0, 0], &bands[threadid(), 0],
-                      block_of(item % row_items, p.groups, p.out_h, block_rows),
+        forward_block(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &packed[0, 0, 0],
+                      &packed[threadid(), 0, 0] if relay_per_item else NULL, bias, &y[0, 0, 0, 0],
+                      &bands[threadid(), 0], block_of(item % row_items, p.groups, p.out_h, block_rows),
                       span_of(item // row_items, channel_chunks, k_blocks), channel_chunk, channels_last, &p)
