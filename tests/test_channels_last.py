@@ -274,9 +274,9 @@ def test_channels_last_depthwise_matches_naive(name, data):
 @given(data=st.data())
 @pytest.mark.parametrize("name", COMPILED)
 def test_channels_last_depthwise_pixel_runs_match_naive(name, data):
-    """One channel per group on rows wide enough for several runs of four pixels in registers, a tail and padded
-    edges: whole blocks of 16 channels with and without leftover channels, strides and dilations 1-2 (a strided
-    grad of x has no regular runs), float32 and float64."""
+    """One channel per group on rows wide enough for runs of eight pixels in registers, tails of four, two and one
+    and padded edges: whole registers of channels with and without leftover channels, strides and dilations 1-2 (a
+    strided grad of x has no regular runs), float32 and float64."""
     draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
     rng = np.random.default_rng(draw(0, 2 ** 16))
     c, r, s = data.draw(st.sampled_from([16, 17, 35, 48])), draw(1, 5), draw(1, 5)

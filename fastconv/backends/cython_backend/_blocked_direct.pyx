@@ -29,33 +29,19 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy
 
-from ._common cimport Block, ConvShape, Span, block_of, ceil_div, fill, pad_rows, span_of, valid_span
+from ._common cimport (LANES_F32, LANES_F64, Block, ConvShape, Span, block_of, ceil_div, fill, pad_rows, span_of,
+                      valid_span)
 
 cdef extern from *:
     """
     #include <string.h>
     #if defined(__AVX512F__)
-    #define FASTCONV_VECTOR_BYTES 64
     #define FASTCONV_PIXEL_RUN 12
     #define FASTCONV_TAIL_RUN 4
-    #elif defined(__AVX__)
-    #define FASTCONV_VECTOR_BYTES 32
-    #define FASTCONV_PIXEL_RUN 6
-    #define FASTCONV_TAIL_RUN 3
     #else
-    #define FASTCONV_VECTOR_BYTES 16
     #define FASTCONV_PIXEL_RUN 6
     #define FASTCONV_TAIL_RUN 3
     #endif
-    #if defined(__GNUC__)  /* GCC and Clang: vector types, read from any address of their elements */
-    typedef float fastconv_f32v __attribute__((vector_size(FASTCONV_VECTOR_BYTES), aligned(4), may_alias));
-    typedef double fastconv_f64v __attribute__((vector_size(FASTCONV_VECTOR_BYTES), aligned(8), may_alias));
-    #else  /* one lane: the same loops on scalars */
-    typedef float fastconv_f32v;
-    typedef double fastconv_f64v;
-    #endif
-    #define FASTCONV_LANES_F32 ((Py_ssize_t)(sizeof(fastconv_f32v) / sizeof(float)))
-    #define FASTCONV_LANES_F64 ((Py_ssize_t)(sizeof(fastconv_f64v) / sizeof(double)))
     #define FASTCONV_MAX_SUMS (FASTCONV_PIXEL_RUN * 2 * FASTCONV_VECTOR_BYTES / 4)
 
     /* sums (PB, 2 vectors) = sum over (c, i, j) of wk's two vectors times src[c*channel_step + i*row_step +
@@ -161,8 +147,6 @@ cdef extern from *:
     """
     enum: PIXEL_RUN "FASTCONV_PIXEL_RUN"  # PB (an enum: it sizes arrays)
     const Py_ssize_t TAIL_RUN "FASTCONV_TAIL_RUN"  # most pixels of the runs that end a block
-    const Py_ssize_t LANES_F32 "FASTCONV_LANES_F32"  # lanes of one SIMD register
-    const Py_ssize_t LANES_F64 "FASTCONV_LANES_F64"
     enum: MAX_SUMS "FASTCONV_MAX_SUMS"  # PB * KB for float32, the most sums a run keeps
     void run_sums_f32 "fastconv_run_sums_f32"(Py_ssize_t run, const float *src, const Py_ssize_t *offsets,
                                               const float *wk, float *sums, Py_ssize_t channels, Py_ssize_t r,

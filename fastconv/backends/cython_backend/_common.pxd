@@ -3,6 +3,30 @@
 from cython cimport floating
 
 
+cdef extern from *:
+    """
+    #if defined(__AVX512F__)
+    #define FASTCONV_VECTOR_BYTES 64
+    #elif defined(__AVX__)
+    #define FASTCONV_VECTOR_BYTES 32
+    #else
+    #define FASTCONV_VECTOR_BYTES 16
+    #endif
+    #if defined(__GNUC__)  /* GCC and Clang: vector types, read from any address of their elements */
+    typedef float fastconv_f32v __attribute__((vector_size(FASTCONV_VECTOR_BYTES), aligned(4), may_alias));
+    typedef double fastconv_f64v __attribute__((vector_size(FASTCONV_VECTOR_BYTES), aligned(8), may_alias));
+    #else  /* one lane: the same loops on scalars */
+    typedef float fastconv_f32v;
+    typedef double fastconv_f64v;
+    #endif
+    #define FASTCONV_LANES_F32 ((Py_ssize_t)(sizeof(fastconv_f32v) / sizeof(float)))
+    #define FASTCONV_LANES_F64 ((Py_ssize_t)(sizeof(fastconv_f64v) / sizeof(double)))
+    """
+    # the SIMD registers of the instruction set a module is compiled for, as C vector types (fastconv_f32v,
+    # fastconv_f64v) for the micro-kernels written in C, and their lanes
+    const Py_ssize_t LANES_F32 "FASTCONV_LANES_F32"
+    const Py_ssize_t LANES_F64 "FASTCONV_LANES_F64"
+
 cdef struct ConvShape:
     # a ConvGeometry's fields of the same names (Python passes vars(g), converted by Cython)
     Py_ssize_t n, c, h, w, k, r, s

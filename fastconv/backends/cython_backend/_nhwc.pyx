@@ -8,9 +8,10 @@ each window's [start, stop) clipped to the input (PoolGeometry.window_bounds); r
 first maximum in row-major window order and a NaN wins, as in _pool.pyx; built without -ffast-math for that.
 
 Depthwise convolution (one input channel per group; fastconv.backends._channelwise_nhwc has the tables): output
-rows accumulate their taps along the channels, blocks of channels over runs of pixels in registers; the grad of x
-is the forward on the tables of the taps' sources with one channel per group, else a gather per input row; the grad of
-w sums per thread.
+rows accumulate their taps along the channels, one SIMD register of channels of eight pixels in registers (C
+vector types, as in _blocked_direct.pyx), the next run's newest input row prefetched; the grad of x is the forward
+on the tables of the taps' sources with one channel per group, else a gather per input row; the grad of w sums
+blocks of channels of four pixels per thread.
 
 1x1 convolution (stride 1, unpadded, one group): x (p, c) and y (p, k) over all p = n*h*w pixels, w (k, c);
 each thread runs one GEMM on its chunk of rows (scipy's BLAS, single-threaded inside the parallel loop).
@@ -23,7 +24,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from ._blas cimport gemm
-from ._common cimport fill
+from ._common cimport LANES_F32, LANES_F64, fill
 
 
 cdef void max_row(const floating *x, floating *y, long long *index, const long long *row, const long long *cols,
@@ -294,77 +295,232 @@ cdef inline void add_products(floating *out, const floating *a, const floating *
                 out[j] += a[j] * v
 
 
+cdef extern from *:
+    """
+    /* y[q*y_step + l] = start[l] + sum over the valid taps (r, s) of taps[(r*s_size + s)*k + l] *
+       x[row_taps[r]*row_step + q*pixel_step + s*col_step + l], for PB pixels q and the first `blocks` registers of
+       channels l, over `runs` runs of PB pixels one after the other (y and x advance PB pixels per run): per
+       register of channels, the PB sums stay in registers over all taps. Every column tap of these pixels reads
+       inside the image. A run takes all its registers of channels before the next, reading x along its rows. */
+    #if defined(__GNUC__)
+    #define FASTCONV_PREFETCH(address) __builtin_prefetch(address)
+    #else
+    #define FASTCONV_PREFETCH(address)
+    #endif
+    #define FASTCONV_DEPTHWISE_RUNS(NAME, T, V, PB)                                                        \
+    static inline void NAME(T *y, Py_ssize_t y_step, Py_ssize_t runs, Py_ssize_t blocks, const T *start,  \
+                            const T *taps, Py_ssize_t k, Py_ssize_t s_size, const T *x,                   \
+                            const long long *row_taps, Py_ssize_t r_size, Py_ssize_t row_step,            \
+                            Py_ssize_t pixel_step, Py_ssize_t col_step) {                                 \
+        const Py_ssize_t lanes = sizeof(V) / sizeof(T);                                                   \
+        Py_ssize_t newest = r_size - 1;                                                                   \
+        while (newest > 0 && row_taps[newest] < 0)                                                        \
+            newest--;                                                                                     \
+        for (Py_ssize_t run = 0; run < runs; run++, y += PB * y_step, x += PB * pixel_step) {             \
+            const T *ahead = x + (row_taps[newest] > 0 ? row_taps[newest] : 0) * row_step + PB * pixel_step;\
+            for (Py_ssize_t b = 0; b < blocks * lanes; b += lanes) {                                      \
+                V acc[PB], bias = *(const V *)(start + b);                                                \
+                for (int q = 0; q < PB; q++) {                                                            \
+                    acc[q] = bias;                                                                        \
+                    FASTCONV_PREFETCH(ahead + q * pixel_step + b);                                        \
+                }                                                                                         \
+                for (Py_ssize_t r = 0; r < r_size; r++) {                                                 \
+                    if (row_taps[r] < 0)                                                                  \
+                        continue;                                                                         \
+                    const T *src = x + row_taps[r] * row_step + b, *tap = taps + r * s_size * k + b;      \
+                    for (Py_ssize_t s = 0; s < s_size; s++, src += col_step, tap += k) {                  \
+                        V w = *(const V *)tap;                                                            \
+                        for (int q = 0; q < PB; q++)                                                      \
+                            acc[q] += w * *(const V *)(src + q * pixel_step);                             \
+                    }                                                                                     \
+                }                                                                                         \
+                for (int q = 0; q < PB; q++)                                                              \
+                    *(V *)(y + q * y_step + b) = acc[q];                                                  \
+            }                                                                                             \
+        }                                                                                                 \
+    }
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise8_f32, float, fastconv_f32v, 8)
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise8_f64, double, fastconv_f64v, 8)
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise4_f32, float, fastconv_f32v, 4)
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise4_f64, double, fastconv_f64v, 4)
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise2_f32, float, fastconv_f32v, 2)
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise2_f64, double, fastconv_f64v, 2)
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise1_f32, float, fastconv_f32v, 1)
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise1_f64, double, fastconv_f64v, 1)
+
+    /* FASTCONV_DEPTHWISE_RUNS over `pixels` pixels: runs of 8 (sums of eight pixels in flight hide the
+       multiply-adds' latency), then one of 4, 2 and 1 as the pixels left ask */
+    #define FASTCONV_DEPTHWISE_SPAN(T, SUFFIX)                                                            \
+    static inline void fastconv_depthwise_span_##SUFFIX(                                                  \
+            T *y, Py_ssize_t y_step, Py_ssize_t pixels, Py_ssize_t blocks, const T *start, const T *taps,  \
+            Py_ssize_t k, Py_ssize_t s_size, const T *x, const long long *row_taps, Py_ssize_t r_size,    \
+            Py_ssize_t row_step, Py_ssize_t pixel_step, Py_ssize_t col_step) {                            \
+        Py_ssize_t done = pixels / 8 * 8;                                                                 \
+        fastconv_depthwise8_##SUFFIX(y, y_step, pixels / 8, blocks, start, taps, k, s_size, x, row_taps,  \
+                                     r_size, row_step, pixel_step, col_step);                             \
+        for (Py_ssize_t run = 4; run >= 1; run /= 2) {                                                    \
+            if (pixels - done < run)                                                                      \
+                continue;                                                                                 \
+            (run == 4 ? fastconv_depthwise4_##SUFFIX : run == 2 ? fastconv_depthwise2_##SUFFIX            \
+             : fastconv_depthwise1_##SUFFIX)(y + done * y_step, y_step, 1, blocks, start, taps, k, s_size,\
+                                            x + done * pixel_step, row_taps, r_size, row_step,            \
+                                            pixel_step, col_step);                                        \
+            done += run;                                                                                  \
+        }                                                                                                 \
+    }
+    FASTCONV_DEPTHWISE_SPAN(float, f32)
+    FASTCONV_DEPTHWISE_SPAN(double, f64)
+
+    /* one pixel, the first `blocks` registers of channels: y[l] = start[l] + sum over the taps whose row_taps[r]
+       and col_taps[s] are both valid of taps[(r*s_size + s)*k + l] * x[row_taps[r]*row_step + col_taps[s]*c + l] */
+    #define FASTCONV_DEPTHWISE_PIXEL(T, V, SUFFIX)                                                        \
+    static inline void fastconv_depthwise_pixel_##SUFFIX(                                                 \
+            T *y, Py_ssize_t blocks, const T *start, const T *taps, Py_ssize_t k, Py_ssize_t s_size,      \
+            const T *x, const long long *row_taps, const long long *col_taps, Py_ssize_t r_size,          \
+            Py_ssize_t row_step, Py_ssize_t c) {                                                          \
+        const Py_ssize_t lanes = sizeof(V) / sizeof(T);                                                   \
+        for (Py_ssize_t b = 0; b < blocks * lanes; b += lanes) {                                          \
+            V acc = *(const V *)(start + b);                                                              \
+            for (Py_ssize_t r = 0; r < r_size; r++)                                                       \
+                for (Py_ssize_t s = 0; s < s_size && row_taps[r] >= 0; s++)                               \
+                    if (col_taps[s] >= 0)                                                                 \
+                        acc += *(const V *)(taps + (r * s_size + s) * k + b)                              \
+                               * *(const V *)(x + row_taps[r] * row_step + col_taps[s] * c + b);          \
+            *(V *)(y + b) = acc;                                                                          \
+        }                                                                                                 \
+    }
+    FASTCONV_DEPTHWISE_PIXEL(float, fastconv_f32v, f32)
+    FASTCONV_DEPTHWISE_PIXEL(double, fastconv_f64v, f64)
+    """
+    void depthwise_span_f32 "fastconv_depthwise_span_f32"(
+        float *y, Py_ssize_t y_step, Py_ssize_t pixels, Py_ssize_t blocks, const float *start, const float *taps, Py_ssize_t k,
+        Py_ssize_t s_size, const float *x, const long long *row_taps, Py_ssize_t r_size, Py_ssize_t row_step,
+        Py_ssize_t pixel_step, Py_ssize_t col_step) noexcept nogil
+    void depthwise_span_f64 "fastconv_depthwise_span_f64"(
+        double *y, Py_ssize_t y_step, Py_ssize_t pixels, Py_ssize_t blocks, const double *start, const double *taps, Py_ssize_t k,
+        Py_ssize_t s_size, const double *x, const long long *row_taps, Py_ssize_t r_size, Py_ssize_t row_step,
+        Py_ssize_t pixel_step, Py_ssize_t col_step) noexcept nogil
+    void depthwise_pixel_f32 "fastconv_depthwise_pixel_f32"(
+        float *y, Py_ssize_t blocks, const float *start, const float *taps, Py_ssize_t k, Py_ssize_t s_size, const float *x,
+        const long long *row_taps, const long long *col_taps, Py_ssize_t r_size, Py_ssize_t row_step,
+        Py_ssize_t c) noexcept nogil
+    void depthwise_pixel_f64 "fastconv_depthwise_pixel_f64"(
+        double *y, Py_ssize_t blocks, const double *start, const double *taps, Py_ssize_t k, Py_ssize_t s_size, const double *x,
+        const long long *row_taps, const long long *col_taps, Py_ssize_t r_size, Py_ssize_t row_step,
+        Py_ssize_t c) noexcept nogil
+
+
+cdef inline Py_ssize_t lanes_of(const floating *any) noexcept nogil:
+    """The channels of one SIMD register of this fused type."""
+    if floating is float:
+        return LANES_F32
+    else:
+        return LANES_F64
+
+
+cdef inline bint on_line(const long long *cols, Py_ssize_t ow, Py_ssize_t s_size, const Py_ssize_t *span) noexcept nogil:
+    """Whether output column ow's taps all read inside the image, at span[2] + ow*span[3] + s*span[4]."""
+    cdef Py_ssize_t s
+    for s in range(s_size):
+        if cols[ow * s_size + s] < 0 or cols[ow * s_size + s] != span[2] + ow * span[3] + s * span[4]:
+            return False
+    return True
+
+
+cdef void regular_span(const long long *cols, Py_ssize_t out_w, Py_ssize_t s_size, Py_ssize_t *span) noexcept nogil:
+    """span[0:2] = [lo, hi), the first stretch of output columns whose taps all read inside the image at columns
+    span[2] + ow*span[3] + s*span[4] (span[3:5] the steps between pixels and between taps; the tables of the
+    forward's taps are affine where valid, those of a strided grad of x's sources are never on one line)."""
+    cdef Py_ssize_t lo = 0, hi, s
+    while lo < out_w:
+        for s in range(s_size):
+            if cols[lo * s_size + s] < 0:
+                break
+        else:
+            break
+        lo += 1
+    span[0] = span[1] = lo
+    if lo == out_w:
+        return
+    span[4] = cols[lo * s_size + 1] - cols[lo * s_size] if s_size > 1 else 0
+    span[3] = cols[(lo + 1) * s_size] - cols[lo * s_size] if lo + 1 < out_w else 0
+    span[2] = cols[lo * s_size] - lo * span[3]
+    hi = lo
+    while hi < out_w and on_line(cols, hi, s_size, span):
+        hi += 1
+    span[1] = hi
+
+
+cdef void forward_row(floating *pixels, const floating *bias, const floating *taps, const floating *x,
+                      const long long *row_taps, const long long *cols, Py_ssize_t r_size, Py_ssize_t s_size,
+                      Py_ssize_t out_w, Py_ssize_t width, Py_ssize_t c, Py_ssize_t m,
+                      const Py_ssize_t *span) noexcept nogil:
+    """One output row of one image: pixels (out_w, k) = bias (k,) + the sum over the valid taps of taps (r, s, k)
+    * x, x the image (h, width, c); row_taps (r_size,) and cols (out_w, s_size) the input row and column of each
+    tap (-1 in the padding), span from regular_span(cols). With one channel per group, each register of channels
+    runs the columns of span in runs of pixels whose sums stay in registers, the other columns one pixel at a
+    time; the channels past the last whole register (and every channel when m > 1) add one tap at a time."""
+    cdef Py_ssize_t lanes = lanes_of(taps), k = c * m, ow, r, s, j
+    cdef Py_ssize_t blocked = c - c % lanes if m == 1 else 0
+    cdef Py_ssize_t lo = span[0], hi = span[1] if blocked else span[0]
+    cdef const floating *src
+    if hi > lo:
+        if floating is float:
+            depthwise_span_f32(pixels + lo * k, k, hi - lo, blocked // lanes, bias, taps, k, s_size,
+                               x + cols[lo * s_size] * c, row_taps, r_size, width * c, span[3] * c, span[4] * c)
+        else:
+            depthwise_span_f64(pixels + lo * k, k, hi - lo, blocked // lanes, bias, taps, k, s_size,
+                               x + cols[lo * s_size] * c, row_taps, r_size, width * c, span[3] * c, span[4] * c)
+    for ow in range(out_w):
+        if blocked and (ow < lo or ow >= hi):
+            if floating is float:
+                depthwise_pixel_f32(pixels + ow * k, blocked // lanes, bias, taps, k, s_size, x, row_taps,
+                                    cols + ow * s_size, r_size, width * c, c)
+            else:
+                depthwise_pixel_f64(pixels + ow * k, blocked // lanes, bias, taps, k, s_size, x, row_taps,
+                                    cols + ow * s_size, r_size, width * c, c)
+    if blocked == k:
+        return
+    for ow in range(out_w):
+        for j in range(blocked, k):
+            pixels[ow * k + j] = bias[j]
+        for r in range(r_size):
+            if row_taps[r] >= 0:
+                for s in range(s_size):
+                    if cols[ow * s_size + s] >= 0:
+                        src = x + (row_taps[r] * width + cols[ow * s_size + s]) * c + blocked
+                        add_products(pixels + ow * k + blocked, taps + (r * s_size + s) * k + blocked, src,
+                                     c - blocked, m)
+
+
+def channelwise_forward(const floating[::1] x, const floating[::1] filters, const floating[::1] bias,
+                        floating[::1] y, const long long[:, ::1] rows, const long long[:, ::1] cols,
+                        Py_ssize_t images, Py_ssize_t height, Py_ssize_t width, Py_ssize_t c, int num_threads):
+    """y (n, out_h, out_w, k) from x (n, height, width, c) and filters (r, s, k); (image, output row) pairs in
+    num_threads chunks."""
+    cdef Py_ssize_t out_h = rows.shape[0], out_w = cols.shape[0], k = bias.shape[0], jobs = images * out_h
+    cdef Py_ssize_t t, job
+    cdef Py_ssize_t span[5]
+    regular_span(&cols[0, 0], out_w, cols.shape[1], span)
+    for t in prange(num_threads, nogil=True, schedule="static", num_threads=num_threads):
+        for job in range(jobs * t // num_threads, jobs * (t + 1) // num_threads):
+            forward_row(&y[0] + job * out_w * k, &bias[0], &filters[0], &x[0] + job // out_h * height * width * c,
+                        &rows[job % out_h, 0], &cols[0, 0], rows.shape[1], cols.shape[1], out_w, width, c, k // c,
+                        span)
+
+
 cdef enum:
     CHANNEL_BLOCK = 16  # channels whose sums stay in registers: 2 AVX2 or 1 AVX-512 vectors of float32
-    PIXEL_BLOCK = 4  # neighbouring pixels summed at once: a tap's weights loaded once for four, four sums in flight
-
-
-cdef inline void pixel_block(floating *pixel, const floating *start, const floating *taps, const floating *x,
-                             const long long *row_taps, const long long *col_taps, Py_ssize_t r_size,
-                             Py_ssize_t s_size, Py_ssize_t width, Py_ssize_t c) noexcept nogil:
-    """pixel[j] = start[j] + sum over the valid taps of taps[(r*s_size + s)*c + j] * x[(row*width + col)*c + j],
-    j < CHANNEL_BLOCK (one channel per group): the sums stay in registers over all taps, stored once."""
-    cdef floating acc[CHANNEL_BLOCK]
-    cdef const floating *src
-    cdef const floating *tap
-    cdef Py_ssize_t r, s, j
-    for j in range(CHANNEL_BLOCK):
-        acc[j] = start[j]
-    for r in range(r_size):
-        if row_taps[r] >= 0:
-            for s in range(s_size):
-                if col_taps[s] >= 0:
-                    src = x + (row_taps[r] * width + col_taps[s]) * c
-                    tap = taps + (r * s_size + s) * c
-                    for j in range(CHANNEL_BLOCK):
-                        acc[j] += tap[j] * src[j]
-    for j in range(CHANNEL_BLOCK):
-        pixel[j] = acc[j]
-
-
-cdef inline void pixels_block(floating *pixels, const floating *start, const floating *taps, const floating *x,
-                              const long long *row_taps, Py_ssize_t r_size, Py_ssize_t s_size, Py_ssize_t width,
-                              Py_ssize_t c, Py_ssize_t pixel_step, Py_ssize_t tap_step) noexcept nogil:
-    """pixel_block on PIXEL_BLOCK neighbouring pixels (pixels (PIXEL_BLOCK, c)) whose column taps are all in the
-    image: x is the image at the first pixel's first column tap, pixel_step the step between the pixels' columns
-    and tap_step between a pixel's column taps (in elements)."""
-    cdef floating a0[CHANNEL_BLOCK]
-    cdef floating a1[CHANNEL_BLOCK]
-    cdef floating a2[CHANNEL_BLOCK]
-    cdef floating a3[CHANNEL_BLOCK]
-    cdef const floating *src
-    cdef const floating *tap
-    cdef Py_ssize_t r, s, j
-    for j in range(CHANNEL_BLOCK):
-        a0[j] = start[j]
-        a1[j] = start[j]
-        a2[j] = start[j]
-        a3[j] = start[j]
-    for r in range(r_size):
-        if row_taps[r] >= 0:
-            src = x + row_taps[r] * width * c
-            tap = taps + r * s_size * c
-            for s in range(s_size):
-                for j in range(CHANNEL_BLOCK):
-                    a0[j] += tap[j] * src[j]
-                    a1[j] += tap[j] * src[pixel_step + j]
-                    a2[j] += tap[j] * src[2 * pixel_step + j]
-                    a3[j] += tap[j] * src[3 * pixel_step + j]
-                src += tap_step
-                tap += c
-    for j in range(CHANNEL_BLOCK):
-        pixels[j] = a0[j]
-        pixels[c + j] = a1[j]
-        pixels[2 * c + j] = a2[j]
-        pixels[3 * c + j] = a3[j]
+    PIXEL_BLOCK = 4  # neighbouring pixels summed at once: a tap's weights loaded once for four
 
 
 cdef inline void pixels_grad_block(floating *taps, const floating *dy, const floating *x, const long long *row_taps,
                                    Py_ssize_t r_size, Py_ssize_t s_size, Py_ssize_t width, Py_ssize_t c,
                                    Py_ssize_t pixel_step, Py_ssize_t tap_step) noexcept nogil:
-    """The grad of w's counterpart of pixels_block: taps[(r*s_size + s)*c + j] += the sum over PIXEL_BLOCK
-    neighbouring pixels of dy (PIXEL_BLOCK, c) * x at their tap (r, s), j < CHANNEL_BLOCK; x and the steps as
-    there. dy stays in registers over all taps; each tap is loaded and stored once for the four pixels."""
+    """taps[(r*s_size + s)*c + j] += the sum over PIXEL_BLOCK neighbouring pixels of dy (PIXEL_BLOCK, c) * x at
+    their tap (r, s), j < CHANNEL_BLOCK; x the image at the first pixel's first column tap, pixel_step the step
+    between the pixels' columns and tap_step between a pixel's column taps (in elements). dy stays in registers
+    over all taps; each tap is loaded and stored once for the four pixels."""
     cdef floating d0[CHANNEL_BLOCK]
     cdef floating d1[CHANNEL_BLOCK]
     cdef floating d2[CHANNEL_BLOCK]
@@ -406,65 +562,34 @@ cdef inline bint regular_run(const long long *cols, Py_ssize_t s_size, Py_ssize_
     return True
 
 
-cdef void channelwise_row(floating *pixels, const floating *bias, floating *taps, const floating *x,
-                          const long long *row_taps, const long long *cols, Py_ssize_t r_size, Py_ssize_t s_size,
-                          Py_ssize_t out_w, Py_ssize_t width, Py_ssize_t c, Py_ssize_t m) noexcept nogil:
-    """One output row of one image: pixels (out_w, k) and x the image (h, width, c); row_taps (r_size,) and cols
-    (out_w, s_size) the input row and column of each tap (-1 in the padding). Forward (bias (k,) given): pixels =
-    bias + the sum over the valid taps of taps (r, s, k) * x; grad of w (bias NULL): taps += pixels * x over them.
-    With one channel per group, whole blocks of CHANNEL_BLOCK channels of regular runs of PIXEL_BLOCK pixels run
-    pixels_block or pixels_grad_block, of the other pixels pixel_block (forward); the rest adds one tap at a
-    time."""
-    cdef Py_ssize_t ow = 0, run, p, r, s, j, block, first, k = c * m
+cdef void grad_w_row(const floating *pixels, floating *taps, const floating *x, const long long *row_taps,
+                     const long long *cols, Py_ssize_t r_size, Py_ssize_t s_size, Py_ssize_t out_w,
+                     Py_ssize_t width, Py_ssize_t c, Py_ssize_t m) noexcept nogil:
+    """One output row of one image's share of the grad of w: taps (r, s, k) += pixels (out_w, k) * x over the
+    valid taps, x the image (h, width, c) and the tables as forward_row's. With one channel per group, whole blocks
+    of CHANNEL_BLOCK channels of regular runs of PIXEL_BLOCK pixels run pixels_grad_block; the rest adds one tap
+    at a time."""
+    cdef Py_ssize_t ow = 0, run, p, r, s, block, first, k = c * m
     cdef Py_ssize_t blocked = c - c % CHANNEL_BLOCK if m == 1 else 0, unblocked
     cdef Py_ssize_t steps[2]
     cdef const floating *src
-    cdef bint into_taps = bias == NULL
     while ow < out_w:
         run = PIXEL_BLOCK if blocked and ow + PIXEL_BLOCK <= out_w and regular_run(cols + ow * s_size, s_size,
                                                                                    steps) else 1
-        unblocked = 0 if into_taps and run == 1 else blocked
+        unblocked = blocked if run > 1 else 0
         for block in range(unblocked // CHANNEL_BLOCK):
             first = block * CHANNEL_BLOCK
-            if into_taps:
-                pixels_grad_block(taps + first, pixels + ow * k + first, x + cols[ow * s_size] * c + first,
-                                  row_taps, r_size, s_size, width, c, steps[0] * c, steps[1] * c)
-            elif run == 1:
-                pixel_block(pixels + ow * k + first, bias + first, taps + first, x + first, row_taps,
-                            cols + ow * s_size, r_size, s_size, width, c)
-            else:
-                pixels_block(pixels + ow * k + first, bias + first, taps + first, x + cols[ow * s_size] * c + first,
-                             row_taps, r_size, s_size, width, c, steps[0] * c, steps[1] * c)
+            pixels_grad_block(taps + first, pixels + ow * k + first, x + cols[ow * s_size] * c + first, row_taps,
+                              r_size, s_size, width, c, steps[0] * c, steps[1] * c)
         for p in range(ow, ow + run if unblocked < k else ow):
-            if not into_taps:
-                for j in range(unblocked, k):
-                    pixels[p * k + j] = bias[j]
             for r in range(r_size):
                 if row_taps[r] >= 0:
                     for s in range(s_size):
                         if cols[p * s_size + s] >= 0:
                             src = x + (row_taps[r] * width + cols[p * s_size + s]) * c + unblocked
-                            if into_taps:
-                                add_products(taps + (r * s_size + s) * k + unblocked, pixels + p * k + unblocked,
-                                             src, c - unblocked, m)
-                            else:
-                                add_products(pixels + p * k + unblocked, taps + (r * s_size + s) * k + unblocked,
-                                             src, c - unblocked, m)
+                            add_products(taps + (r * s_size + s) * k + unblocked, pixels + p * k + unblocked, src,
+                                         c - unblocked, m)
         ow += run
-
-
-def channelwise_forward(const floating[::1] x, const floating[::1] filters, const floating[::1] bias,
-                        floating[::1] y, const long long[:, ::1] rows, const long long[:, ::1] cols,
-                        Py_ssize_t images, Py_ssize_t height, Py_ssize_t width, Py_ssize_t c, int num_threads):
-    """y (n, out_h, out_w, k) from x (n, height, width, c) and filters (r, s, k); (image, output row) pairs in
-    num_threads chunks."""
-    cdef Py_ssize_t out_h = rows.shape[0], out_w = cols.shape[0], k = bias.shape[0], jobs = images * out_h
-    cdef Py_ssize_t t, job
-    for t in prange(num_threads, nogil=True, schedule="static", num_threads=num_threads):
-        for job in range(jobs * t // num_threads, jobs * (t + 1) // num_threads):
-            channelwise_row(&y[0] + job * out_w * k, &bias[0], <floating *>&filters[0],
-                            &x[0] + job // out_h * height * width * c, &rows[job % out_h, 0], &cols[0, 0],
-                            rows.shape[1], cols.shape[1], out_w, width, c, k // c)
 
 
 def channelwise_grad_w(const floating[::1] dy, const floating[::1] x, floating[:, ::1] dw_parts,
@@ -477,9 +602,8 @@ def channelwise_grad_w(const floating[::1] dy, const floating[::1] x, floating[:
         for i in range(dw_parts.shape[1]):
             dw_parts[t, i] = 0
         for job in range(jobs * t // chunks, jobs * (t + 1) // chunks):
-            channelwise_row(<floating *>&dy[0] + job * out_w * k, NULL, &dw_parts[t, 0],
-                            &x[0] + job // out_h * height * width * c, &rows[job % out_h, 0], &cols[0, 0],
-                            rows.shape[1], cols.shape[1], out_w, width, c, k // c)
+            grad_w_row(&dy[0] + job * out_w * k, &dw_parts[t, 0], &x[0] + job // out_h * height * width * c,
+                       &rows[job % out_h, 0], &cols[0, 0], rows.shape[1], cols.shape[1], out_w, width, c, k // c)
 
 
 cdef void channelwise_gather_row(const floating *dy, const floating *filters, floating *dx,
