@@ -378,11 +378,41 @@ def test_channels_last_gemm_matches_naive(name, data, monkeypatch):
     expected = fc.conv2d_backward(dy, x, w, backend="naive", **kwargs)
     forward, backward = module.methods("conv2d_forward", g), module.methods("conv2d_backward", g)
     native = preferred(g) and not pointwise_applies(g)  # the forward default may be nhwc_direct_blocked (cython)
-    assert (backward.default == "nhwc_gemm") == native
+    single_plane = name == "cython" and c == 1  # nhwc_plane_gemm's layers
+    assert (backward.default == ("nhwc_plane_gemm" if single_plane else "nhwc_gemm")) == native
     assert (forward.default in ("nhwc_gemm", "nhwc_direct_blocked")) == native
     assert_close(forward.options["nhwc_gemm"].run(nhwc(x), w, b, g),
                  nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), dtype, f"y {g}")
     grads = backward.options["nhwc_gemm"].run(nhwc(dy), nhwc(x), w, g, need_dx, need_dw, need_db)
+    for what, need, actual, wanted in zip("dx dw db".split(), (need_dx, need_dw, need_db), grads,
+                                          (nhwc(expected[0]), *expected[1:])):
+        assert (actual is None) != need, what
+        if need:
+            assert actual.flags.c_contiguous and actual.shape == wanted.shape and actual.dtype == dtype, what
+            assert_close(actual, wanted, dtype, f"{what} {g}")
+
+
+@RANDOM
+@given(data=st.data())
+def test_channels_last_plane_gemm_matches_naive(data, monkeypatch):
+    """cython's nhwc_plane_gemm, the gemm backward reading channels-last dy in place, on random single-channel
+    layers: strides, dilations, asymmetric and "same" padding, kernels as large as the input, batch 1, both dtypes,
+    any gradients asked for, several threads; the default backward there (but for 1x1 layers, pointwise's)."""
+    module = _backend.load(require_backend("cython"))
+    monkeypatch.setattr(fc._threads, "MIN_WORK_PER_THREAD", 1)
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    rng = np.random.default_rng(draw(0, 2 ** 16))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    r, s = draw(1, 5), draw(1, 5)
+    x = random_array(rng, (draw(1, 3), 1, draw(r, r + 12), draw(s, s + 12)), dtype)
+    w = random_array(rng, (draw(1, 9), 1, r, s), dtype)
+    b, kwargs, g = _random_layer(data, rng, x, w, 1, max_stride=3)
+    need_dx, need_dw, need_db = (data.draw(st.booleans()) for _ in range(3))
+    dy = random_array(rng, g.y_shape, dtype)
+    expected = fc.conv2d_backward(dy, x, w, backend="naive", **kwargs)
+    backward = module.methods("conv2d_backward", g)
+    assert backward.default == ("nhwc" if pointwise_applies(g) else "nhwc_plane_gemm")
+    grads = backward.options["nhwc_plane_gemm"].run(nhwc(dy), nhwc(x), w, g, need_dx, need_dw, need_db)
     for what, need, actual, wanted in zip("dx dw db".split(), (need_dx, need_dw, need_db), grads,
                                           (nhwc(expected[0]), *expected[1:])):
         assert (actual is None) != need, what

@@ -51,12 +51,12 @@ except ImportError as exc:  # the registry reports this as BackendUnavailableErr
 
 from fastconv.backends._channels_last import adapted
 from fastconv.backends._protocol import KERNELS, default_kernels, methods_of
-from fastconv.backends.cython_backend import (blocked_direct_nhwc, channelwise_nhwc, conv, gemm_nhwc, pointwise_nhwc,
-                                              pool, pool_nhwc, winograd_nhwc)
+from fastconv.backends.cython_backend import (blocked_direct_nhwc, channelwise_nhwc, conv, gemm_nhwc,
+                                              plane_gemm_nhwc, pointwise_nhwc, pool, pool_nhwc, winograd_nhwc)
 
 #: conv2d ops from conv's tables, pooling from pool's; channels-last geometries also from the native modules
 methods = adapted(methods_of(conv, pool), pointwise_nhwc, channelwise_nhwc, winograd_nhwc, blocked_direct_nhwc,
-                  gemm_nhwc, pool_nhwc)
+                  plane_gemm_nhwc, gemm_nhwc, pool_nhwc)
 globals().update(default_kernels(methods))
 
 __all__ = [*KERNELS, "methods"]

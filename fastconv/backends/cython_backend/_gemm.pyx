@@ -160,21 +160,35 @@ cdef void tile_product(const floating *x, const floating *w, const floating *b, 
                 yt[(i * p.k + kk) * ohw + q] = src[q] + add
 
 
+cdef inline const floating *dy_block(const floating *dy, const ConvShape *p, Py_ssize_t n, Py_ssize_t channel,
+                                     Py_ssize_t pixel, bint dy_last, int *ld) noexcept nogil:
+    """Image n's block of dy from output channel `channel` and output pixel `pixel` on: a (channels x pixels)
+    matrix of row step ld[0] in dy (n, k, out_h*out_w); with dy_last, dy is (n, out_h*out_w, k) and the block the
+    transposed matrix, ld[0] = k."""
+    cdef Py_ssize_t ohw = p.out_h * p.out_w
+    if dy_last:
+        ld[0] = <int>p.k
+        return dy + (n * ohw + pixel) * p.k + channel
+    ld[0] = <int>ohw
+    return dy + (n * p.k + channel) * ohw + pixel
+
+
 cdef void grad_w_tile(const floating *dy, const floating *x, floating *dw, floating *col, const ConvShape *p,
-                      Block t, Span ks, floating beta) noexcept nogil:
+                      Block t, Span ks, floating beta, bint dy_last) noexcept nogil:
     """dw[group t.group, channels ks] (ks x cg*r*s) = dy[t.n, those, t.start:t.stop, :] (ks x tile) @ col^T
-    + beta * dw[...] (beta 1: accumulate)."""
+    + beta * dw[...] (beta 1: accumulate); dy_last as in dy_block."""
     cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups
-    cdef Py_ssize_t crs = cg * p.r * p.s, ohw = p.out_h * p.out_w, first = t.group * kg + ks.lo
-    cdef int ld
+    cdef Py_ssize_t crs = cg * p.r * p.s, first = t.group * kg + ks.lo
+    cdef int ld, ld_dy
     cdef const floating *cm = column_matrix(x + (t.n * p.c + t.group * cg) * p.h * p.w, col, p, cg, t.start,
                                             t.stop, &ld)
-    gemm(False, True, <int>(ks.hi - ks.lo), <int>crs, <int>((t.stop - t.start) * p.out_w), 1,
-         dy + (t.n * p.k + first) * ohw + t.start * p.out_w, <int>ohw, cm, ld, beta, dw + first * crs, <int>crs)
+    cdef const floating *block = dy_block(dy, p, t.n, first, t.start * p.out_w, dy_last, &ld_dy)
+    gemm(dy_last, True, <int>(ks.hi - ks.lo), <int>crs, <int>((t.stop - t.start) * p.out_w), 1, block, ld_dy, cm,
+         ld, beta, dw + first * crs, <int>crs)
 
 
 cdef void grad_w_block(const floating *dy, const floating *x, floating *dw, floating *col, const ConvShape *p,
-                       Py_ssize_t group, Span ks, Py_ssize_t tile_rows) noexcept nogil:
+                       Py_ssize_t group, Span ks, Py_ssize_t tile_rows, bint dy_last) noexcept nogil:
     """dw[group, channels ks] = the sum of grad_w_tile over every image and tile (the first overwrites)."""
     cdef Py_ssize_t n, tile
     cdef Block t
@@ -184,23 +198,26 @@ cdef void grad_w_block(const floating *dy, const floating *x, floating *dw, floa
         for tile in range(ceil_div(p.out_h, tile_rows)):
             t.start = tile * tile_rows
             t.stop = min(t.start + tile_rows, p.out_h)
-            grad_w_tile(dy, x, dw, col, p, t, ks, 0 if n == 0 and tile == 0 else 1)
+            grad_w_tile(dy, x, dw, col, p, t, ks, 0 if n == 0 and tile == 0 else 1, dy_last)
 
 
 cdef void grad_x_image(const floating *dy, const floating *w, floating *dx, floating *col, const ConvShape *p,
-                       Py_ssize_t n, Py_ssize_t gi, Span cs, Py_ssize_t tile_rows) noexcept nogil:
+                       Py_ssize_t n, Py_ssize_t gi, Span cs, Py_ssize_t tile_rows, bint dy_last) noexcept nogil:
     """dx[n, group gi, channels cs of the group] (cs, h, w) = col2im(w[group gi][:, those]^T @ dy tile), tile
-    after tile."""
+    after tile; dy_last as in dy_block."""
     cdef Py_ssize_t cg = p.c // p.groups, kg = p.k // p.groups, rs = p.r * p.s
-    cdef Py_ssize_t crs = cg * rs, ohw = p.out_h * p.out_w, t, oh0, oh1, cols
+    cdef Py_ssize_t crs = cg * rs, t, oh0, oh1, cols
+    cdef int ld_dy
+    cdef const floating *block
     cdef floating *dxc = dx + (n * p.c + gi * cg + cs.lo) * p.h * p.w
     fill(dxc, (cs.hi - cs.lo) * p.h * p.w, 0)
     for t in range(ceil_div(p.out_h, tile_rows)):
         oh0 = t * tile_rows
         oh1 = min(oh0 + tile_rows, p.out_h)
         cols = (oh1 - oh0) * p.out_w
-        gemm(True, False, <int>((cs.hi - cs.lo) * rs), <int>cols, <int>kg, 1, w + gi * kg * crs + cs.lo * rs,
-             <int>crs, dy + (n * p.k + gi * kg) * ohw + oh0 * p.out_w, <int>ohw, 0, col, <int>cols)
+        block = dy_block(dy, p, n, gi * kg, oh0 * p.out_w, dy_last, &ld_dy)
+        gemm(True, dy_last, <int>((cs.hi - cs.lo) * rs), <int>cols, <int>kg, 1, w + gi * kg * crs + cs.lo * rs,
+             <int>crs, block, ld_dy, 0, col, <int>cols)
         col2im_rows(col, dxc, p, cs.hi - cs.lo, oh0, oh1)
 
 
@@ -239,9 +256,9 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, cons
 
 def grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floating[:, :, ::1] partial,
            floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows, Py_ssize_t channel_blocks, bint owned,
-           int num_threads):
+           bint dy_last, int num_threads):
     """dw (k, cg*r*s) = sum over images and tiles of dy tile (kg x tile) @ col^T, each group's output channels in
-    channel_blocks blocks.
+    channel_blocks blocks; dy (n, k, out_h, out_w), or with dy_last (n, out_h, out_w, k).
 
     owned: a work item is a block, over every image and tile, and partial (1, k, cg*r*s) is dw itself. Otherwise
     an item is a block of one tile, partial (threads, k, cg*r*s) holds zeros on entry, each thread adds its items
@@ -255,21 +272,21 @@ def grad_w(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x, floa
         for item in prange(p.groups * channel_blocks, nogil=True, schedule="static", num_threads=num_threads):
             grad_w_block(&dy[0, 0, 0, 0], &x[0, 0, 0, 0], &partial[0, 0, 0],
                          &columns[threadid(), 0] if im2col else NULL, &p, item // channel_blocks,
-                         span_of(item % channel_blocks, channel_blocks, kg), tile_rows)
+                         span_of(item % channel_blocks, channel_blocks, kg), tile_rows, dy_last)
         return
     for item in prange(p.n * p.groups * ceil_div(p.out_h, tile_rows) * channel_blocks, nogil=True,
                        schedule="static", num_threads=num_threads):
         t = block_of(item // channel_blocks, p.groups, p.out_h, tile_rows)
         ks = span_of(item % channel_blocks, channel_blocks, kg)
         grad_w_tile(&dy[0, 0, 0, 0], &x[0, 0, 0, 0], &partial[threadid(), 0, 0],
-                    &columns[threadid(), 0] if im2col else NULL, &p, t, ks, 1)
+                    &columns[threadid(), 0] if im2col else NULL, &p, t, ks, 1, dy_last)
 
 
 def grad_x(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w, floating[:, :, :, ::1] dx,
            floating[:, ::1] columns, ConvShape p, Py_ssize_t tile_rows, Py_ssize_t channel_blocks,
-           int num_threads):
+           bint dy_last, int num_threads):
     """dx (n, c, h, w) = col2im(w[group]^T @ dy) per (image, group, block of the group's input channels), its
-    tiles in order.
+    tiles in order; dy (n, k, out_h, out_w), or with dy_last (n, out_h, out_w, k).
 
     columns (threads, cg*r*s * tile_rows*out_w): each thread's GEMM output tile.
     """
@@ -278,4 +295,4 @@ def grad_x(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w, floa
         image_group = item // channel_blocks
         grad_x_image(&dy[0, 0, 0, 0], &w[0, 0, 0, 0], &dx[0, 0, 0, 0], &columns[threadid(), 0], &p,
                      image_group // p.groups, image_group % p.groups,
-                     span_of(item % channel_blocks, channel_blocks, p.c // p.groups), tile_rows)
+                     span_of(item % channel_blocks, channel_blocks, p.c // p.groups), tile_rows, dy_last)

@@ -19,13 +19,17 @@ _nhwc = load("_nhwc")  # the kernels built for this CPU's instruction set
 @contextlib.contextmanager
 def grad_w_region(plan: Plan, dy, db, g: ConvGeometry):
     """Yields (scratch, threads): plan's buffers, "partial" zeroed if any (the kernels accumulate into it), inside the
-    pass's parallel region, where db (K,) is summed from dy (N, K, Ho, Wo) first unless it is None."""
+    pass's parallel region, where db (K,) is summed from dy (N, K, Ho, Wo), or (N, Ho, Wo, K) with
+    g.channels_last, first unless it is None."""
     scratch = plan.allocate()
     if "partial" in scratch:
         scratch["partial"][...] = 0
     with parallel_region(plan.threads, blas_work=g.flops) as threads:
         if db is not None:
-            _common.bias_grad(dy, db, threads)
+            if g.channels_last:
+                channels_last_bias_grad(dy, db, threads)
+            else:
+                _common.bias_grad(dy, db, threads)
         yield scratch, threads
 
 

@@ -158,7 +158,8 @@ def grad_w_plan(g: ConvGeometry) -> Plan:
 
 
 def grad_w(dy, x, dw, db, g: ConvGeometry) -> None:
-    """dw (K, C/groups, R, S) from dy (N, K, Ho, Wo) and x (N, C, H, W); db (K,) too unless None."""
+    """dw (K, C/groups, R, S) from dy (N, K, Ho, Wo) and x (N, C, H, W); db (K,) too unless None. With
+    g.channels_last, dy is (N, Ho, Wo, K), read in place (x's single-channel planes are NCHW either way)."""
     grad_w_with(grad_w_plan(g), dy, x, dw, db, g)
 
 
@@ -171,7 +172,7 @@ def grad_w_with(plan: Plan, dy, x, dw, db, g: ConvGeometry) -> None:
     with grad_w_region(plan, dy, db, g) as (scratch, threads):
         partial = dw.reshape(1, g.k, -1) if owned else scratch["partial"]
         _gemm.grad_w(dy, x, partial, scratch.get("columns"), vars(g), tile_rows(g),
-                     channel_blocks(g, g.k_per_group, items), owned, threads)
+                     channel_blocks(g, g.k_per_group, items), owned, g.channels_last, threads)
     if not owned:
         np.sum(partial, axis=0, out=dw.reshape(partial.shape[1:]))
 
@@ -184,10 +185,10 @@ def grad_x_plan(g: ConvGeometry) -> Plan:
 
 
 def grad_x(dy, w, dx, g: ConvGeometry) -> None:
-    """dx (N, C, H, W) from dy (N, K, Ho, Wo) and w (K, C/groups, R, S)."""
+    """dx (N, C, H, W) from dy (N, K, Ho, Wo) and w (K, C/groups, R, S); dy as in grad_w."""
     _check_blas_sizes(g)
     plan = grad_x_plan(g)
     scratch = plan.allocate()
     with parallel_region(plan.threads, blas_work=g.flops) as threads:
         _gemm.grad_x(dy, w, dx, scratch["columns"], vars(g), tile_rows(g),
-                     channel_blocks(g, g.c_per_group, g.n * g.groups), threads)
+                     channel_blocks(g, g.c_per_group, g.n * g.groups), g.channels_last, threads)
