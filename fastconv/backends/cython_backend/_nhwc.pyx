@@ -313,11 +313,11 @@ cdef extern from *:
                             const long long *row_taps, Py_ssize_t r_size, Py_ssize_t row_step,            \
                             Py_ssize_t pixel_step, Py_ssize_t col_step) {                                 \
         const Py_ssize_t lanes = sizeof(V) / sizeof(T);                                                   \
-        Py_ssize_t newest = r_size - 1;                                                                   \
-        while (newest > 0 && row_taps[newest] < 0)                                                        \
-            newest--;                                                                                     \
+        long long newest = 0; /* the input row furthest down: the one the previous output rows did not read */ \
+        for (Py_ssize_t r = 0; r < r_size; r++)                                                           \
+            newest = row_taps[r] > newest ? row_taps[r] : newest;                                         \
         for (Py_ssize_t run = 0; run < runs; run++, y += PB * y_step, x += PB * pixel_step) {             \
-            const T *ahead = x + (row_taps[newest] > 0 ? row_taps[newest] : 0) * row_step + PB * pixel_step;\
+            const T *ahead = x + newest * row_step + PB * pixel_step;                                     \
             for (Py_ssize_t b = 0; b < blocks * lanes; b += lanes) {                                      \
                 V acc[PB], bias = *(const V *)(start + b);                                                \
                 for (int q = 0; q < PB; q++) {                                                            \
