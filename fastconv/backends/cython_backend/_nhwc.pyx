@@ -266,10 +266,11 @@ cdef void sum_tile(const floating *rows, double *sums, Py_ssize_t count, Py_ssiz
             sums[b * SUM_CHANNELS + j] += (<double>a0[j] + a1[j]) + (<double>a2[j] + a3[j])
 
 
-def channel_sums(const floating[:, ::1] rows, double[:, ::1] parts, int num_threads):
-    """parts[t] (k,) = the column sums of chunk t of rows (pixels, k), one chunk per thread, SUM_ROWS rows at a
-    time (each tile read from cache once per block of channels)."""
+def channel_sums(const floating[:, ::1] rows, double[:, ::1] parts, floating[::1] sums, int num_threads):
+    """sums (k,) = the column sums of rows (pixels, k): parts[t] (k,) those of chunk t of the rows, one chunk per
+    thread, SUM_ROWS rows at a time (each tile read from cache once per block of channels), then added up."""
     cdef Py_ssize_t pixels = rows.shape[0], k = rows.shape[1], chunks = parts.shape[0], t, p, stop, j
+    cdef double total
     for t in prange(chunks, nogil=True, schedule="static", num_threads=num_threads):
         for j in range(k):
             parts[t, j] = 0
@@ -278,6 +279,11 @@ def channel_sums(const floating[:, ::1] rows, double[:, ::1] parts, int num_thre
         while p < stop:
             sum_tile(&rows[p, 0], &parts[t, 0], min(<Py_ssize_t>SUM_ROWS, stop - p), k)
             p = p + SUM_ROWS
+    for j in range(k):
+        total = 0
+        for t in range(chunks):
+            total += parts[t, j]
+        sums[j] = <floating>total
 
 
 cdef inline void add_products(floating *out, const floating *a, const floating *x, Py_ssize_t c,

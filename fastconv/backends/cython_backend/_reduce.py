@@ -35,6 +35,4 @@ def grad_w_region(plan: Plan, dy, db, g: ConvGeometry):
 
 def channels_last_bias_grad(dy: np.ndarray, db: np.ndarray, threads: int) -> None:
     """db (K,) = dy (N, Ho, Wo, K) summed over its pixels: one chunk of pixel rows per thread, in double."""
-    parts = np.empty((threads, db.shape[0]))
-    _nhwc.channel_sums(dy.reshape(-1, db.shape[0]), parts, threads)
-    db[...] = parts.sum(axis=0)
+    _nhwc.channel_sums(dy.reshape(-1, db.shape[0]), np.empty((threads, db.shape[0])), db, threads)
