@@ -18,7 +18,8 @@ per channel) and, for the grad of x, which output row/column reads each input ro
         with one output channel per input channel the gather is the forward kernel on dy with the sources'
         tables in place of the taps' (and a zero bias);
     grad_w(dy, x, dw_parts, rows, cols, images, height, width, channels)
-        one chunk of (image, output row) pairs per dw_parts[t] (R*S*K,), summed afterwards;
+        one chunk of (image, output row) pairs per dw_parts[t] ((R*S + 1)*K,), summed afterwards: dw's taps,
+        then db (dy's sum, taken while the pass reads dy);
 
 on flat arrays: x (N*H*W*C,), y and dy (N*Ho*Wo*K,), filters (R*S*K,).
 """
@@ -53,7 +54,7 @@ def forward_plan(g: ConvGeometry) -> Plan:
 
 @per_budget
 def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -> Plan:
-    """The grad of x's filters and source tables; the grad of w's tables and one partial dw per thread."""
+    """The grad of x's filters and source tables; the grad of w's tables and one partial dw and db per thread."""
     threads = threads_for(g.flops, g.n * g.out_h)
     buffers = {}
     if need_dx:
@@ -61,7 +62,7 @@ def backward_plan(g: ConvGeometry, need_dx: bool = True, need_dw: bool = True) -
                        col_sources=((g.w, g.s), np.int64))
     if need_dw:
         buffers.update(rows=((g.out_h, g.r), np.int64), cols=((g.out_w, g.s), np.int64),
-                       dw_parts=((threads, g.r * g.s * g.k), g.dtype))
+                       dw_parts=((threads, (g.r * g.s + 1) * g.k), g.dtype))
     return Plan(threads, buffers)
 
 
@@ -128,8 +129,10 @@ def channelwise_methods(forward_kernel: Callable, grad_x_kernel: Callable, grad_
                               g.c)
                 for part in parts[1:]:
                     parts[0] += part
-                dw = np.ascontiguousarray(parts[0].reshape(g.r * g.s, g.k).T).reshape(g.w_shape)
-            if need_db:
+                taps = parts[0].reshape(g.r * g.s + 1, g.k)
+                dw = np.ascontiguousarray(taps[:-1].T).reshape(g.w_shape)
+                db = taps[-1].copy() if need_db else None
+            elif need_db:
                 db = np.empty(g.k, g.dtype)
                 bias_kernel(dy, db, threads)
         return dx, dw, db

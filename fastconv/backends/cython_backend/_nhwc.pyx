@@ -11,7 +11,7 @@ Depthwise convolution (one input channel per group; fastconv.backends._channelwi
 rows accumulate their taps along the channels, one SIMD register of channels of eight pixels in registers (C
 vector types, as in _blocked_direct.pyx), the next run's newest input row prefetched; the grad of x is the forward
 on the tables of the taps' sources with one channel per group, else a gather per input row; the grad of w sums
-blocks of channels of four pixels per thread.
+per thread, the same runs of pixels' dy in registers.
 
 1x1 convolution (stride 1, unpadded, one group): x (p, c) and y (p, k) over all p = n*h*w pixels, w (k, c);
 each thread runs one GEMM on its chunk of rows (scipy's BLAS, single-threaded inside the parallel loop).
@@ -303,25 +303,35 @@ cdef inline void add_products(floating *out, const floating *a, const floating *
 
 cdef extern from *:
     """
-    /* y[q*y_step + l] = start[l] + sum over the valid taps (r, s) of taps[(r*s_size + s)*k + l] *
-       x[row_taps[r]*row_step + q*pixel_step + s*col_step + l], for PB pixels q and the first `blocks` registers of
-       channels l, over `runs` runs of PB pixels one after the other (y and x advance PB pixels per run): per
-       register of channels, the PB sums stay in registers over all taps. Every column tap of these pixels reads
-       inside the image. A run takes all its registers of channels before the next, reading x along its rows. */
     #if defined(__GNUC__)
     #define FASTCONV_PREFETCH(address) __builtin_prefetch(address)
     #else
     #define FASTCONV_PREFETCH(address)
     #endif
+
+    /* The depthwise micro-kernels share their first arguments: `runs` runs of PB pixels one after the other, y
+       (or dy) PB*y_step and x PB*pixel_step elements further per run, whose column taps all read inside the
+       image, at x + row_taps[r]*row_step + q*pixel_step + s*col_step for pixel q < PB of a run and tap (r, s) of
+       its valid rows; the first `blocks` registers of channels, filters (r, s, k) as taps[(r*s_size + s)*k]. A
+       run takes all its registers of channels before the next, reading x along its rows. */
+
+    /* the input row furthest down of valid row taps: the one the previous output rows did not read, whose next
+       run the kernels prefetch */
+    static inline Py_ssize_t fastconv_newest_row(const long long *row_taps, Py_ssize_t r_size) {
+        long long newest = 0;
+        for (Py_ssize_t r = 0; r < r_size; r++)
+            newest = row_taps[r] > newest ? row_taps[r] : newest;
+        return (Py_ssize_t)newest;
+    }
+
+    /* forward: y[q*y_step + l] = start[l] + the sum over the taps of taps[...] * x[...], the PB sums of one
+       register of channels in registers over all taps */
     #define FASTCONV_DEPTHWISE_RUNS(NAME, T, V, PB)                                                        \
-    static inline void NAME(T *y, Py_ssize_t y_step, Py_ssize_t runs, Py_ssize_t blocks, const T *start,  \
-                            const T *taps, Py_ssize_t k, Py_ssize_t s_size, const T *x,                   \
-                            const long long *row_taps, Py_ssize_t r_size, Py_ssize_t row_step,            \
-                            Py_ssize_t pixel_step, Py_ssize_t col_step) {                                 \
-        const Py_ssize_t lanes = sizeof(V) / sizeof(T);                                                   \
-        long long newest = 0; /* the input row furthest down: the one the previous output rows did not read */ \
-        for (Py_ssize_t r = 0; r < r_size; r++)                                                           \
-            newest = row_taps[r] > newest ? row_taps[r] : newest;                                         \
+    static inline void NAME(T *y, Py_ssize_t y_step, Py_ssize_t runs, const T *x, Py_ssize_t pixel_step,  \
+                            Py_ssize_t blocks, const T *start, const T *taps, Py_ssize_t k,               \
+                            Py_ssize_t s_size, const long long *row_taps, Py_ssize_t r_size,              \
+                            Py_ssize_t row_step, Py_ssize_t col_step) {                                   \
+        const Py_ssize_t lanes = sizeof(V) / sizeof(T), newest = fastconv_newest_row(row_taps, r_size);    \
         for (Py_ssize_t run = 0; run < runs; run++, y += PB * y_step, x += PB * pixel_step) {             \
             const T *ahead = x + newest * row_step + PB * pixel_step;                                     \
             for (Py_ssize_t b = 0; b < blocks * lanes; b += lanes) {                                      \
@@ -345,37 +355,91 @@ cdef extern from *:
             }                                                                                             \
         }                                                                                                 \
     }
-    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise8_f32, float, fastconv_f32v, 8)
-    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise8_f64, double, fastconv_f64v, 8)
-    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise4_f32, float, fastconv_f32v, 4)
-    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise4_f64, double, fastconv_f64v, 4)
-    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise2_f32, float, fastconv_f32v, 2)
-    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise2_f64, double, fastconv_f64v, 2)
-    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise1_f32, float, fastconv_f32v, 1)
-    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise1_f64, double, fastconv_f64v, 1)
 
-    /* FASTCONV_DEPTHWISE_RUNS over `pixels` pixels: runs of 8 (sums of eight pixels in flight hide the
-       multiply-adds' latency), then one of 4, 2 and 1 as the pixels left ask */
-    #define FASTCONV_DEPTHWISE_SPAN(T, SUFFIX)                                                            \
-    static inline void fastconv_depthwise_span_##SUFFIX(                                                  \
-            T *y, Py_ssize_t y_step, Py_ssize_t pixels, Py_ssize_t blocks, const T *start, const T *taps,  \
-            Py_ssize_t k, Py_ssize_t s_size, const T *x, const long long *row_taps, Py_ssize_t r_size,    \
-            Py_ssize_t row_step, Py_ssize_t pixel_step, Py_ssize_t col_step) {                            \
-        Py_ssize_t done = pixels / 8 * 8;                                                                 \
-        fastconv_depthwise8_##SUFFIX(y, y_step, pixels / 8, blocks, start, taps, k, s_size, x, row_taps,  \
-                                     r_size, row_step, pixel_step, col_step);                             \
-        for (Py_ssize_t run = 4; run >= 1; run /= 2) {                                                    \
-            if (pixels - done < run)                                                                      \
-                continue;                                                                                 \
-            (run == 4 ? fastconv_depthwise4_##SUFFIX : run == 2 ? fastconv_depthwise2_##SUFFIX            \
-             : fastconv_depthwise1_##SUFFIX)(y + done * y_step, y_step, 1, blocks, start, taps, k, s_size,\
-                                            x + done * pixel_step, row_taps, r_size, row_step,            \
-                                            pixel_step, col_step);                                        \
-            done += run;                                                                                  \
+    /* grad of w: taps[...] += the sum over the PB pixels of dy[q*y_step + l] * x[...], the run's dy in
+       registers over all taps, each tap's sum in four chains; and bias[l] += the sum of their dy */
+    #define FASTCONV_DEPTHWISE_GRAD_RUNS(NAME, T, V, PB)                                                   \
+    static inline void NAME(const T *dy, Py_ssize_t y_step, Py_ssize_t runs, const T *x,                  \
+                            Py_ssize_t pixel_step, Py_ssize_t blocks, T *taps, T *bias, Py_ssize_t k,     \
+                            Py_ssize_t s_size, const long long *row_taps, Py_ssize_t r_size,              \
+                            Py_ssize_t row_step, Py_ssize_t col_step) {                                   \
+        const Py_ssize_t lanes = sizeof(V) / sizeof(T), newest = fastconv_newest_row(row_taps, r_size);    \
+        for (Py_ssize_t run = 0; run < runs; run++, dy += PB * y_step, x += PB * pixel_step) {            \
+            const T *ahead = x + newest * row_step + PB * pixel_step;                                     \
+            for (Py_ssize_t b = 0; b < blocks * lanes; b += lanes) {                                      \
+                V d[PB], total = *(const V *)(bias + b);                                                  \
+                for (int q = 0; q < PB; q++) {                                                            \
+                    d[q] = *(const V *)(dy + q * y_step + b);                                             \
+                    total += d[q];                                                                        \
+                    FASTCONV_PREFETCH(ahead + q * pixel_step + b);                                        \
+                }                                                                                         \
+                *(V *)(bias + b) = total;                                                                 \
+                for (Py_ssize_t r = 0; r < r_size; r++) {                                                 \
+                    if (row_taps[r] < 0)                                                                  \
+                        continue;                                                                         \
+                    const T *src = x + row_taps[r] * row_step + b;                                        \
+                    T *tap = taps + r * s_size * k + b;                                                   \
+                    for (Py_ssize_t s = 0; s < s_size; s++, src += col_step, tap += k) {                  \
+                        V zero = {0}, sums[4] = {zero, zero, zero, zero};                                 \
+                        for (int q = 0; q < PB; q++)                                                      \
+                            sums[q % 4] += d[q] * *(const V *)(src + q * pixel_step);                     \
+                        *(V *)tap += (sums[0] + sums[1]) + (sums[2] + sums[3]);                           \
+                    }                                                                                     \
+                }                                                                                         \
+            }                                                                                             \
         }                                                                                                 \
     }
-    FASTCONV_DEPTHWISE_SPAN(float, f32)
-    FASTCONV_DEPTHWISE_SPAN(double, f64)
+
+    #define FASTCONV_DEPTHWISE_KERNELS(T, V, SUFFIX)                                                       \
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise8_##SUFFIX, T, V, 8)                                         \
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise4_##SUFFIX, T, V, 4)                                         \
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise2_##SUFFIX, T, V, 2)                                         \
+    FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise1_##SUFFIX, T, V, 1)                                         \
+    FASTCONV_DEPTHWISE_GRAD_RUNS(fastconv_depthwise_grad8_##SUFFIX, T, V, 8)                               \
+    FASTCONV_DEPTHWISE_GRAD_RUNS(fastconv_depthwise_grad4_##SUFFIX, T, V, 4)                               \
+    FASTCONV_DEPTHWISE_GRAD_RUNS(fastconv_depthwise_grad2_##SUFFIX, T, V, 2)                               \
+    FASTCONV_DEPTHWISE_GRAD_RUNS(fastconv_depthwise_grad1_##SUFFIX, T, V, 1)
+    FASTCONV_DEPTHWISE_KERNELS(float, fastconv_f32v, f32)
+    FASTCONV_DEPTHWISE_KERNELS(double, fastconv_f64v, f64)
+
+    /* KERNEL over `pixels` pixels: runs of 8 (eight pixels in flight hide the multiply-adds' latency), then one
+       of 4, 2 and 1 as the pixels left ask */
+    #define FASTCONV_RUNS_OF(KERNEL, SUFFIX, y, y_step, pixels, x, pixel_step, ...)                        \
+        do {                                                                                              \
+            Py_ssize_t done_ = (pixels) / 8 * 8;                                                          \
+            KERNEL##8_##SUFFIX(y, y_step, (pixels) / 8, x, pixel_step, __VA_ARGS__);                      \
+            if ((pixels) - done_ >= 4) {                                                                  \
+                KERNEL##4_##SUFFIX(y + done_ * (y_step), y_step, 1, x + done_ * (pixel_step), pixel_step, \
+                                   __VA_ARGS__);                                                          \
+                done_ += 4;                                                                               \
+            }                                                                                             \
+            if ((pixels) - done_ >= 2) {                                                                  \
+                KERNEL##2_##SUFFIX(y + done_ * (y_step), y_step, 1, x + done_ * (pixel_step), pixel_step, \
+                                   __VA_ARGS__);                                                          \
+                done_ += 2;                                                                               \
+            }                                                                                             \
+            if ((pixels) - done_ >= 1)                                                                    \
+                KERNEL##1_##SUFFIX(y + done_ * (y_step), y_step, 1, x + done_ * (pixel_step), pixel_step, \
+                                   __VA_ARGS__);                                                          \
+        } while (0)
+
+    #define FASTCONV_DEPTHWISE_SPANS(T, SUFFIX)                                                            \
+    static inline void fastconv_depthwise_span_##SUFFIX(                                                  \
+            T *y, Py_ssize_t y_step, Py_ssize_t pixels, const T *x, Py_ssize_t pixel_step,                \
+            Py_ssize_t blocks, const T *start, const T *taps, Py_ssize_t k, Py_ssize_t s_size,            \
+            const long long *row_taps, Py_ssize_t r_size, Py_ssize_t row_step, Py_ssize_t col_step) {     \
+        FASTCONV_RUNS_OF(fastconv_depthwise, SUFFIX, y, y_step, pixels, x, pixel_step, blocks, start,     \
+                         taps, k, s_size, row_taps, r_size, row_step, col_step);                          \
+    }                                                                                                     \
+    static inline void fastconv_depthwise_grad_span_##SUFFIX(                                             \
+            const T *dy, Py_ssize_t y_step, Py_ssize_t pixels, const T *x, Py_ssize_t pixel_step,         \
+            Py_ssize_t blocks, T *taps, T *bias, Py_ssize_t k, Py_ssize_t s_size,                         \
+            const long long *row_taps, Py_ssize_t r_size, Py_ssize_t row_step, Py_ssize_t col_step) {     \
+        FASTCONV_RUNS_OF(fastconv_depthwise_grad, SUFFIX, dy, y_step, pixels, x, pixel_step, blocks,      \
+                         taps, bias, k, s_size, row_taps, r_size, row_step, col_step);                    \
+    }
+    FASTCONV_DEPTHWISE_SPANS(float, f32)
+    FASTCONV_DEPTHWISE_SPANS(double, f64)
 
     /* one pixel, the first `blocks` registers of channels: y[l] = start[l] + sum over the taps whose row_taps[r]
        and col_taps[s] are both valid of taps[(r*s_size + s)*k + l] * x[row_taps[r]*row_step + col_taps[s]*c + l] */
@@ -399,13 +463,21 @@ cdef extern from *:
     FASTCONV_DEPTHWISE_PIXEL(double, fastconv_f64v, f64)
     """
     void depthwise_span_f32 "fastconv_depthwise_span_f32"(
-        float *y, Py_ssize_t y_step, Py_ssize_t pixels, Py_ssize_t blocks, const float *start, const float *taps, Py_ssize_t k,
-        Py_ssize_t s_size, const float *x, const long long *row_taps, Py_ssize_t r_size, Py_ssize_t row_step,
-        Py_ssize_t pixel_step, Py_ssize_t col_step) noexcept nogil
+        float *y, Py_ssize_t y_step, Py_ssize_t pixels, const float *x, Py_ssize_t pixel_step, Py_ssize_t blocks,
+        const float *start, const float *taps, Py_ssize_t k, Py_ssize_t s_size, const long long *row_taps,
+        Py_ssize_t r_size, Py_ssize_t row_step, Py_ssize_t col_step) noexcept nogil
     void depthwise_span_f64 "fastconv_depthwise_span_f64"(
-        double *y, Py_ssize_t y_step, Py_ssize_t pixels, Py_ssize_t blocks, const double *start, const double *taps, Py_ssize_t k,
-        Py_ssize_t s_size, const double *x, const long long *row_taps, Py_ssize_t r_size, Py_ssize_t row_step,
-        Py_ssize_t pixel_step, Py_ssize_t col_step) noexcept nogil
+        double *y, Py_ssize_t y_step, Py_ssize_t pixels, const double *x, Py_ssize_t pixel_step, Py_ssize_t blocks,
+        const double *start, const double *taps, Py_ssize_t k, Py_ssize_t s_size, const long long *row_taps,
+        Py_ssize_t r_size, Py_ssize_t row_step, Py_ssize_t col_step) noexcept nogil
+    void depthwise_grad_span_f32 "fastconv_depthwise_grad_span_f32"(
+        const float *dy, Py_ssize_t y_step, Py_ssize_t pixels, const float *x, Py_ssize_t pixel_step,
+        Py_ssize_t blocks, float *taps, float *bias, Py_ssize_t k, Py_ssize_t s_size, const long long *row_taps,
+        Py_ssize_t r_size, Py_ssize_t row_step, Py_ssize_t col_step) noexcept nogil
+    void depthwise_grad_span_f64 "fastconv_depthwise_grad_span_f64"(
+        const double *dy, Py_ssize_t y_step, Py_ssize_t pixels, const double *x, Py_ssize_t pixel_step,
+        Py_ssize_t blocks, double *taps, double *bias, Py_ssize_t k, Py_ssize_t s_size, const long long *row_taps,
+        Py_ssize_t r_size, Py_ssize_t row_step, Py_ssize_t col_step) noexcept nogil
     void depthwise_pixel_f32 "fastconv_depthwise_pixel_f32"(
         float *y, Py_ssize_t blocks, const float *start, const float *taps, Py_ssize_t k, Py_ssize_t s_size, const float *x,
         const long long *row_taps, const long long *col_taps, Py_ssize_t r_size, Py_ssize_t row_step,
@@ -472,11 +544,11 @@ cdef void forward_row(floating *pixels, const floating *bias, const floating *ta
     cdef const floating *src
     if hi > lo:
         if floating is float:
-            depthwise_span_f32(pixels + lo * k, k, hi - lo, blocked // lanes, bias, taps, k, s_size,
-                               x + cols[lo * s_size] * c, row_taps, r_size, width * c, span[3] * c, span[4] * c)
+            depthwise_span_f32(pixels + lo * k, k, hi - lo, x + cols[lo * s_size] * c, span[3] * c,
+                               blocked // lanes, bias, taps, k, s_size, row_taps, r_size, width * c, span[4] * c)
         else:
-            depthwise_span_f64(pixels + lo * k, k, hi - lo, blocked // lanes, bias, taps, k, s_size,
-                               x + cols[lo * s_size] * c, row_taps, r_size, width * c, span[3] * c, span[4] * c)
+            depthwise_span_f64(pixels + lo * k, k, hi - lo, x + cols[lo * s_size] * c, span[3] * c,
+                               blocked // lanes, bias, taps, k, s_size, row_taps, r_size, width * c, span[4] * c)
     for ow in range(out_w):
         if blocked and (ow < lo or ow >= hi):
             if floating is float:
@@ -515,101 +587,58 @@ def channelwise_forward(const floating[::1] x, const floating[::1] filters, cons
                         span)
 
 
-cdef enum:
-    CHANNEL_BLOCK = 16  # channels whose sums stay in registers: 2 AVX2 or 1 AVX-512 vectors of float32
-    PIXEL_BLOCK = 4  # neighbouring pixels summed at once: a tap's weights loaded once for four
-
-
-cdef inline void pixels_grad_block(floating *taps, const floating *dy, const floating *x, const long long *row_taps,
-                                   Py_ssize_t r_size, Py_ssize_t s_size, Py_ssize_t width, Py_ssize_t c,
-                                   Py_ssize_t pixel_step, Py_ssize_t tap_step) noexcept nogil:
-    """taps[(r*s_size + s)*c + j] += the sum over PIXEL_BLOCK neighbouring pixels of dy (PIXEL_BLOCK, c) * x at
-    their tap (r, s), j < CHANNEL_BLOCK; x the image at the first pixel's first column tap, pixel_step the step
-    between the pixels' columns and tap_step between a pixel's column taps (in elements). dy stays in registers
-    over all taps; each tap is loaded and stored once for the four pixels."""
-    cdef floating d0[CHANNEL_BLOCK]
-    cdef floating d1[CHANNEL_BLOCK]
-    cdef floating d2[CHANNEL_BLOCK]
-    cdef floating d3[CHANNEL_BLOCK]
-    cdef floating total[CHANNEL_BLOCK]
-    cdef const floating *src
-    cdef floating *tap
-    cdef Py_ssize_t r, s, j
-    for j in range(CHANNEL_BLOCK):
-        d0[j] = dy[j]
-        d1[j] = dy[c + j]
-        d2[j] = dy[2 * c + j]
-        d3[j] = dy[3 * c + j]
-    for r in range(r_size):
-        if row_taps[r] >= 0:
-            src = x + row_taps[r] * width * c
-            tap = taps + r * s_size * c
-            for s in range(s_size):
-                # through a local array: the compiler cannot tell tap from src, and checks overlap on every tap
-                for j in range(CHANNEL_BLOCK):
-                    total[j] = tap[j] + (d0[j] * src[j] + d1[j] * src[pixel_step + j]) + (
-                        d2[j] * src[2 * pixel_step + j] + d3[j] * src[3 * pixel_step + j])
-                for j in range(CHANNEL_BLOCK):
-                    tap[j] = total[j]
-                src += tap_step
-                tap += c
-
-
-cdef inline bint regular_run(const long long *cols, Py_ssize_t s_size, Py_ssize_t *steps) noexcept nogil:
-    """Whether the PIXEL_BLOCK pixels whose column taps cols (PIXEL_BLOCK, s_size) lists all read inside the image;
-    if so, they read at cols[0] + p*steps[0] + s*steps[1] for pixel p and tap s (steps set here): both tables are
-    affine where valid (a strided grad of x's sources never are valid for a whole run)."""
-    cdef Py_ssize_t p
-    for p in range(PIXEL_BLOCK * s_size):
-        if cols[p] < 0:
-            return False
-    steps[0] = cols[s_size] - cols[0]
-    steps[1] = cols[1] - cols[0] if s_size > 1 else 0
-    return True
-
-
 cdef void grad_w_row(const floating *pixels, floating *taps, const floating *x, const long long *row_taps,
                      const long long *cols, Py_ssize_t r_size, Py_ssize_t s_size, Py_ssize_t out_w,
-                     Py_ssize_t width, Py_ssize_t c, Py_ssize_t m) noexcept nogil:
-    """One output row of one image's share of the grad of w: taps (r, s, k) += pixels (out_w, k) * x over the
-    valid taps, x the image (h, width, c) and the tables as forward_row's. With one channel per group, whole blocks
-    of CHANNEL_BLOCK channels of regular runs of PIXEL_BLOCK pixels run pixels_grad_block; the rest adds one tap
-    at a time."""
-    cdef Py_ssize_t ow = 0, run, p, r, s, block, first, k = c * m
-    cdef Py_ssize_t blocked = c - c % CHANNEL_BLOCK if m == 1 else 0, unblocked
-    cdef Py_ssize_t steps[2]
+                     Py_ssize_t width, Py_ssize_t c, Py_ssize_t m, const Py_ssize_t *span) noexcept nogil:
+    """One output row of one image's share of the grads of w and b: taps (r*s + 1, k) += pixels (out_w, k) * x
+    over the valid taps (r, s), and its last row, the bias, += pixels; x the image (h, width, c), the tables and
+    span as forward_row's. With one channel per group, each register of channels runs the columns of span in runs
+    of pixels; the other columns, the channels past the last whole register (and every channel when m > 1) add
+    one tap at a time."""
+    cdef Py_ssize_t lanes = lanes_of(taps), k = c * m, ow, r, s, j, first
+    cdef Py_ssize_t blocked = c - c % lanes if m == 1 else 0
+    cdef Py_ssize_t lo = span[0], hi = span[1] if blocked else span[0]
+    cdef floating *bias = taps + r_size * s_size * k
     cdef const floating *src
-    while ow < out_w:
-        run = PIXEL_BLOCK if blocked and ow + PIXEL_BLOCK <= out_w and regular_run(cols + ow * s_size, s_size,
-                                                                                   steps) else 1
-        unblocked = blocked if run > 1 else 0
-        for block in range(unblocked // CHANNEL_BLOCK):
-            first = block * CHANNEL_BLOCK
-            pixels_grad_block(taps + first, pixels + ow * k + first, x + cols[ow * s_size] * c + first, row_taps,
-                              r_size, s_size, width, c, steps[0] * c, steps[1] * c)
-        for p in range(ow, ow + run if unblocked < k else ow):
+    if hi > lo:
+        if floating is float:
+            depthwise_grad_span_f32(pixels + lo * k, k, hi - lo, x + cols[lo * s_size] * c, span[3] * c,
+                                    blocked // lanes, taps, bias, k, s_size, row_taps, r_size, width * c,
+                                    span[4] * c)
+        else:
+            depthwise_grad_span_f64(pixels + lo * k, k, hi - lo, x + cols[lo * s_size] * c, span[3] * c,
+                                    blocked // lanes, taps, bias, k, s_size, row_taps, r_size, width * c,
+                                    span[4] * c)
+    for ow in range(out_w):
+        first = blocked if lo <= ow < hi else 0
+        for j in range(first, k):
+            bias[j] += pixels[ow * k + j]
+        if first < k:
             for r in range(r_size):
                 if row_taps[r] >= 0:
                     for s in range(s_size):
-                        if cols[p * s_size + s] >= 0:
-                            src = x + (row_taps[r] * width + cols[p * s_size + s]) * c + unblocked
-                            add_products(taps + (r * s_size + s) * k + unblocked, pixels + p * k + unblocked, src,
-                                         c - unblocked, m)
-        ow += run
+                        if cols[ow * s_size + s] >= 0:
+                            src = x + (row_taps[r] * width + cols[ow * s_size + s]) * c + first
+                            add_products(taps + (r * s_size + s) * k + first, pixels + ow * k + first, src,
+                                         c - first, m)
 
 
 def channelwise_grad_w(const floating[::1] dy, const floating[::1] x, floating[:, ::1] dw_parts,
                        const long long[:, ::1] rows, const long long[:, ::1] cols, Py_ssize_t images,
                        Py_ssize_t height, Py_ssize_t width, Py_ssize_t c):
-    """dw_parts[t] (r, s, k): chunk t of the (image, output row) pairs' share of dy * x, one chunk per thread."""
+    """dw_parts[t] (r*s + 1, k): chunk t of the (image, output row) pairs' share of dy * x (r*s rows) and of dy
+    (the last), one chunk per thread."""
     cdef Py_ssize_t out_h = rows.shape[0], out_w = cols.shape[0], jobs = images * out_h, chunks = dw_parts.shape[0]
-    cdef Py_ssize_t k = dw_parts.shape[1] // (rows.shape[1] * cols.shape[1]), t, job, i
+    cdef Py_ssize_t k = dw_parts.shape[1] // (rows.shape[1] * cols.shape[1] + 1), t, job, i
+    cdef Py_ssize_t span[5]
+    regular_span(&cols[0, 0], out_w, cols.shape[1], span)
     for t in prange(chunks, nogil=True, schedule="static", num_threads=chunks):
         for i in range(dw_parts.shape[1]):
             dw_parts[t, i] = 0
         for job in range(jobs * t // chunks, jobs * (t + 1) // chunks):
             grad_w_row(&dy[0] + job * out_w * k, &dw_parts[t, 0], &x[0] + job // out_h * height * width * c,
-                       &rows[job % out_h, 0], &cols[0, 0], rows.shape[1], cols.shape[1], out_w, width, c, k // c)
+                       &rows[job % out_h, 0], &cols[0, 0], rows.shape[1], cols.shape[1], out_w, width, c, k // c,
+                       span)
 
 
 cdef void channelwise_gather_row(const floating *dy, const floating *filters, floating *dx,

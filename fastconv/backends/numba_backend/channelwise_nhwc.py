@@ -64,15 +64,21 @@ def _forward(x, filters, bias, y, rows, cols, images, height, width, channels, t
 
 @parallel_kernel()
 def _grad_w(dy, x, dw_parts, rows, cols, images, height, width, channels):
+    """dw_parts[t] (R*S + 1, K): thread t's chunk of (image, output row) jobs' share of dy * x, and of dy (the
+    last row, db's)."""
     height, width, channels = uint64(height), uint64(width), uint64(channels)
     jobs, chunks = uint64(images) * uint64(rows.shape[0]), uint64(dw_parts.shape[0])
-    m = uint64(dw_parts.shape[1]) // (uint64(rows.shape[1]) * uint64(cols.shape[1]) * channels)
+    taps, out_w = uint64(rows.shape[1]) * uint64(cols.shape[1]), uint64(cols.shape[0])
+    k_size = uint64(dw_parts.shape[1]) // (taps + uint64(1))
     for t in prange(dw_parts.shape[0]):
         part = dw_parts[t]
         part[:] = 0
         j0, j1 = chunk_bounds(jobs, chunks, uint64(t))
         for job in range(j0, j1):
-            _row(dy, part, x, rows, cols, job, height, width, channels, m, True)
+            _row(dy, part, x, rows, cols, job, height, width, channels, k_size // channels, True)
+            for i in range(job * out_w * k_size, (job + 1) * out_w * k_size, k_size):
+                for k in range(k_size):
+                    part[taps * k_size + k] += dy[i + k]
 
 
 @parallel_kernel()
