@@ -288,6 +288,24 @@ def test_channels_last_depthwise_pixel_runs_match_naive(name, data):
                     padding=padding, groups=c)
 
 
+@RANDOM
+@given(data=st.data())
+@pytest.mark.parametrize("name", COMPILED)
+def test_channels_last_depthwise_3x3_matches_naive(name, data):
+    """3x3 depthwise layers, whose grad of w has its own kernel in cython (the nine taps' sums over a whole row in
+    registers, for rows whose three taps are all in the image): rows of 1 to 40 pixels, leftover channels past the
+    last register, padding that leaves the first and last rows with taps outside, strides and dilations 1-2."""
+    draw = lambda low, high: data.draw(st.integers(low, high))  # noqa: E731
+    rng = np.random.default_rng(draw(0, 2 ** 16))
+    c = data.draw(st.sampled_from([8, 16, 17, 35, 48]))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    x = random_array(rng, (draw(1, 2), c, draw(3, 9), draw(3, 42)), dtype)
+    w = random_array(rng, (c, 1, 3, 3), dtype)
+    padding = data.draw(st.sampled_from(["same", "valid", ((draw(0, 2), draw(0, 2)), (draw(0, 2), draw(0, 2)))]))
+    check_depthwise(name, data, x, w, stride=(draw(1, 2), draw(1, 2)), dilation=(draw(1, 2), draw(1, 2)),
+                    padding=padding, groups=c)
+
+
 @pytest.mark.parametrize("pixels, channels", [(1, 1), (3, 16), (4, 17), (7, 30), (129, 16), (1001, 33), (50, 64)])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

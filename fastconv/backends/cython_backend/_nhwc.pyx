@@ -390,6 +390,40 @@ cdef extern from *:
         }                                                                                                 \
     }
 
+    /* the grad of w of a 3x3 kernel whose three row taps are all valid, over `pixels` pixels of one output row
+       (the common case, as _direct.pyx's nine_dots): per register of channels, the nine taps' sums and the
+       bias's stay in registers over the whole row, ten independent chains, added to taps and bias once; dy and
+       the newest input row read eight pixels ahead (a register of channels is one line in every pixel's) */
+    #define FASTCONV_DEPTHWISE_GRAD_3X3(T, V, SUFFIX)                                                      \
+    static inline void fastconv_depthwise_grad3x3_##SUFFIX(                                               \
+            const T *dy, Py_ssize_t y_step, Py_ssize_t pixels, const T *x, Py_ssize_t pixel_step,         \
+            Py_ssize_t blocks, T *taps, T *bias, Py_ssize_t k, const long long *row_taps,                 \
+            Py_ssize_t row_step, Py_ssize_t col_step) {                                                   \
+        const Py_ssize_t lanes = sizeof(V) / sizeof(T), newest = fastconv_newest_row(row_taps, 3);        \
+        for (Py_ssize_t b = 0; b < blocks * lanes; b += lanes) {                                          \
+            V zero = {0}, sums[10] = {zero, zero, zero, zero, zero, zero, zero, zero, zero, zero};        \
+            const T *top = x + row_taps[0] * row_step + b, *middle = x + row_taps[1] * row_step + b;      \
+            const T *bottom = x + row_taps[2] * row_step + b, *ahead = x + newest * row_step + b;         \
+            for (Py_ssize_t q = 0; q < pixels; q++) {                                                     \
+                V d = *(const V *)(dy + q * y_step + b);                                                  \
+                Py_ssize_t at = q * pixel_step;                                                           \
+                FASTCONV_PREFETCH(ahead + at + 8 * pixel_step);                                           \
+                FASTCONV_PREFETCH(dy + (q + 8) * y_step + b);                                             \
+                sums[9] += d;                                                                             \
+                _Pragma("GCC unroll 3") for (int s = 0; s < 3; s++) {                                     \
+                    sums[s] += d * *(const V *)(top + at + s * col_step);                                 \
+                    sums[3 + s] += d * *(const V *)(middle + at + s * col_step);                          \
+                    sums[6 + s] += d * *(const V *)(bottom + at + s * col_step);                          \
+                }                                                                                         \
+            }                                                                                             \
+            for (int t = 0; t < 9; t++)                                                                   \
+                *(V *)(taps + t * k + b) += sums[t];                                                      \
+            *(V *)(bias + b) += sums[9];                                                                  \
+        }                                                                                                 \
+    }
+    FASTCONV_DEPTHWISE_GRAD_3X3(float, fastconv_f32v, f32)
+    FASTCONV_DEPTHWISE_GRAD_3X3(double, fastconv_f64v, f64)
+
     #define FASTCONV_DEPTHWISE_KERNELS(T, V, SUFFIX)                                                       \
     FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise8_##SUFFIX, T, V, 8)                                         \
     FASTCONV_DEPTHWISE_RUNS(fastconv_depthwise4_##SUFFIX, T, V, 4)                                         \
@@ -478,6 +512,14 @@ cdef extern from *:
         const double *dy, Py_ssize_t y_step, Py_ssize_t pixels, const double *x, Py_ssize_t pixel_step,
         Py_ssize_t blocks, double *taps, double *bias, Py_ssize_t k, Py_ssize_t s_size, const long long *row_taps,
         Py_ssize_t r_size, Py_ssize_t row_step, Py_ssize_t col_step) noexcept nogil
+    void depthwise_grad3x3_f32 "fastconv_depthwise_grad3x3_f32"(
+        const float *dy, Py_ssize_t y_step, Py_ssize_t pixels, const float *x, Py_ssize_t pixel_step,
+        Py_ssize_t blocks, float *taps, float *bias, Py_ssize_t k, const long long *row_taps, Py_ssize_t row_step,
+        Py_ssize_t col_step) noexcept nogil
+    void depthwise_grad3x3_f64 "fastconv_depthwise_grad3x3_f64"(
+        const double *dy, Py_ssize_t y_step, Py_ssize_t pixels, const double *x, Py_ssize_t pixel_step,
+        Py_ssize_t blocks, double *taps, double *bias, Py_ssize_t k, const long long *row_taps, Py_ssize_t row_step,
+        Py_ssize_t col_step) noexcept nogil
     void depthwise_pixel_f32 "fastconv_depthwise_pixel_f32"(
         float *y, Py_ssize_t blocks, const float *start, const float *taps, Py_ssize_t k, Py_ssize_t s_size, const float *x,
         const long long *row_taps, const long long *col_taps, Py_ssize_t r_size, Py_ssize_t row_step,
@@ -600,7 +642,14 @@ cdef void grad_w_row(const floating *pixels, floating *taps, const floating *x, 
     cdef Py_ssize_t lo = span[0], hi = span[1] if blocked else span[0]
     cdef floating *bias = taps + r_size * s_size * k
     cdef const floating *src
-    if hi > lo:
+    if hi > lo and r_size == s_size == 3 and row_taps[0] >= 0 and row_taps[1] >= 0 and row_taps[2] >= 0:
+        if floating is float:
+            depthwise_grad3x3_f32(pixels + lo * k, k, hi - lo, x + cols[lo * s_size] * c, span[3] * c,
+                                  blocked // lanes, taps, bias, k, row_taps, width * c, span[4] * c)
+        else:
+            depthwise_grad3x3_f64(pixels + lo * k, k, hi - lo, x + cols[lo * s_size] * c, span[3] * c,
+                                  blocked // lanes, taps, bias, k, row_taps, width * c, span[4] * c)
+    elif hi > lo:
         if floating is float:
             depthwise_grad_span_f32(pixels + lo * k, k, hi - lo, x + cols[lo * s_size] * c, span[3] * c,
                                     blocked // lanes, taps, bias, k, s_size, row_taps, r_size, width * c,
