@@ -5,9 +5,10 @@ Shapes: x (n, c, h, w), y and dy (n, k, out_h, out_w) with k = c*m, filters (blo
 (sh, sw, dh, dw, top, left, r, s, rows, wp). Work items (image, block, tile of ``rows`` output rows) are split into
 one contiguous chunk per thread, each with its row of scratch: the tile's buffer (rows of wp cells of LANES
 channels, zero padding included), then a stage of cells for the tile's input rows, or its output (or dy) rows,
-which the transposes between planes and cells fill or empty in one call per tile. Every lane loop has the
-constant trip count LANES, accumulates in a local array (PIXELS pixels at a time) and stores after its loads, so
-that the compiler vectorizes it and keeps the sums in registers.
+which the transposes between planes and cells fill or empty in one call per tile. The buffer is a channels-last
+tile of LANES channels: the forward and the grad of w run _depthwise.pxd's micro-kernels on it (sums in registers
+over runs of pixels); the grad of x's lane loops have the constant trip count LANES and store after their loads, so
+that the compiler vectorizes them.
 """
 
 from cython cimport floating
@@ -15,6 +16,8 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy
 
 from ._common cimport fill
+from ._depthwise cimport (depthwise_grad3x3_f32, depthwise_grad3x3_f64, depthwise_grad_span_f32,
+                         depthwise_grad_span_f64, depthwise_span_f32, depthwise_span_f64, lanes_of)
 
 
 cdef extern from *:
@@ -95,8 +98,6 @@ cdef inline void transpose(const floating *src, Py_ssize_t src_step, floating *d
 
 cdef enum:
     LANES = 16  # fastconv.backends._blocked.LANES
-    PIXELS = 4  # output pixels per register block: independent accumulators (2*PIXELS AVX2 registers of float32)
-                # hide the multiply-add latency that one pixel's chain over its taps would wait on
 
 
 cdef struct Layout:
@@ -154,69 +155,43 @@ cdef void pack(const floating *plane, Py_ssize_t plane_size, Py_ssize_t valid, P
                (hi - lo) * LANES * sizeof(floating))
 
 
-cdef inline void forward_pixels(floating *row, const floating *taps, const floating *bias, const floating *buf,
-                                Py_ssize_t first_row, Py_ssize_t ow0, Py_ssize_t pixels, const Layout *p) noexcept nogil:
-    """row (count, LANES)[ow, j] = bias[j] + sum_{r, s} taps (r*s, LANES)[r*S + s, j] * buf[first_row + r*dh,
-    ow*sw + s*dw, j] for ow in [ow0, ow0 + pixels), pixels <= PIXELS (a constant where inlined): the pixels'
-    lanes summed in registers, independent chains of multiply-adds that share each tap's load."""
-    cdef floating acc[PIXELS][LANES]
-    cdef Py_ssize_t i, r, s, j
-    cdef const floating *f
-    cdef const floating *v
-    for i in range(pixels):
-        for j in range(LANES):
-            acc[i][j] = bias[j]
-    for r in range(p.r):
-        for s in range(p.s):
-            f = taps + (r * p.s + s) * LANES
-            v = buf + ((first_row + r * p.dh) * p.wp + ow0 * p.sw + s * p.dw) * LANES
-            for i in range(pixels):
-                for j in range(LANES):
-                    acc[i][j] += f[j] * v[i * p.sw * LANES + j]
-    for i in range(pixels):
-        for j in range(LANES):
-            row[(ow0 + i) * LANES + j] = acc[i][j]
-
-
 cdef void forward_row(floating *row, const floating *taps, const floating *bias, const floating *buf,
                       Py_ssize_t first_row, Py_ssize_t count, const Layout *p) noexcept nogil:
-    """forward_pixels over the count pixels of an output row, PIXELS at a time; the last block overlaps the one
-    before when PIXELS does not divide count (recomputing a few pixels costs less than the single pixels' chains
-    of dependent multiply-adds)."""
-    cdef Py_ssize_t ow
-    if count < PIXELS:
-        for ow in range(count):
-            forward_pixels(row, taps, bias, buf, first_row, ow, 1, p)
-        return
-    for ow in range(count // PIXELS):
-        forward_pixels(row, taps, bias, buf, first_row, ow * PIXELS, PIXELS, p)
-    if count % PIXELS:
-        forward_pixels(row, taps, bias, buf, first_row, count - PIXELS, PIXELS, p)
+    """row (count, LANES)[ow, j] = bias[j] + sum_{r, s} taps (r*s, LANES)[r*S + s, j] * buf[first_row + r*dh,
+    ow*sw + s*dw, j]: the buffer is a channels-last tile of LANES channels, zero-padded, so every pixel is one of
+    _depthwise.pxd's runs (the pixels' sums of a register of channels in registers over all taps)."""
+    cdef Py_ssize_t blocks = LANES // lanes_of(taps)
+    cdef const floating *rows = buf + first_row * p.wp * LANES
+    if floating is float:
+        depthwise_span_f32(row, LANES, count, rows, p.sw * LANES, blocks, bias, taps, LANES, p.s, NULL, p.r,
+                           p.dh * p.wp * LANES, p.dw * LANES)
+    else:
+        depthwise_span_f64(row, LANES, count, rows, p.sw * LANES, blocks, bias, taps, LANES, p.s, NULL, p.r,
+                           p.dh * p.wp * LANES, p.dw * LANES)
 
 
 cdef void grad_w_row(const floating *row, floating *taps, const floating *buf, Py_ssize_t first_row,
                      Py_ssize_t count, const Layout *p) noexcept nogil:
-    """taps (r*s, LANES)[r*S + s, j] += sum_ow row (count, LANES)[ow, j] * buf[first_row + r*dh, ow*sw + s*dw, j],
-    in PIXELS partial sums (independent chains of multiply-adds)."""
-    cdef floating acc[PIXELS][LANES]
-    cdef Py_ssize_t ow, r, s, i, j
-    cdef const floating *v
-    for r in range(p.r):
-        for s in range(p.s):
-            for i in range(PIXELS):
-                for j in range(LANES):
-                    acc[i][j] = 0
-            v = buf + ((first_row + r * p.dh) * p.wp + s * p.dw) * LANES
-            for ow in range(count // PIXELS):
-                for i in range(PIXELS):
-                    for j in range(LANES):
-                        acc[i][j] += row[(ow * PIXELS + i) * LANES + j] * v[(ow * PIXELS + i) * p.sw * LANES + j]
-            for ow in range(count - count % PIXELS, count):
-                for j in range(LANES):
-                    acc[0][j] += row[ow * LANES + j] * v[ow * p.sw * LANES + j]
-            for i in range(PIXELS):
-                for j in range(LANES):
-                    taps[(r * p.s + s) * LANES + j] += acc[i][j]
+    """taps (r*s, LANES)[r*S + s, j] += sum_ow row (count, LANES)[ow, j] * buf[first_row + r*dh, ow*sw + s*dw, j]:
+    _depthwise.pxd's grad of w on the channels-last tile (a 3x3 kernel's nine sums over the whole row in registers,
+    other kernels' runs of pixels); the kernels' sums of dy go to a local sink (db is summed apart)."""
+    cdef floating sink[LANES]
+    cdef Py_ssize_t blocks = LANES // lanes_of(taps), row_step = p.dh * p.wp * LANES
+    cdef const floating *rows = buf + first_row * p.wp * LANES
+    if floating is float:
+        if p.r == 3 and p.s == 3:
+            depthwise_grad3x3_f32(row, LANES, count, rows, p.sw * LANES, blocks, taps, sink, LANES, NULL, row_step,
+                                  p.dw * LANES)
+        else:
+            depthwise_grad_span_f32(row, LANES, count, rows, p.sw * LANES, blocks, taps, sink, LANES, p.s, NULL, p.r,
+                                    row_step, p.dw * LANES)
+    else:
+        if p.r == 3 and p.s == 3:
+            depthwise_grad3x3_f64(row, LANES, count, rows, p.sw * LANES, blocks, taps, sink, LANES, NULL, row_step,
+                                  p.dw * LANES)
+        else:
+            depthwise_grad_span_f64(row, LANES, count, rows, p.sw * LANES, blocks, taps, sink, LANES, p.s, NULL, p.r,
+                                    row_step, p.dw * LANES)
 
 
 cdef void grad_x_row(const floating *row, const floating *taps, floating *buf, Py_ssize_t first_row,
