@@ -373,6 +373,16 @@ def _random_layer(data, rng, x, w, groups: int, max_stride: int) -> tuple:
         assume(False)
 
 
+def _assert_channels_last_grads(grads, expected, needs, dtype, g) -> None:
+    """A native method's (dx (N, H, W, C), dw, db) against naive's NCHW ones: None exactly where not needed, else
+    C-contiguous, of the expected shape and dtype, and close."""
+    for what, need, actual, wanted in zip("dx dw db".split(), needs, grads, (nhwc(expected[0]), *expected[1:])):
+        assert (actual is None) != need, what
+        if need:
+            assert actual.flags.c_contiguous and actual.shape == wanted.shape and actual.dtype == dtype, what
+            assert_close(actual, wanted, dtype, f"{what} {g}")
+
+
 @RANDOM
 @given(data=st.data())
 @pytest.mark.parametrize("name", COMPILED)
@@ -402,12 +412,7 @@ def test_channels_last_gemm_matches_naive(name, data, monkeypatch):
     assert_close(forward.options["nhwc_gemm"].run(nhwc(x), w, b, g),
                  nhwc(fc.conv2d(x, w, b, backend="naive", **kwargs)), dtype, f"y {g}")
     grads = backward.options["nhwc_gemm"].run(nhwc(dy), nhwc(x), w, g, need_dx, need_dw, need_db)
-    for what, need, actual, wanted in zip("dx dw db".split(), (need_dx, need_dw, need_db), grads,
-                                          (nhwc(expected[0]), *expected[1:])):
-        assert (actual is None) != need, what
-        if need:
-            assert actual.flags.c_contiguous and actual.shape == wanted.shape and actual.dtype == dtype, what
-            assert_close(actual, wanted, dtype, f"{what} {g}")
+    _assert_channels_last_grads(grads, expected, (need_dx, need_dw, need_db), dtype, g)
 
 
 @RANDOM
@@ -431,12 +436,7 @@ def test_channels_last_plane_gemm_matches_naive(data, monkeypatch):
     backward = module.methods("conv2d_backward", g)
     assert backward.default == ("nhwc" if pointwise_applies(g) else "nhwc_plane_gemm")
     grads = backward.options["nhwc_plane_gemm"].run(nhwc(dy), nhwc(x), w, g, need_dx, need_dw, need_db)
-    for what, need, actual, wanted in zip("dx dw db".split(), (need_dx, need_dw, need_db), grads,
-                                          (nhwc(expected[0]), *expected[1:])):
-        assert (actual is None) != need, what
-        if need:
-            assert actual.flags.c_contiguous and actual.shape == wanted.shape and actual.dtype == dtype, what
-            assert_close(actual, wanted, dtype, f"{what} {g}")
+    _assert_channels_last_grads(grads, expected, (need_dx, need_dw, need_db), dtype, g)
 
 
 @RANDOM
