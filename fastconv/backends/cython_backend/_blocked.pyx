@@ -16,8 +16,8 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy
 
 from ._common cimport fill
-from ._depthwise cimport (depthwise_grad3x3_f32, depthwise_grad3x3_f64, depthwise_grad_span_f32,
-                         depthwise_grad_span_f64, depthwise_span_f32, depthwise_span_f64, lanes_of)
+from ._depthwise cimport (depthwise_grad_span_f32, depthwise_grad_span_f64, depthwise_span_f32, depthwise_span_f64,
+                         lanes_of)
 
 
 cdef extern from *:
@@ -176,22 +176,13 @@ cdef void grad_w_row(const floating *row, floating *taps, const floating *buf, P
     _depthwise.pxd's grad of w on the channels-last tile (a 3x3 kernel's nine sums over the whole row in registers,
     other kernels' runs of pixels); the kernels' sums of dy go to a local sink (db is summed apart)."""
     cdef floating sink[LANES]
-    cdef Py_ssize_t blocks = LANES // lanes_of(taps), row_step = p.dh * p.wp * LANES
     cdef const floating *rows = buf + first_row * p.wp * LANES
     if floating is float:
-        if p.r == 3 and p.s == 3:
-            depthwise_grad3x3_f32(row, LANES, count, rows, p.sw * LANES, blocks, taps, sink, LANES, NULL, row_step,
-                                  p.dw * LANES)
-        else:
-            depthwise_grad_span_f32(row, LANES, count, rows, p.sw * LANES, blocks, taps, sink, LANES, p.s, NULL, p.r,
-                                    row_step, p.dw * LANES)
+        depthwise_grad_span_f32(row, LANES, count, rows, p.sw * LANES, LANES // lanes_of(taps), taps, sink, LANES,
+                                p.s, NULL, p.r, p.dh * p.wp * LANES, p.dw * LANES)
     else:
-        if p.r == 3 and p.s == 3:
-            depthwise_grad3x3_f64(row, LANES, count, rows, p.sw * LANES, blocks, taps, sink, LANES, NULL, row_step,
-                                  p.dw * LANES)
-        else:
-            depthwise_grad_span_f64(row, LANES, count, rows, p.sw * LANES, blocks, taps, sink, LANES, p.s, NULL, p.r,
-                                    row_step, p.dw * LANES)
+        depthwise_grad_span_f64(row, LANES, count, rows, p.sw * LANES, LANES // lanes_of(taps), taps, sink, LANES,
+                                p.s, NULL, p.r, p.dh * p.wp * LANES, p.dw * LANES)
 
 
 cdef void grad_x_row(const floating *row, const floating *taps, floating *buf, Py_ssize_t first_row,

@@ -175,6 +175,8 @@ cdef extern from *:
                                    __VA_ARGS__);                                                           \
         } while (0)
 
+    /* the forward and the grad of w over `pixels` pixels: runs, and for the grad of a 3x3 kernel whose three row
+       taps are all valid the whole row at once */
     #define FASTCONV_DEPTHWISE_SPANS(T, SUFFIX)                                                            \
     static inline void fastconv_depthwise_span_##SUFFIX(                                                   \
             T *y, Py_ssize_t y_step, Py_ssize_t pixels, const T *x, Py_ssize_t pixel_step,                 \
@@ -187,8 +189,13 @@ cdef extern from *:
             const T *dy, Py_ssize_t y_step, Py_ssize_t pixels, const T *x, Py_ssize_t pixel_step,          \
             Py_ssize_t blocks, T *taps, T *bias, Py_ssize_t k, Py_ssize_t s_size,                          \
             const long long *row_taps, Py_ssize_t r_size, Py_ssize_t row_step, Py_ssize_t col_step) {      \
-        FASTCONV_RUNS_OF(fastconv_depthwise_grad, SUFFIX, dy, y_step, pixels, x, pixel_step, blocks,       \
-                         taps, bias, k, s_size, row_taps, r_size, row_step, col_step);                     \
+        if (r_size == 3 && s_size == 3 && fastconv_row_of(row_taps, 0) >= 0                                \
+                && fastconv_row_of(row_taps, 1) >= 0 && fastconv_row_of(row_taps, 2) >= 0)                 \
+            fastconv_depthwise_grad3x3_##SUFFIX(dy, y_step, pixels, x, pixel_step, blocks, taps, bias, k,  \
+                                                row_taps, row_step, col_step);                             \
+        else                                                                                               \
+            FASTCONV_RUNS_OF(fastconv_depthwise_grad, SUFFIX, dy, y_step, pixels, x, pixel_step, blocks,   \
+                             taps, bias, k, s_size, row_taps, r_size, row_step, col_step);                 \
     }
     FASTCONV_DEPTHWISE_SPANS(float, f32)
     FASTCONV_DEPTHWISE_SPANS(double, f64)
@@ -230,14 +237,6 @@ cdef extern from *:
         const double *dy, Py_ssize_t y_step, Py_ssize_t pixels, const double *x, Py_ssize_t pixel_step,
         Py_ssize_t blocks, double *taps, double *bias, Py_ssize_t k, Py_ssize_t s_size, const long long *row_taps,
         Py_ssize_t r_size, Py_ssize_t row_step, Py_ssize_t col_step) noexcept nogil
-    void depthwise_grad3x3_f32 "fastconv_depthwise_grad3x3_f32"(
-        const float *dy, Py_ssize_t y_step, Py_ssize_t pixels, const float *x, Py_ssize_t pixel_step,
-        Py_ssize_t blocks, float *taps, float *bias, Py_ssize_t k, const long long *row_taps, Py_ssize_t row_step,
-        Py_ssize_t col_step) noexcept nogil
-    void depthwise_grad3x3_f64 "fastconv_depthwise_grad3x3_f64"(
-        const double *dy, Py_ssize_t y_step, Py_ssize_t pixels, const double *x, Py_ssize_t pixel_step,
-        Py_ssize_t blocks, double *taps, double *bias, Py_ssize_t k, const long long *row_taps, Py_ssize_t row_step,
-        Py_ssize_t col_step) noexcept nogil
     void depthwise_pixel_f32 "fastconv_depthwise_pixel_f32"(
         float *y, Py_ssize_t blocks, const float *start, const float *taps, Py_ssize_t k, Py_ssize_t s_size,
         const float *x, const long long *row_taps, const long long *col_taps, Py_ssize_t r_size,

@@ -25,8 +25,8 @@ from cython.parallel cimport prange
 
 from ._blas cimport gemm
 from ._common cimport fill
-from ._depthwise cimport (depthwise_grad3x3_f32, depthwise_grad3x3_f64, depthwise_grad_span_f32, depthwise_grad_span_f64,
-                         depthwise_pixel_f32, depthwise_pixel_f64, depthwise_span_f32, depthwise_span_f64, lanes_of)
+from ._depthwise cimport (depthwise_grad_span_f32, depthwise_grad_span_f64, depthwise_pixel_f32, depthwise_pixel_f64,
+                         depthwise_span_f32, depthwise_span_f64, lanes_of)
 
 
 cdef void max_row(const floating *x, floating *y, long long *index, const long long *row, const long long *cols,
@@ -407,14 +407,7 @@ cdef void grad_w_row(const floating *pixels, floating *taps, const floating *x, 
     cdef Py_ssize_t lo = span[0], hi = span[1] if blocked else span[0]
     cdef floating *bias = taps + r_size * s_size * k
     cdef const floating *src
-    if hi > lo and r_size == s_size == 3 and row_taps[0] >= 0 and row_taps[1] >= 0 and row_taps[2] >= 0:
-        if floating is float:
-            depthwise_grad3x3_f32(pixels + lo * k, k, hi - lo, x + cols[lo * s_size] * c, span[3] * c,
-                                  blocked // lanes, taps, bias, k, row_taps, width * c, span[4] * c)
-        else:
-            depthwise_grad3x3_f64(pixels + lo * k, k, hi - lo, x + cols[lo * s_size] * c, span[3] * c,
-                                  blocked // lanes, taps, bias, k, row_taps, width * c, span[4] * c)
-    elif hi > lo:
+    if hi > lo:
         if floating is float:
             depthwise_grad_span_f32(pixels + lo * k, k, hi - lo, x + cols[lo * s_size] * c, span[3] * c,
                                     blocked // lanes, taps, bias, k, s_size, row_taps, r_size, width * c,
